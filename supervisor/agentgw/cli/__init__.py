@@ -1,0 +1,1 @@
+"""Thin click commands: observe -> plan -> apply -> render the result."""

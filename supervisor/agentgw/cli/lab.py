@@ -1,0 +1,168 @@
+"""``agentgw lab``: boot a disposable systemd + D-Bus, run commands in it, tear it down."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+import agentgw
+from agentgw import run
+from agentgw.cli.context import echo_json
+from agentgw.errors import AgentgwError, Exit
+from agentgw.lab.machine import DEFAULT_NAME, Lab, LabSpec, booted, why_unavailable
+
+
+def checkout() -> Path | None:
+    """The source tree agentgw runs from (an editable install), bound into every lab."""
+    top = Path(agentgw.__file__).resolve().parents[2]
+    return top if (top / "pyproject.toml").is_file() else None
+
+
+def default_binds(extra: tuple[Path, ...]) -> tuple[Path, ...]:
+    binds = [p.resolve() for p in extra]
+    top = checkout()
+    if top is not None and top not in binds:
+        binds.insert(0, top)
+    return tuple(binds)
+
+
+def inside_cwd(binds: tuple[Path, ...] | list[str]) -> Path:
+    """Keep the caller's directory when it is visible inside the lab, else use /."""
+    here = Path.cwd().resolve()
+    for bind in binds:
+        if here == Path(bind) or Path(bind) in here.parents:
+            return here
+    return Path("/")
+
+
+name_option = click.option(
+    "--name", default=DEFAULT_NAME, show_default=True, help="Name of the lab machine."
+)
+bind_option = click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Extra host directory to bind at the same path (the checkout always is).",
+)
+bpf_option = click.option(
+    "--no-bpf",
+    is_flag=True,
+    help="Boot without bpf() allowed: IPAddressDeny= is then NOT enforced (for sabotage tests).",
+)
+
+
+@click.group()
+def lab() -> None:
+    """Boot a disposable systemd + D-Bus (systemd-nspawn over an overlay of the host root).
+
+    Writes inside the lab go to a tmpfs and vanish on 'down'. The checkout agentgw runs from is
+    bound in at the same path, so its tests and tools run inside unchanged.
+    """
+
+
+@lab.command("up")
+@name_option
+@bind_option
+@bpf_option
+def lab_up(name: str, binds: tuple[Path, ...], no_bpf: bool) -> None:
+    """Boot a lab and wait until its systemd is running; prints the boot time."""
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf)
+    machine = Lab.up(spec)
+    click.echo(
+        f"lab {name} up in {machine.state.boot_seconds:.2f}s "
+        f"(init pid {machine.state.leader_pid}, bpf {'allowed' if spec.bpf else 'blocked'})"
+    )
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@name_option
+@click.option("--cwd", type=click.Path(path_type=Path), help="Working directory inside the lab.")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_exec(name: str, cwd: Path | None, argv: tuple[str, ...]) -> None:
+    """Run ARGV inside the lab as root; its exit code becomes ours.
+
+    Example: agentgw lab exec -- systemctl is-system-running
+    """
+    machine = _require(name)
+    wd = cwd if cwd is not None else inside_cwd(machine.state.binds)
+    sys.stdout.flush()
+    run.exec_replace(machine.nsenter_argv(list(argv), cwd=wd))
+
+
+@lab.command("run", context_settings={"ignore_unknown_options": True})
+@name_option
+@bind_option
+@bpf_option
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def lab_run(name: str, binds: tuple[Path, ...], no_bpf: bool, argv: tuple[str, ...]) -> None:
+    """Boot a lab, run ARGV inside, and tear the lab down whatever happens (also on Ctrl-C).
+
+    Exits with ARGV's exit code.
+    """
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf)
+    with booted(spec) as machine:
+        click.echo(f"lab {name} up in {machine.state.boot_seconds:.2f}s", err=True)
+        result = machine.exec(
+            list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False
+        )
+    sys.exit(result.returncode)
+
+
+@lab.command("down")
+@name_option
+@click.option("--all", "all_", is_flag=True, help="Tear down every lab on this host.")
+def lab_down(name: str, all_: bool) -> None:
+    """Power off the lab and remove its processes and mounts (also repairs a half-done up)."""
+    names = Lab.names() if all_ else [name]
+    for each in names:
+        removed = Lab.teardown(each)
+        click.echo(f"lab {each} {'down' if removed else 'was not up'}")
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def lab_status(as_json: bool) -> None:
+    """List labs on this host and whether each is alive."""
+    rows = []
+    for each in Lab.names():
+        machine = Lab.find(each)
+        rows.append(
+            {
+                "name": each,
+                "alive": bool(machine and machine.alive()),
+                "init_pid": machine.state.leader_pid if machine else None,
+                "bpf": machine.state.bpf if machine else None,
+                "boot_seconds": machine.state.boot_seconds if machine else None,
+            }
+        )
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}\t{'up' if row['alive'] else 'dead'}\tinit={row['init_pid']}")
+    if not rows:
+        click.echo("no labs")
+
+
+@lab.command("check")
+def lab_check() -> None:
+    """Exit 0 when this machine can boot a lab; otherwise say why and exit 1."""
+    reason = why_unavailable()
+    if reason is not None:
+        raise AgentgwError(f"no lab here: {reason}", hint="run as root on Debian 12 (make setup)")
+    click.echo("lab available")
+
+
+def _require(name: str) -> Lab:
+    machine = Lab.find(name)
+    if machine is None or not machine.alive():
+        raise AgentgwError(
+            f"lab {name!r} is not up", hint=f"agentgw lab up --name {name}", code=Exit.USAGE
+        )
+    return machine
+
+
+__all__ = ["lab"]

@@ -1,0 +1,419 @@
+"""Boot, enter and tear down a lab machine.
+
+State lives in ``<base>/<name>/``: ``state.json`` (pids and their start times), ``console.log``,
+the tmpfs ``ovl/`` (overlay upper + work) and the overlay ``root/``. ``down`` removes every mount
+and process it recorded, and also repairs a half-finished ``up`` (mounts without state, a dead
+nspawn) so a kill -9 at any step is recovered by the next ``down``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import structlog
+
+from agentgw import run
+from agentgw.errors import AgentgwError, Exit, usage
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_BASE = Path("/run/agentgw-lab")
+DEFAULT_NAME = "agentgw-lab"
+TARGET = "agentgw-lab.target"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+IN_LAB_ENV = "AGENTGW_IN_LAB"
+
+# nspawn processes this process started: kept so they are reaped, not dropped while running.
+_CHILDREN: dict[int, run.Popen] = {}
+
+# The boot target: only basic.target and D-Bus, so the host's enabled services never start.
+TARGET_UNIT = """\
+[Unit]
+Description=agentgw lab
+Requires=basic.target dbus.socket
+After=basic.target dbus.socket
+AllowIsolate=yes
+"""
+
+# Variables passed from the caller into commands run inside; the rest of the env is not.
+PASSED_ENV = ("TERM", "LANG", "LC_ALL", "PYTHONDONTWRITEBYTECODE", "HYPOTHESIS_PROFILE")
+
+
+def why_unavailable() -> str | None:
+    """Why this machine cannot boot a lab, or None when it can."""
+    if os.environ.get(IN_LAB_ENV) == "1":
+        return "already inside a lab (nested labs are not supported)"
+    if os.geteuid() != 0:
+        return "the lab needs root (systemd-nspawn and overlay mounts)"
+    if shutil.which("systemd-nspawn") is None:
+        return "systemd-nspawn not found (apt-get install systemd-container)"
+    if shutil.which("nsenter") is None:
+        return "nsenter not found (util-linux)"
+    return None
+
+
+def check_available() -> None:
+    reason = why_unavailable()
+    if reason is not None:
+        raise AgentgwError(
+            f"cannot boot a lab here: {reason}", hint="run as root on Debian 12 (make setup)"
+        )
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise usage(
+            f"lab name {name!r} is invalid",
+            hint="use 1-31 characters: a lowercase letter, then lowercase letters, digits or '-'",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """What to boot. ``bpf`` allows the bpf() syscall so IPAddressDeny= is enforced (LAB.md)."""
+
+    name: str = DEFAULT_NAME
+    binds: tuple[Path, ...] = ()
+    base: Path = DEFAULT_BASE
+    bpf: bool = True
+    kvm: bool = True
+    boot_timeout: float = 30.0
+
+
+@dataclass
+class LabState:
+    name: str
+    dir: str
+    nspawn_pid: int = 0
+    nspawn_started: float = 0.0
+    leader_pid: int = 0
+    bpf: bool = True
+    binds: list[str] = field(default_factory=list)
+    boot_seconds: float = 0.0
+
+
+def _mounted(path: Path) -> bool:
+    target = os.fspath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def _same_process(pid: int, started: float) -> bool:
+    """True when ``pid`` is still the process we started (not a reused pid)."""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except psutil.Error:
+        return False
+
+
+class Lab:
+    """A booted lab machine. Create with :meth:`up`, find again with :meth:`find`."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+
+    # -- discovery -------------------------------------------------------------------------
+    @staticmethod
+    def state_path(base: Path, name: str) -> Path:
+        return base / name / "state.json"
+
+    @classmethod
+    def find(cls, name: str = DEFAULT_NAME, base: Path = DEFAULT_BASE) -> Lab | None:
+        path = cls.state_path(base, check_name(name))
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return cls(LabState(**data))
+
+    @classmethod
+    def names(cls, base: Path = DEFAULT_BASE) -> list[str]:
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.state.dir)
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def alive(self) -> bool:
+        spawned = _same_process(self.state.nspawn_pid, self.state.nspawn_started)
+        return spawned and psutil.pid_exists(self.state.leader_pid)
+
+    # -- boot ------------------------------------------------------------------------------
+    @classmethod
+    def up(cls, spec: LabSpec) -> Lab:
+        """Boot a lab and wait until its systemd reports ``running``. Cleans up on any failure."""
+        check_available()
+        check_name(spec.name)
+        existing = cls.find(spec.name, spec.base)
+        if existing is not None and existing.alive():
+            raise AgentgwError(
+                f"lab {spec.name!r} is already up (nspawn pid {existing.state.nspawn_pid})",
+                hint=f"use it, or run 'agentgw lab down --name {spec.name}' first",
+                code=Exit.USAGE,
+            )
+        # A leftover of a killed up/down: repair before booting again.
+        cls.teardown(spec.name, spec.base)
+        lab_dir = spec.base / spec.name
+        state = LabState(
+            name=spec.name,
+            dir=os.fspath(lab_dir),
+            bpf=spec.bpf,
+            binds=[os.fspath(b) for b in spec.binds],
+        )
+        lab = cls(state)
+        t0 = time.monotonic()
+        try:
+            lab._mount()
+            lab._write_state()
+            lab._boot(spec)
+            lab._wait_running(spec.boot_timeout)
+        except BaseException:
+            cls.teardown(spec.name, spec.base)
+            raise
+        state.boot_seconds = round(time.monotonic() - t0, 3)
+        lab._write_state()
+        log.info("lab_up", name=spec.name, seconds=state.boot_seconds)
+        return lab
+
+    def _mount(self) -> None:
+        ovl, root = self.dir / "ovl", self.root
+        ovl.mkdir(parents=True, exist_ok=True)
+        root.mkdir(exist_ok=True)
+        run.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", ovl])
+        (ovl / "upper").mkdir()
+        (ovl / "work").mkdir()
+        options = f"lowerdir=/,upperdir={ovl / 'upper'},workdir={ovl / 'work'}"
+        run.run(["mount", "-t", "overlay", "overlay", "-o", options, root])
+        units = root / "etc/systemd/system"
+        (units / TARGET).write_text(TARGET_UNIT)
+
+    def _boot(self, spec: LabSpec) -> None:
+        argv: list[str | os.PathLike[str]] = [
+            "systemd-nspawn",
+            "--quiet",
+            "-D",
+            self.root,
+            "-M",
+            spec.name,
+            "--register=no",
+            "--keep-unit",
+        ]
+        if spec.bpf:
+            argv.append("--system-call-filter=bpf")
+        if spec.kvm and Path("/dev/kvm").exists():
+            argv.append("--bind=/dev/kvm")
+        for bind in spec.binds:
+            argv.append(f"--bind={os.fspath(bind)}:{os.fspath(bind)}")
+        argv += ["--boot", "--", f"systemd.unit={TARGET}"]
+        env = dict(os.environ)
+        # cgroup v2 inside: without it IPAddressDeny= is silently not enforced (LAB.md).
+        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+        proc = run.spawn(argv, log_path=self.dir / "console.log", env=env)
+        _CHILDREN[proc.pid] = proc
+        self.state.nspawn_pid = proc.pid
+        self.state.nspawn_started = psutil.Process(proc.pid).create_time()
+        self._write_state()
+
+    def _wait_running(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not _same_process(self.state.nspawn_pid, self.state.nspawn_started):
+                raise AgentgwError(
+                    "the lab's systemd-nspawn exited during boot",
+                    hint=f"see {self.dir / 'console.log'}",
+                )
+            if not self.state.leader_pid:
+                with suppress(psutil.Error):
+                    children = psutil.Process(self.state.nspawn_pid).children()
+                    if children:
+                        self.state.leader_pid = children[0].pid
+                        self._write_state()
+            if self.state.leader_pid:
+                result = self.exec(["systemctl", "is-system-running"], check=False, timeout=10)
+                last = result.stdout.strip()
+                if last in ("running", "degraded"):
+                    if last == "degraded":
+                        failed = self.exec(["systemctl", "--failed", "--no-legend"], check=False)
+                        log.warning("lab_degraded", failed=failed.stdout.strip())
+                    return
+            time.sleep(0.05)
+        raise AgentgwError(
+            f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})",
+            hint=f"see {self.dir / 'console.log'}",
+        )
+
+    def _write_state(self) -> None:
+        path = self.dir / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        os.replace(tmp, path)
+
+    # -- use -------------------------------------------------------------------------------
+    def nsenter_argv(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> list[str]:
+        """The host command that runs ``argv`` inside the lab as root, with a clean env."""
+        if not self.state.leader_pid:
+            raise AgentgwError(f"lab {self.name!r} has no running init", hint="agentgw lab up")
+        wd = os.fspath(cwd) if cwd is not None else "/"
+        base_env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            IN_LAB_ENV: "1",
+            "AGENTGW_LAB_NAME": self.name,
+        }
+        for key in PASSED_ENV:
+            if key in os.environ:
+                base_env[key] = os.environ[key]
+        base_env.update(env or {})
+        pairs = [f"{k}={v}" for k, v in sorted(base_env.items())]
+        return [
+            "nsenter",
+            "-t",
+            str(self.state.leader_pid),
+            "-a",
+            f"--wd={wd}",
+            "env",
+            "-i",
+            *pairs,
+            *argv,
+        ]
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        input: str | None = None,
+        capture: bool = True,
+    ) -> run.Completed:
+        """Run a command inside the lab and return its result."""
+        return run.run(
+            self.nsenter_argv(argv, env=env, cwd=cwd),
+            check=check,
+            timeout=timeout,
+            input=input,
+            capture=capture,
+        )
+
+    # -- tear down -------------------------------------------------------------------------
+    def down(self) -> None:
+        self.teardown(self.name, Path(self.state.dir).parent)
+
+    @classmethod
+    def teardown(cls, name: str, base: Path = DEFAULT_BASE) -> bool:
+        """Power off and remove every process and mount of lab ``name``. True if anything was."""
+        lab_dir = base / check_name(name)
+        if not lab_dir.exists():
+            return False
+        lab = cls.find(name, base)
+        if lab is not None:
+            lab._stop()
+        for mount in (lab_dir / "root", lab_dir / "ovl"):
+            cls._umount(mount)
+        shutil.rmtree(lab_dir, ignore_errors=True)
+        if lab_dir.exists():
+            raise AgentgwError(
+                f"could not remove {lab_dir}", hint="check 'findmnt' for leftover lab mounts"
+            )
+        log.info("lab_down", name=name)
+        return True
+
+    def _stop(self) -> None:
+        pid, started = self.state.nspawn_pid, self.state.nspawn_started
+        if not pid or not _same_process(pid, started):
+            return
+        if self.state.leader_pid and psutil.pid_exists(self.state.leader_pid):
+            # Ask systemd to power off; nspawn exits when its init does.
+            self.exec(["systemctl", "--no-block", "poweroff"], check=False, timeout=10)
+        if self._wait_exit(pid, started, 15.0):
+            return
+        # Only the nspawn we started and recorded (pid + start time) is ever signalled.
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if self._wait_exit(pid, started, 5.0):
+            return
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait_exit(pid, started, 5.0)
+
+    @staticmethod
+    def _wait_exit(pid: int, started: float, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            child = _CHILDREN.get(pid)
+            if child is not None and child.poll() is not None:
+                del _CHILDREN[pid]
+                return True
+            if child is None:
+                with suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            if not _same_process(pid, started):
+                return True
+            time.sleep(0.05)
+        return False
+
+    @staticmethod
+    def _umount(path: Path) -> None:
+        for _ in range(50):
+            if not _mounted(path):
+                return
+            if run.run(["umount", path], check=False).returncode != 0:
+                time.sleep(0.1)
+        if _mounted(path):
+            run.run(["umount", "--lazy", path], check=False)
+
+
+@contextmanager
+def booted(spec: LabSpec) -> Iterator[Lab]:
+    """A lab for the duration of a ``with`` block (tests, ``lab run``); always torn down.
+
+    SIGTERM and SIGHUP are turned into an exception so the ``finally`` runs on them too.
+    """
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, _raise) for s in (signal.SIGTERM, signal.SIGHUP)}
+    lab: Lab | None = None
+    try:
+        lab = Lab.up(spec)
+        yield lab
+    finally:
+        try:
+            if lab is not None:
+                lab.down()
+            else:
+                Lab.teardown(spec.name, spec.base)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

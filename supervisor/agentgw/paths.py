@@ -1,0 +1,140 @@
+"""The host layout of DESIGN.md, every path derived from one root.
+
+``Layout(Path("/"))`` is the real host; tests pass ``tmp_path``. ``--root`` / ``AGENTGW_ROOT``
+select the root on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_ENV = "AGENTGW_ROOT"
+TEMPLATE_UNIT = "agent-gateway@.service"
+
+
+def unit_name(profile: str) -> str:
+    """The systemd instance of a profile (names are validated, so no escaping is needed)."""
+    return f"agent-gateway@{profile}.service"
+
+
+def user_name(profile: str) -> str:
+    return f"agent-{profile}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every host path agentgw reads or writes, under ``root``."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> Layout:
+        chosen = root if root is not None else os.environ.get(ROOT_ENV) or "/"
+        return cls(Path(chosen).absolute())
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel
+
+    # configuration
+    @property
+    def etc(self) -> Path:
+        return self._p("etc/agentgw")
+
+    @property
+    def host_config(self) -> Path:
+        return self.etc / "agentgw.yaml"
+
+    @property
+    def gateways_config(self) -> Path:
+        return self.etc / "gateways"
+
+    # systemd
+    @property
+    def unit_dir(self) -> Path:
+        return self._p("etc/systemd/system")
+
+    @property
+    def template_unit(self) -> Path:
+        return self.unit_dir / TEMPLATE_UNIT
+
+    def dropin_dir(self, profile: str) -> Path:
+        return self.unit_dir / f"agent-gateway@{profile}.service.d"
+
+    def dropin(self, profile: str) -> Path:
+        return self.dropin_dir(profile) / "50-agentgw.conf"
+
+    # runtime trees
+    @property
+    def opt(self) -> Path:
+        return self._p("opt/agent")
+
+    @property
+    def lib(self) -> Path:
+        return self.opt / "_lib"
+
+    @property
+    def launcher(self) -> Path:
+        return self.lib / "launch"
+
+    @property
+    def releases(self) -> Path:
+        return self.opt / "releases"
+
+    def release(self, sha: str, label: str) -> Path:
+        return self.releases / f"{sha}-{label}"
+
+    def profile_dir(self, profile: str) -> Path:
+        return self.opt / "gateways" / profile
+
+    def current(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "current"
+
+    def previous(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "previous"
+
+    def env_file(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "env"
+
+    def home(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "home"
+
+    def logs(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "logs"
+
+    # state
+    @property
+    def state(self) -> Path:
+        return self._p("var/lib/agentgw")
+
+    @property
+    def history(self) -> Path:
+        return self.state / "history.jsonl"
+
+    @property
+    def proofs(self) -> Path:
+        return self.state / "proofs"
+
+    @property
+    def locks(self) -> Path:
+        return self.state / "locks"
+
+    @property
+    def intents(self) -> Path:
+        return self.state / "intents"
+
+    @property
+    def archive(self) -> Path:
+        return self.state / "archive"
+
+    @property
+    def run(self) -> Path:
+        return self._p("run/agentgw")
+
+    @property
+    def registry_socket(self) -> Path:
+        return self.run / "registry.sock"
+
+    def sandbox_socket(self, profile: str) -> Path:
+        return self.run / "sandbox" / f"{profile}.sock"
