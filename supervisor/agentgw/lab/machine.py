@@ -298,9 +298,11 @@ class Lab:
             "-t",
             str(self.state.leader_pid),
             "-a",
-            f"--wd={wd}",
+            # env --chdir, not nsenter --wd: --wd opens the directory on the host side, and a
+            # bind-mounted checkout then has no reachable path inside (getcwd fails).
             "env",
             "-i",
+            f"--chdir={wd}",
             *pairs,
             *argv,
         ]
