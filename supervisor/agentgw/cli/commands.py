@@ -30,9 +30,14 @@ def _planned(name: str, summary: str, issue: int) -> click.Command:
 
 
 def all_commands() -> list[click.Command]:
+    from agentgw.cli.config import config
     from agentgw.cli.lab import lab
 
     shipped: list[click.Command] = [lab]
+    shipped.append(config)
+    from agentgw.cli.host import apply, init, plan
+
+    shipped += [init, plan, apply]
     planned = [
         _planned("init", "Install the template unit, launcher and state dirs.", 3),
         _planned("plan", "Show the actions apply would take.", 3),

@@ -88,7 +88,7 @@ class LabSpec:
     base: Path = DEFAULT_BASE
     bpf: bool = True
     kvm: bool = True
-    boot_timeout: float = 30.0
+    boot_timeout: float = 90.0
 
 
 @dataclass

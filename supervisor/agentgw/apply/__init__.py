@@ -1,0 +1,1 @@
+"""Effects: atomic writes, symlink flips, users, unit control."""

@@ -1,0 +1,426 @@
+"""Read ``agentgw.yaml`` and ``gateways/*.yaml`` into the frozen models of ``agentgw.model``.
+
+Any problem becomes one ``AgentgwError`` (exit 2) that names the file, the line and the field:
+``gateways/api.yaml:7: egress[1]: '10.0.0.0/33' is not an IP network``. Lines come from the YAML
+node tree, fields from pydantic's error locations; when a file has several problems, the one on
+the earliest line is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+
+from agentgw.errors import die, usage
+from agentgw.model import HostConfig, Profile, want_profile_name
+from agentgw.model.profile import ERROR_TYPE
+
+HOST_FILE = "agentgw.yaml"
+GATEWAYS_DIR = "gateways"
+PROFILE_SUFFIX = ".yaml"
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+# Keys the loader fills in itself, so they are not offered as allowed keys.
+INJECTED: dict[type[BaseModel], set[str]] = {Profile: {"name"}}
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+EXAMPLE_HINT = "see the commented examples in the agentgw repository's gateways/"
+KINDS = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "path_type": "a path",
+}
+BOUNDS = {
+    "greater_than": ("gt", "above"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "below"),
+    "less_than_equal": ("le", "at most"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated host settings and profiles, and the file each came from.
+
+    ``profiles`` is sorted by name. ``host_file`` is ``None`` when agentgw.yaml is absent and the
+    defaults apply.
+    """
+
+    etc: Path
+    host: HostConfig
+    host_file: Path | None
+    profiles: Mapping[str, Profile]
+    profile_files: Mapping[str, Path]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form: every setting, defaults included, with files relative to etc."""
+        return {
+            "etc": str(self.etc),
+            "host": {
+                "file": _shown(self.etc, self.host_file) if self.host_file else None,
+                **self.host.model_dump(mode="json"),
+            },
+            "profiles": {
+                name: {
+                    "file": _shown(self.etc, self.profile_files[name]),
+                    **profile.model_dump(mode="json"),
+                }
+                for name, profile in self.profiles.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One parsed YAML file: how it is shown in errors, its data, and its node tree for lines."""
+
+    shown: str
+    data: object
+    node: yaml.Node | None
+
+
+def load_config(etc: Path) -> Config:
+    """Load and validate ``etc/agentgw.yaml`` (optional) and every ``etc/gateways/*.yaml``."""
+    if not etc.is_dir():
+        raise usage(
+            f"{etc}: no such config directory",
+            hint="pass --etc DIR, or --root ROOT to use ROOT/etc/agentgw",
+        )
+    host_path = etc / HOST_FILE
+    host_file = host_path if host_path.exists() else None
+    host, host_source = HostConfig(), None
+    if host_file is not None:
+        host_source = _read_yaml(etc, host_file)
+        data = {} if host_source.data is None else host_source.data
+        host = _validate(
+            HostConfig, _mapping(host_source, data, "isolation: production"), host_source
+        )
+
+    profiles: dict[str, Profile] = {}
+    files: dict[str, Path] = {}
+    sources: dict[str, _Source] = {}
+    for path in _profile_files(etc):
+        name = path.name.removesuffix(PROFILE_SUFFIX)
+        source = _read_yaml(etc, path)
+        profiles[name] = _load_profile(name, source)
+        files[name] = path
+        sources[name] = source
+    _check_addresses(profiles, sources, host, host_source)
+    return Config(
+        etc=etc,
+        host=host,
+        host_file=host_file,
+        profiles=MappingProxyType(dict(sorted(profiles.items()))),
+        profile_files=MappingProxyType(dict(sorted(files.items()))),
+    )
+
+
+def _shown(etc: Path, path: Path) -> str:
+    return path.relative_to(etc).as_posix()
+
+
+def _profile_files(etc: Path) -> list[Path]:
+    """Every ``gateways/<name>.yaml``; anything else in gateways/ is an error, not skipped."""
+    gateways = etc / GATEWAYS_DIR
+    if not gateways.exists():
+        return []
+    if not gateways.is_dir():
+        raise usage(f"{GATEWAYS_DIR}: not a directory", hint="gateways/ holds one file per profile")
+    found = []
+    for path in sorted(gateways.iterdir()):
+        shown = _shown(etc, path)
+        if not path.name.endswith(PROFILE_SUFFIX):
+            hint = "gateways/ holds only <profile>.yaml files; move this one elsewhere"
+            if path.suffix == ".yml":
+                other = path.with_suffix(PROFILE_SUFFIX)
+                hint = f"rename it to {_shown(etc, other)}"
+                if other.exists():
+                    hint = f"remove it: {_shown(etc, other)} already defines profile {other.stem}"
+            raise usage(f"{shown}: profile files must end in {PROFILE_SUFFIX}", hint=hint)
+        if not path.is_file():
+            raise usage(
+                f"{shown}: not a regular file",
+                hint="gateways/ holds one <profile>.yaml per profile",
+            )
+        name = path.name.removesuffix(PROFILE_SUFFIX)
+        if not want_profile_name(name):
+            raise usage(
+                f"{shown}: {name!r} is not a valid profile name",
+                hint="the file name is the profile name: a lowercase letter, then up to 24 "
+                "lowercase letters or digits",
+            )
+        found.append(path)
+    return found
+
+
+def _read_yaml(etc: Path, path: Path) -> _Source:
+    shown = _shown(etc, path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise die(
+            f"{shown}: cannot read: {exc.strerror}",
+            hint="it must be a regular file this user can read (run as root)",
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise usage(f"{shown}:{line}: not UTF-8 text", hint="save the file as UTF-8") from exc
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise usage(
+            f"{shown}:{line}: invalid YAML: control character {chr(exc.character)!r}",
+            hint='write control characters as escapes in a double-quoted string, e.g. "\\t"',
+        ) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        hint = "indent with spaces and quote values that contain ': ', '#' or start with '*&!'"
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            hint = "plain YAML only: remove the '!' tag"
+        elif isinstance(exc, yaml.composer.ComposerError) and "document" in problem:
+            hint = "one document per file: remove the extra '---'"
+        raise usage(f"{shown}:{line}: invalid YAML: {problem}", hint=hint) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if node is not None:
+        _check_duplicate_keys(node, shown, (), set())
+    return _Source(shown, data, node)
+
+
+def _check_duplicate_keys(node: yaml.Node, shown: str, loc: Loc, seen: set[int]) -> None:
+    """PyYAML silently keeps the last of two equal keys; a config file must not hide one."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    raise usage(
+                        f"{shown}:{line}: {_field(loc + (key.value,))}: duplicate key "
+                        f"(first at line {first[key.value]})",
+                        hint="YAML would keep only the last one; remove one of them",
+                    )
+                first[key.value] = line
+                _check_duplicate_keys(value, shown, loc + (key.value,), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_duplicate_keys(item, shown, loc + (index,), seen)
+
+
+def _mapping(source: _Source, data: object, example: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        line = source.node.start_mark.line + 1 if source.node is not None else 1
+        raise usage(
+            f"{source.shown}:{line}: must be a mapping of settings, got {_show(data)}",
+            hint=f"write one 'key: value' per line, e.g. '{example}'",
+        )
+    return data
+
+
+def _load_profile(name: str, source: _Source) -> Profile:
+    if source.data is None:
+        raise usage(
+            f"{source.shown}:1: empty profile",
+            hint="a minimal profile is 'mode: cli' and 'listen: 127.77.0.2:8080'",
+        )
+    data = _mapping(source, source.data, "mode: cli")
+    if "name" in data:
+        raise usage(
+            f"{source.shown}:{_line(source.node, ('name',), at_key=True)}: name: the profile name "
+            f"comes from the file name ({name})",
+            hint="remove the key, or rename the file",
+        )
+    return _validate(Profile, {**data, "name": name}, source)
+
+
+def _validate(model: type[M], data: dict[str, Any], source: _Source) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [_explain(model, error, source) for error in exc.errors()]
+        line, message, hint = min(errors, key=lambda e: e[0])
+        raise usage(f"{source.shown}:{line}: {message}", hint=hint) from None
+
+
+def _explain(model: type[BaseModel], error: ErrorDetails, source: _Source) -> tuple[int, str, str]:
+    """The line, ``field: what`` message and hint of one pydantic error."""
+    loc: Loc = tuple(error["loc"])
+    at_key = bool(loc) and loc[-1] == "[key]"
+    if at_key:
+        loc = loc[:-1]
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    holder, _ = _field_info(model, loc[:-1])
+    _, info = _field_info(model, loc)
+    hint = info.description if info is not None and info.description else EXAMPLE_HINT
+    if kind == ERROR_TYPE:
+        if ctx.get("field"):
+            loc, at_key = loc + (ctx["field"],), True
+        what, hint = str(ctx["message"]), str(ctx["hint"]) or hint
+    elif kind == "extra_forbidden":
+        at_key, what = True, "unknown key"
+        allowed = _allowed(holder)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = (f"did you mean {close[0]}? " if close else "") + f"allowed: {', '.join(allowed)}"
+    elif kind == "missing":
+        what = "required key is missing"
+        line = _line(source.node, loc[:-1], at_key=True)
+        return line, f"{_field(loc)}: {what}", hint
+    elif kind in KINDS:
+        what = f"must be {KINDS[kind]}, got {_show(value)}"
+    elif kind == "literal_error":
+        what = f"must be {ctx['expected']}, got {_show(value)}"
+    elif kind in BOUNDS:
+        bound, words = BOUNDS[kind]
+        what = f"must be {words} {_show(ctx[bound])}, got {_show(value)}"
+    else:
+        what = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        what = f"{what}, got {_show(value)}"
+    line = _line(source.node, loc, at_key=at_key)
+    return line, f"{_field(loc)}: {what}" if loc else what, hint
+
+
+def _field_info(
+    model: type[BaseModel], loc: Loc
+) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """The model the value at ``loc`` is validated as (None for a mapping, list or scalar), and
+    the last model field on the way (``env.FOO`` gives the ``env`` field, for its description).
+    """
+    current: type[BaseModel] | None = model
+    info: FieldInfo | None = None
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            current = None
+            continue
+        info = current.model_fields[part]
+        current = _submodel(info.annotation)
+    return current, info
+
+
+def _submodel(annotation: object) -> type[BaseModel] | None:
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _allowed(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    hidden = INJECTED.get(model, set())
+    return [name for name in model.model_fields if name not in hidden]
+
+
+def _walk(node: yaml.Node, loc: Loc) -> tuple[yaml.Node | None, yaml.Node, bool]:
+    """Follow ``loc`` down the node tree: the deepest key and value nodes, and if all matched."""
+    key: yaml.Node | None = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+            found = [(k, v) for k, v in match if k.value == str(part)]
+            if not found:
+                return key, node, False
+            key, node = found[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                return key, node, False
+            key, node = None, node.value[part]
+        else:
+            return key, node, False
+    return key, node, True
+
+
+def _line(root: yaml.Node | None, loc: Loc, *, at_key: bool) -> int:
+    """1-based line of the value at ``loc``; of its key for unknown keys and nested mappings."""
+    if root is None:
+        return 1
+    key, value, found = _walk(root, loc)
+    anchor = value
+    if key is not None and (at_key or not found or not isinstance(value, yaml.ScalarNode)):
+        anchor = key
+    return int(anchor.start_mark.line) + 1
+
+
+def _field(loc: Loc) -> str:
+    """``egress[1]``, ``resources.memory_max``, ``env.FOO``, ``env['bad key']``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it in YAML, short."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:60] + "...")
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def _check_addresses(
+    profiles: Mapping[str, Profile],
+    sources: Mapping[str, _Source],
+    host: HostConfig,
+    host_source: _Source | None,
+) -> None:
+    """Each profile needs a loopback address of its own: IP filtering ignores ports."""
+    owners: dict[IPv4Address, str] = {}
+    if host.registry.tcp is not None:
+        line = _line(host_source.node if host_source else None, ("registry", "tcp"), at_key=False)
+        owners[host.registry.tcp.host] = f"the registry ({HOST_FILE}:{line})"
+    for name, profile in profiles.items():
+        source = sources[name]
+        line = _line(source.node, ("listen",), at_key=False)
+        address = profile.listen.host
+        if address in owners:
+            raise usage(
+                f"{source.shown}:{line}: listen: {address} is already used by {owners[address]}",
+                hint="give each profile its own loopback address, e.g. 127.77.0.N: IP filtering "
+                "ignores ports, so a shared address lets one profile reach another",
+            )
+        owners[address] = f"profile {name} ({source.shown}:{line})"

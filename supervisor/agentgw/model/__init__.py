@@ -1,0 +1,26 @@
+"""Pure, frozen pydantic models of agentgw's configuration (no I/O; unknown keys are errors)."""
+
+from agentgw.model.host import SHARED_USER, HostConfig, Registry, Sandbox
+from agentgw.model.profile import (
+    RESERVED_ENV,
+    RESERVED_ENV_PREFIX,
+    Health,
+    Listen,
+    Profile,
+    Resources,
+    want_profile_name,
+)
+
+__all__ = [
+    "RESERVED_ENV",
+    "RESERVED_ENV_PREFIX",
+    "SHARED_USER",
+    "Health",
+    "HostConfig",
+    "Listen",
+    "Profile",
+    "Registry",
+    "Resources",
+    "Sandbox",
+    "want_profile_name",
+]

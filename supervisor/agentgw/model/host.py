@@ -1,0 +1,144 @@
+"""Host settings: ``/etc/agentgw/agentgw.yaml``. Every field has a default; the file is optional."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
+
+from agentgw.model.profile import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
+from agentgw.paths import user_name
+
+SHARED_USER = "agent-shared"
+GROUP_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
+PEM_END = "-----END PUBLIC KEY-----"
+# DER SubjectPublicKeyInfo header of an Ed25519 key; the 32 key bytes follow it.
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _trusted_key(value: str) -> str:
+    """A key file's absolute path, or the key itself (PEM, or raw base64 of its 32 bytes)."""
+    if value.startswith("/"):
+        check_abs_path(value)
+        return value
+    text = value.strip()
+    if text.startswith(PEM_BEGIN) and text.endswith(PEM_END):
+        der = _b64(text[len(PEM_BEGIN) : -len(PEM_END)])
+        if der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX):
+            return value
+    elif (raw := _b64(text)) is not None and len(raw) == 32:
+        return value
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    raise invalid(
+        f"{shown!r} is neither an absolute path nor an Ed25519 public key",
+        "give the path of a key file, or the key as PEM or as base64 of its 32 bytes",
+    )
+
+
+def _group(value: str) -> str:
+    if GROUP_NAME_RE.fullmatch(value) is None:
+        raise invalid(f"{value!r} is not a valid group name", "e.g. agentgw or wheel")
+    return value
+
+
+TrustedKey = Annotated[str, AfterValidator(_trusted_key)]
+GroupName = Annotated[str, AfterValidator(_group)]
+
+
+class Registry(Frozen):
+    """Where the read-only registry endpoint listens."""
+
+    socket: StrictBool = Field(default=True, description="serve on /run/agentgw/registry.sock")
+    tcp: Listen | None = Field(
+        default=None,
+        description="also serve on this loopback address, e.g. 127.77.0.1:9177, or null",
+    )
+    token_file: AbsPath | None = Field(
+        default=None, description="absolute path of a bearer token required on TCP, or null"
+    )
+
+
+class Sandbox(Frozen):
+    """Limits of the microVM sandbox that runs untrusted code for the gateways."""
+
+    pool_size: StrictInt = Field(default=1, ge=0, le=8, description="warm VMs kept booted, 0 to 8")
+    memory_mb: StrictInt = Field(
+        default=256, ge=64, le=16384, description="MiB per VM, 64 to 16384"
+    )
+    vcpus: StrictInt = Field(default=1, ge=1, le=16, description="vCPUs per VM, 1 to 16")
+    timeout_s: Seconds = Field(default=10.0, le=3600, description="seconds per run, at most 3600")
+    max_output_bytes: StrictInt = Field(
+        default=1048576,
+        ge=1,
+        le=64 * 1024**2,
+        description="stdout/stderr bytes kept per run, up to 64M",
+    )
+    max_concurrent_per_profile: StrictInt = Field(
+        default=2, ge=1, le=64, description="runs at once per profile, 1 to 64"
+    )
+    max_concurrent_host: StrictInt = Field(
+        default=2, ge=1, le=256, description="runs at once on the host, 1 to 256"
+    )
+
+
+class HostConfig(Frozen):
+    """Host-wide settings: isolation mode, release trust, registry, sandbox, interpreter."""
+
+    isolation: Literal["production", "convenience"] = Field(
+        default="production",
+        description="production: one user per profile; convenience: one shared user, "
+        "reported as not isolated",
+    )
+    require_signature: StrictBool = Field(
+        default=False, description="refuse releases without a valid Ed25519 signature"
+    )
+    trusted_keys: tuple[TrustedKey, ...] = Field(
+        default=(),
+        description="Ed25519 public keys: file paths, PEM, or base64 of the 32 key bytes",
+    )
+    exposure_threshold: StrictFloat = Field(
+        default=1.5,
+        ge=0,
+        le=10,
+        description="highest systemd-analyze security score accepted, 0 to 10",
+    )
+    admin_group: GroupName = Field(
+        default="agentgw", description="the group that sees every profile"
+    )
+    registry: Registry = Field(default_factory=Registry, description="socket, tcp and token_file")
+    sandbox: Sandbox = Field(default_factory=Sandbox, description="limits of the microVM sandbox")
+    python: AbsPath = Field(
+        default=Path("/usr/bin/python3"),
+        description="absolute path of the interpreter gateways use",
+    )
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> HostConfig:
+        if self.require_signature and not self.trusted_keys:
+            raise invalid(
+                "true, but no trusted_keys are listed",
+                "add the public key that signs releases to trusted_keys",
+                field="require_signature",
+            )
+        return self
+
+    @property
+    def isolated(self) -> bool:
+        """Whether profiles run as separate users (convenience mode is never called isolated)."""
+        return self.isolation == "production"
+
+    def user(self, profile: str) -> str:
+        """The Linux user a profile's gateway runs as in this isolation mode."""
+        return user_name(profile) if self.isolated else SHARED_USER

@@ -1,0 +1,256 @@
+"""Plan ``init`` and ``apply``: desired host state vs observed state -> a list of actions (pure)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentgw.model.actions import (
+    Action,
+    ArchiveDir,
+    EnsureDir,
+    EnsureGroup,
+    EnsureUser,
+    RemovePath,
+    UnitAction,
+    WriteFile,
+)
+from agentgw.model.host import HostConfig
+from agentgw.model.profile import Profile
+from agentgw.paths import Layout, unit_name
+from agentgw.plan.envfile import render_env
+from agentgw.plan.units import render_dropin, render_template
+
+ROOT = "root"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The slice of host state the planner reads (built by observe/, or by hand in tests)."""
+
+    users: frozenset[str]
+    groups: frozenset[str]
+    # path -> (kind, owner, group, mode, content-or-None)
+    paths: Mapping[Path, tuple[str, str, str, int, str | None]]
+    leftovers: tuple[Path, ...] = ()
+    profiles_on_host: frozenset[str] = frozenset()
+    # unit -> (ActiveState, UnitFileState); empty when systemd is not managed (temp root)
+    units: Mapping[str, tuple[str, str]] | None = None
+    which: Mapping[str, Path | None] | None = None
+
+
+def want_dir(observed: Observed, path: Path, owner: str, group: str, mode: int) -> list[Action]:
+    have = observed.paths.get(path)
+    if have is None:
+        return [EnsureDir(path=path, owner=owner, group=group, mode=mode)]
+    kind, h_owner, h_group, h_mode, _ = have
+    if kind != "dir":
+        return [EnsureDir(path=path, owner=owner, group=group, mode=mode, why=f"is a {kind}")]
+    drift = []
+    if (h_owner, h_group) != (owner, group):
+        drift.append(f"owner {h_owner}:{h_group} -> {owner}:{group}")
+    if h_mode != mode:
+        drift.append(f"mode {h_mode:04o} -> {mode:04o}")
+    if drift:
+        return [EnsureDir(path=path, owner=owner, group=group, mode=mode, why=", ".join(drift))]
+    return []
+
+
+def want_file(
+    observed: Observed, path: Path, content: str, owner: str, group: str, mode: int
+) -> list[Action]:
+    have = observed.paths.get(path)
+    if have is None:
+        return [WriteFile(path=path, content=content, owner=owner, group=group, mode=mode)]
+    kind, h_owner, h_group, h_mode, h_content = have
+    drift = []
+    if kind != "file":
+        drift.append(f"is a {kind}")
+    if h_content != content:
+        drift.append("content")
+    if (h_owner, h_group) != (owner, group):
+        drift.append(f"owner {h_owner}:{h_group} -> {owner}:{group}")
+    if h_mode != mode:
+        drift.append(f"mode {h_mode:04o} -> {mode:04o}")
+    if not drift:
+        return []
+    return [
+        WriteFile(
+            path=path,
+            content=content,
+            owner=owner,
+            group=group,
+            mode=mode,
+            old=h_content,
+            why=", ".join(drift),
+        )
+    ]
+
+
+def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
+    return [
+        (layout.etc, ROOT, ROOT, 0o755),
+        (layout.gateways_config, ROOT, ROOT, 0o755),
+        (layout.unit_dir, ROOT, ROOT, 0o755),
+        (layout.opt, ROOT, ROOT, 0o755),
+        (layout.lib, ROOT, ROOT, 0o755),
+        (layout.releases, ROOT, ROOT, 0o755),
+        (layout.opt / "gateways", ROOT, ROOT, 0o755),
+        (layout.state, ROOT, ROOT, 0o700),
+        (layout.proofs, ROOT, ROOT, 0o700),
+        (layout.locks, ROOT, ROOT, 0o700),
+        (layout.intents, ROOT, ROOT, 0o700),
+        (layout.archive, ROOT, ROOT, 0o700),
+    ]
+
+
+def plan_init(
+    layout: Layout, observed: Observed, launcher: str, default_config: str
+) -> list[Action]:
+    """Dirs, the template unit, the launcher and (only if absent) a default host config."""
+    actions: list[Action] = []
+    for path, owner, group, mode in init_dirs(layout):
+        actions += want_dir(observed, path, owner, group, mode)
+    template = want_file(observed, layout.template_unit, render_template(layout), ROOT, ROOT, 0o644)
+    actions += template
+    actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
+    if layout.host_config not in observed.paths:
+        actions += want_file(observed, layout.host_config, default_config, ROOT, ROOT, 0o644)
+    actions += [RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers]
+    if template and observed.units is not None:
+        actions.append(UnitAction(verb="daemon-reload", why="template changed"))
+    return actions
+
+
+def profile_dirs(
+    profile: str, host: HostConfig, layout: Layout
+) -> list[tuple[Path, str, str, int]]:
+    user = host.user(profile)
+    return [
+        (layout.profile_dir(profile), ROOT, ROOT, 0o755),
+        (layout.home(profile), user, user, 0o700),
+        (layout.logs(profile), user, user, 0o700),
+        (layout.dropin_dir(profile), ROOT, ROOT, 0o755),
+    ]
+
+
+def denied_paths(profile: Profile, which: Mapping[str, Path | None] | None) -> list[Path]:
+    """Absolute paths of the profile's denied tools; a bare name resolves on the host."""
+    out: list[Path] = []
+    for tool in profile.denied_tools:
+        if tool.startswith("/"):
+            out.append(Path(tool))
+        elif which is not None and which.get(tool) is not None:
+            resolved = which[tool]
+            assert resolved is not None
+            out.append(resolved)
+    return sorted(set(out))
+
+
+def plan_profiles(
+    profiles: Mapping[str, Profile],
+    host: HostConfig,
+    layout: Layout,
+    observed: Observed,
+    *,
+    prune: bool = False,
+    stamp: str = "",
+) -> list[Action]:
+    """Users, dirs, env files and drop-ins for every profile; units for promoted ones.
+
+    ``stamp`` names this run's archive directory (``--prune`` moves data there, never deletes).
+    """
+    actions: list[Action] = []
+    owners: dict[str, str] = {}
+    for name in sorted(profiles):
+        owners.setdefault(host.user(name), name)
+    for user, first in owners.items():
+        if user not in observed.groups:
+            actions.append(EnsureGroup(name=user))
+        if user not in observed.users:
+            # A shared (convenience) user has no single home: it gets the gateways dir.
+            home = layout.home(first) if host.isolated else layout.opt / "gateways"
+            actions.append(EnsureUser(name=user, group=user, home=home))
+    reload = False
+    unit_ops: list[Action] = []
+    for name, profile in sorted(profiles.items()):
+        for path, owner, group, mode in profile_dirs(name, host, layout):
+            actions += want_dir(observed, path, owner, group, mode)
+        env = want_file(
+            observed, layout.env_file(name), render_env(profile, host, layout),
+            ROOT, host.user(name), 0o640,
+        )
+        dropin = want_file(
+            observed, layout.dropin(name),
+            render_dropin(profile, host, layout, denied_paths(profile, observed.which)),
+            ROOT, ROOT, 0o644,
+        )
+        actions += env + dropin
+        reload = reload or bool(dropin)
+        unit_ops += plan_unit(name, layout, observed, changed=bool(env or dropin))
+    if prune:
+        for gone in sorted(observed.profiles_on_host - set(profiles)):
+            actions_gone, reload_gone = plan_prune(gone, layout, observed, stamp)
+            actions += actions_gone
+            reload = reload or reload_gone
+    actions += [RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers]
+    if observed.units is not None and reload:
+        actions.append(UnitAction(verb="daemon-reload", why="drop-ins changed"))
+    return actions + unit_ops
+
+
+def plan_unit(name: str, layout: Layout, observed: Observed, *, changed: bool) -> list[Action]:
+    """Enable and start a profile's unit once a release is promoted (``current`` exists)."""
+    if observed.units is None or layout.current(name) not in observed.paths:
+        return []
+    unit = unit_name(name)
+    active, enabled = observed.units.get(unit, ("", ""))
+    ops: list[Action] = []
+    if enabled != "enabled":
+        ops.append(UnitAction(verb="enable", unit=unit, why="a release is promoted"))
+    if active in ("", "inactive", "failed"):
+        ops.append(UnitAction(verb="start", unit=unit, why=f"was {active or 'not loaded'}"))
+    elif changed:
+        ops.append(UnitAction(verb="restart", unit=unit, why="env file or drop-in changed"))
+    return ops
+
+
+def plan_prune(
+    name: str, layout: Layout, observed: Observed, stamp: str
+) -> tuple[list[Action], bool]:
+    """Stop and disable a removed profile; archive its home and logs; drop its generated files."""
+    unit = unit_name(name)
+    actions: list[Action] = []
+    if observed.units is not None:
+        active, enabled = observed.units.get(unit, ("", ""))
+        if active not in ("", "inactive", "failed"):
+            actions.append(UnitAction(verb="stop", unit=unit, why="profile removed"))
+        if enabled == "enabled":
+            actions.append(UnitAction(verb="disable", unit=unit, why="profile removed"))
+    dest = layout.archive / f"{name}-{stamp}"
+    for sub in (layout.home(name), layout.logs(name)):
+        if sub in observed.paths:
+            actions.append(ArchiveDir(path=sub, dest=dest / sub.name, why="profile removed"))
+    for path in (layout.env_file(name), layout.dropin(name), layout.dropin_dir(name),
+                 layout.current(name), layout.previous(name), layout.profile_dir(name)):
+        if path in observed.paths:
+            actions.append(RemovePath(path=path, why="profile removed"))
+    return actions, layout.dropin(name) in observed.paths
+
+
+def render_plan(actions: Sequence[Action]) -> str:
+    """A readable diff: one line per action, and a unified diff for changed file contents."""
+    if not actions:
+        return "no changes"
+    out: list[str] = []
+    for action in actions:
+        out.append(action.describe())
+        if isinstance(action, WriteFile) and action.old is not None and action.old != action.content:
+            diff = difflib.unified_diff(
+                action.old.splitlines(), action.content.splitlines(),
+                fromfile=f"{action.path} (host)", tofile=f"{action.path} (planned)", lineterm="",
+            )
+            out += ["    " + line for line in diff]
+    return "\n".join(out)

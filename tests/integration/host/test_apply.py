@@ -1,0 +1,160 @@
+"""init + apply on a real systemd (inside the lab): users, owners, modes, units, idempotence."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+AGENTGW = "/opt/agentgw/venv/bin/agentgw"
+PROFILES = ("core", "api", "mcp")
+ETC = Path("/etc/agentgw")
+OPT = Path("/opt/agent")
+
+pytestmark = pytest.mark.integration
+
+
+def agentgw(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([AGENTGW, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"agentgw {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def snapshot() -> dict[str, tuple[int, int, int, int]]:
+    """(mode, uid, gid, mtime_ns) of every managed path, to prove a re-apply touches nothing."""
+    out: dict[str, tuple[int, int, int, int]] = {}
+    roots = [OPT / "gateways", Path("/etc/systemd/system"), ETC]
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            if "agent" not in str(path):
+                continue
+            st = path.lstat()
+            out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def applied() -> Iterator[str]:
+    """init, copy the repo's example profiles to /etc/agentgw/gateways, apply once."""
+    agentgw("init")
+    for name in PROFILES:
+        shutil.copy(REPO / "gateways" / f"{name}.yaml", ETC / "gateways" / f"{name}.yaml")
+    first = agentgw("apply")
+    yield first.stdout
+
+
+def owner(path: Path) -> tuple[str, str, int]:
+    st = path.stat()
+    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+
+
+def test_apply_creates_exact_users_owners_and_modes(applied: str) -> None:
+    """Each profile gets a nologin system user and group, and dirs/files with exact modes."""
+    for name in PROFILES:
+        user = pwd.getpwnam(f"agent-{name}")
+        assert user.pw_shell == "/usr/sbin/nologin"
+        assert user.pw_uid < 1000
+        assert grp.getgrgid(user.pw_gid).gr_name == f"agent-{name}"
+        base = OPT / "gateways" / name
+        assert owner(base) == ("root", "root", 0o755)
+        assert owner(base / "home") == (f"agent-{name}", f"agent-{name}", 0o700)
+        assert owner(base / "logs") == (f"agent-{name}", f"agent-{name}", 0o700)
+        assert owner(base / "env") == ("root", f"agent-{name}", 0o640)
+        dropin = Path(f"/etc/systemd/system/agent-gateway@{name}.service.d/50-agentgw.conf")
+        assert owner(dropin) == ("root", "root", 0o644)
+    assert owner(Path("/etc/systemd/system/agent-gateway@.service")) == ("root", "root", 0o644)
+    assert owner(OPT / "_lib" / "launch") == ("root", "root", 0o755)
+    assert owner(Path("/var/lib/agentgw")) == ("root", "root", 0o700)
+
+
+def test_units_are_loaded_and_declare_no_pythonpath(applied: str) -> None:
+    """systemd loads each instance; `systemctl cat` shows no PYTHONPATH, the env file exactly one."""
+    for name in PROFILES:
+        unit = f"agent-gateway@{name}.service"
+        load = subprocess.run(
+            ["systemctl", "show", "-P", "LoadState", unit], capture_output=True, text=True
+        )
+        assert load.stdout.strip() == "loaded"
+        cat = subprocess.run(["systemctl", "cat", unit], capture_output=True, text=True)
+        assert "50-agentgw.conf" in cat.stdout
+        assert cat.stdout.count("PYTHONPATH") == 0
+        env = (OPT / "gateways" / name / "env").read_text()
+        lines = [line for line in env.splitlines() if line.startswith("PYTHONPATH=")]
+        assert lines == [f"PYTHONPATH={OPT}/gateways/{name}/current"]
+
+
+def test_second_apply_has_no_actions_and_touches_nothing(applied: str) -> None:
+    """Re-applying the same config plans zero actions and changes no mode, owner or mtime."""
+    before = snapshot()
+    again = agentgw("apply")
+    assert again.stdout.strip() == "no changes"
+    assert snapshot() == before
+    assert agentgw("plan").stdout.strip() == "no changes"
+
+
+def test_exposure_of_api_is_at_most_1_5(applied: str) -> None:
+    """`systemd-analyze security` scores the api instance at or under the 1.5 target."""
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--no-pager", "agent-gateway@api.service"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    line = [x for x in out.splitlines() if "Overall exposure level" in x][0]
+    score = float(line.split(":")[1].split()[0])
+    print(f"exposure agent-gateway@api.service: {score}")
+    assert score <= 1.5
+
+
+def test_plan_shows_a_readable_diff_for_drift(applied: str) -> None:
+    """A hand edit of an env file and a chmod show up in plan as changes with a content diff."""
+    env = OPT / "gateways" / "api" / "env"
+    original = env.read_text()
+    try:
+        env.write_text(original + "EXTRA=1\n")
+        os.chmod(env, 0o644)
+        out = agentgw("plan").stdout
+        assert f"~ file {env} root:agent-api 0640 (content, mode 0644 -> 0640)" in out
+        assert "-EXTRA=1" in out
+    finally:
+        agentgw("apply")
+    assert env.read_text() == original
+    assert owner(env) == ("root", "agent-api", 0o640)
+
+
+def test_apply_killed_at_random_moments_converges(applied: str) -> None:
+    """20 applies SIGKILLed at random moments, each followed by a rerun: same end state,
+    no temp files left."""
+    reference = {p: v[:3] for p, v in snapshot().items()}
+    contents = {p: Path(p).read_bytes() for p in reference if Path(p).is_file()}
+    extra = ETC / "gateways" / "extra.yaml"
+    rng = random.Random(1234)
+    try:
+        for _ in range(20):
+            # Remove state so apply has real work to do, then kill it part-way.
+            shutil.rmtree(OPT / "gateways" / "api", ignore_errors=True)
+            shutil.rmtree("/etc/systemd/system/agent-gateway@core.service.d", ignore_errors=True)
+            proc = subprocess.Popen([AGENTGW, "apply"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 0.9))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            agentgw("apply")
+            now = {p: v[:3] for p, v in snapshot().items()}
+            assert now == reference
+            assert {p: Path(p).read_bytes() for p in contents} == contents
+            leftovers = [p for p in now if p.endswith(".agentgw-tmp")]
+            assert leftovers == []
+    finally:
+        extra.unlink(missing_ok=True)

@@ -1,0 +1,191 @@
+"""Good configs load into frozen models with the documented defaults, and print as JSON."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import ipaddress
+import json
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgw.config import Config, load_config
+from agentgw.errors import AgentgwError, Exit
+from agentgw.model import HostConfig, Listen, Profile
+
+from .support import BASE, agentgw, write
+
+REPO = Path(__file__).resolve().parents[3]
+# Characters systemd or a terminal could read as a line break or a control code.
+CONTROL = st.characters(categories=["Cc", "Zl", "Zp"])
+PRINTABLE = st.text(st.characters(exclude_categories=["Cc", "Zl", "Zp", "Cs"]), max_size=40)
+
+
+def test_repo_examples_load() -> None:
+    """The repo's agentgw.yaml and gateways/ (core cli, api cli, mcp script) are valid."""
+    config = load_config(REPO)
+    modes = {name: (p.mode, p.exec) for name, p in config.profiles.items()}
+    assert modes == {
+        "api": ("cli", None),
+        "core": ("cli", None),
+        "mcp": ("script", PurePosixPath("agent_cli/mcp_server.py")),
+    }
+    assert config.host_file == REPO / "agentgw.yaml"
+    assert config.profile_files["api"] == REPO / "gateways" / "api.yaml"
+    assert config.host.registry.tcp == Listen.model_validate("127.77.0.1:9177")
+
+
+def test_minimal_profile_gets_defaults(tmp_path: Path) -> None:
+    """``mode`` and ``listen`` are all a profile needs; everything else has a safe default."""
+    etc = write(tmp_path, {"gateways/api.yaml": BASE})
+    profile = load_config(etc).profiles["api"]
+    expected = Profile(
+        name="api",
+        mode="cli",
+        listen=Listen(host=ipaddress.IPv4Address("127.77.0.2"), port=8080),
+    )
+    assert expected == profile
+    assert (profile.egress, profile.env, profile.memory_deny_write_execute) == ((), {}, True)
+    assert (profile.health.path, profile.health.timeout_s, profile.stop_timeout_s) == (
+        "/health",
+        10.0,
+        30.0,
+    )
+    assert profile.resources.memory_max_bytes == 1024**3
+
+
+def test_absent_files_mean_defaults(tmp_path: Path) -> None:
+    """Without agentgw.yaml the host defaults apply; without gateways/ there are no profiles."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = load_config(etc)
+    assert (config.host, config.host_file, dict(config.profiles)) == (HostConfig(), None, {})
+    assert config.host.isolated
+    assert config.host.user("api") == "agent-api"
+
+
+def test_empty_host_file_means_defaults(tmp_path: Path) -> None:
+    """An agentgw.yaml holding only comments is the default host config, not an error."""
+    etc = write(tmp_path, {"agentgw.yaml": "# all defaults\n"})
+    assert load_config(etc).host == HostConfig()
+
+
+def test_convenience_mode_is_not_isolated(tmp_path: Path) -> None:
+    """Convenience mode runs every profile as agent-shared and never calls it isolated."""
+    etc = write(tmp_path, {"agentgw.yaml": "isolation: convenience\n"})
+    host = load_config(etc).host
+    assert (host.isolated, host.user("api"), host.user("core")) == (
+        False,
+        "agent-shared",
+        "agent-shared",
+    )
+
+
+def test_config_is_frozen_and_sorted(tmp_path: Path) -> None:
+    """Profiles come sorted by name, and neither the config nor its models can be changed."""
+    files = {
+        f"gateways/{name}.yaml": f"mode: cli\nlisten: 127.77.0.{n}:80\n"
+        for n, name in enumerate(["zeta", "alpha", "mid"], start=2)
+    }
+    config = load_config(write(tmp_path, files))
+    assert list(config.profiles) == ["alpha", "mid", "zeta"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.host = HostConfig()  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.profiles["new"] = config.profiles["mid"]  # type: ignore[index]
+    with pytest.raises(ValueError, match="frozen"):
+        config.profiles["mid"].mode = "script"
+
+
+def test_inline_trusted_keys(tmp_path: Path) -> None:
+    """A trusted key may be a path, a PEM public key, or base64 of the 32 raw key bytes."""
+    public = Ed25519PrivateKey.generate().public_key()
+    pem = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    keys = ["/etc/agentgw/keys/ci.pub", pem, base64.b64encode(raw).decode()]
+    host_yaml = yaml.safe_dump({"require_signature": True, "trusted_keys": keys})
+    host = load_config(write(tmp_path, {"agentgw.yaml": host_yaml})).host
+    assert host.trusted_keys == tuple(keys)
+
+
+def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``config check --json`` prints every setting, defaults included, with relative files."""
+    etc = write(tmp_path, {"gateways/api.yaml": BASE + "egress: [10.0.0.0/8]\n"})
+    code, out, err = agentgw(["--root", str(tmp_path), "config", "check", "--json"], capsys)
+    assert (code, err) == (0, "")
+    document = json.loads(out)
+    assert document["etc"] == str(etc)
+    assert document["host"] == {"file": None, **HostConfig().model_dump(mode="json")}
+    assert document["host"]["registry"] == {"socket": True, "tcp": None, "token_file": None}
+    assert document["profiles"] == {
+        "api": {
+            "file": "gateways/api.yaml",
+            "name": "api",
+            "mode": "cli",
+            "listen": "127.77.0.2:8080",
+            "exec": None,
+            "egress": ["10.0.0.0/8"],
+            "denied_tools": [],
+            "resources": {"memory_max": "1G", "cpu_quota": "100%", "tasks_max": 512},
+            "health": {"path": "/health", "timeout_s": 10.0},
+            "env": {},
+            "credentials": {},
+            "stop_timeout_s": 30.0,
+            "memory_deny_write_execute": True,
+        }
+    }
+
+
+def test_json_round_trips(tmp_path: Path) -> None:
+    """The JSON form of each repo example validates back into the same model."""
+    document = load_config(REPO).to_json()
+    for name, data in document["profiles"].items():
+        data.pop("file")
+        assert Profile.model_validate(data) == load_config(REPO).profiles[name]
+    host = document["host"]
+    host.pop("file")
+    assert HostConfig.model_validate(host) == load_config(REPO).host
+
+
+def test_config_check_human(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json, check names the config dir, the isolation mode and one line per profile."""
+    etc = write(tmp_path, {"gateways/api.yaml": BASE})
+    code, out, _ = agentgw(["config", "check", "--etc", str(etc)], capsys)
+    assert (code, out.splitlines()) == (
+        0,
+        [
+            f"ok: {etc}",
+            "host: production isolation (defaults: no agentgw.yaml)",
+            "profile api: cli on 127.77.0.2:8080 (gateways/api.yaml)",
+        ],
+    )
+
+
+def load_env_value(value: str) -> Config:
+    """Write a profile whose env holds ``value`` (as YAML escapes it) and load it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body = yaml.safe_dump({"mode": "cli", "listen": "127.77.0.2:80", "env": {"V": value}})
+        return load_config(write(Path(tmp), {"gateways/api.yaml": body}))
+
+
+@given(prefix=PRINTABLE, bad=CONTROL, suffix=PRINTABLE)
+def test_env_control_chars_refused(prefix: str, bad: str, suffix: str) -> None:
+    """Any env value holding a control or line-break character is refused with exit 2."""
+    with pytest.raises(AgentgwError) as error:
+        load_env_value(prefix + bad + suffix)
+    assert error.value.code == Exit.USAGE
+    assert error.value.message.startswith("gateways/api.yaml:")
+    assert "env.V: value contains the control character" in error.value.message
+
+
+@given(value=PRINTABLE)
+def test_env_printable_round_trips(value: str) -> None:
+    """Any value without control characters is accepted and loads back unchanged."""
+    assert load_env_value(value).profiles["api"].env == {"V": value}
