@@ -47,8 +47,11 @@ def read_head(log: Path) -> tuple[int, str]:
 
 def write_head(log: Path, count: int, last: str) -> None:
     write_atomic(
-        head_path(log), json.dumps({"count": count, "hash": last}) + "\n",
-        owner="root", group="root", mode=0o600,
+        head_path(log),
+        json.dumps({"count": count, "hash": last}) + "\n",
+        owner="root",
+        group="root",
+        mode=0o600,
     )
 
 

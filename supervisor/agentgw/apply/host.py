@@ -57,17 +57,31 @@ def apply_action(action: Action, units: UnitControl | None) -> None:
                 run.run(["groupadd", "--system", action.name])
         case EnsureUser():
             if run.run(["getent", "passwd", action.name], check=False).returncode != 0:
-                run.run([
-                    "useradd", "--system", "--gid", action.group, "--no-create-home",
-                    "--home-dir", action.home, "--shell", "/usr/sbin/nologin",
-                    "--comment", "agentgw gateway", action.name,
-                ])
+                run.run(
+                    [
+                        "useradd",
+                        "--system",
+                        "--gid",
+                        action.group,
+                        "--no-create-home",
+                        "--home-dir",
+                        action.home,
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        "--comment",
+                        "agentgw gateway",
+                        action.name,
+                    ]
+                )
         case EnsureDir():
             ensure_dir(action.path, owner=action.owner, group=action.group, mode=action.mode)
         case WriteFile():
             write_atomic(
-                action.path, action.content,
-                owner=action.owner, group=action.group, mode=action.mode,
+                action.path,
+                action.content,
+                owner=action.owner,
+                group=action.group,
+                mode=action.mode,
             )
         case RemovePath():
             remove_path(action)

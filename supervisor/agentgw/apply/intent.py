@@ -33,8 +33,11 @@ def write_intent(
     )
     intents.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(
-        intent_path(intents, profile), intent.model_dump_json() + "\n",
-        owner="root", group="root", mode=0o600,
+        intent_path(intents, profile),
+        intent.model_dump_json() + "\n",
+        owner="root",
+        group="root",
+        mode=0o600,
     )
     return intent
 
@@ -42,8 +45,11 @@ def write_intent(
 def set_phase(intents: Path, intent: Intent, phase: str) -> Intent:
     updated = intent.model_copy(update={"phase": phase})
     write_atomic(
-        intent_path(intents, intent.profile), updated.model_dump_json() + "\n",
-        owner="root", group="root", mode=0o600,
+        intent_path(intents, intent.profile),
+        updated.model_dump_json() + "\n",
+        owner="root",
+        group="root",
+        mode=0o600,
     )
     return updated
 

@@ -36,9 +36,7 @@ def to_observed(state: HostState, units: dict[str, tuple[str, str]] | None) -> O
     return Observed(
         users=state.users,
         groups=state.groups,
-        paths={
-            p: (s.kind, s.owner, s.group, s.mode, s.content) for p, s in state.paths.items()
-        },
+        paths={p: (s.kind, s.owner, s.group, s.mode, s.content) for p, s in state.paths.items()},
         leftovers=state.leftovers,
         profiles_on_host=state.profiles_on_host,
         units=units,

@@ -105,9 +105,7 @@ def lab_run(name: str, binds: tuple[Path, ...], no_bpf: bool, argv: tuple[str, .
     spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf)
     with booted(spec) as machine:
         click.echo(f"lab {name} up in {machine.state.boot_seconds:.2f}s", err=True)
-        result = machine.exec(
-            list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False
-        )
+        result = machine.exec(list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False)
     sys.exit(result.returncode)
 
 

@@ -97,9 +97,7 @@ def observe_host(
         if state is not None:
             paths[f] = state
         scan_dirs.add(f.parent)
-    leftovers = tuple(
-        sorted(p for d in scan_dirs if d.is_dir() for p in d.glob(f"*{TMP_SUFFIX}"))
-    )
+    leftovers = tuple(sorted(p for d in scan_dirs if d.is_dir() for p in d.glob(f"*{TMP_SUFFIX}")))
     on_host: set[str] = set()
     gateways = layout.opt / "gateways"
     if gateways.is_dir():
@@ -107,8 +105,7 @@ def observe_host(
     if layout.unit_dir.is_dir():
         prefix, suffix = "agent-gateway@", ".service.d"
         on_host |= {
-            p.name[len(prefix) : -len(suffix)]
-            for p in layout.unit_dir.glob(f"{prefix}*{suffix}")
+            p.name[len(prefix) : -len(suffix)] for p in layout.unit_dir.glob(f"{prefix}*{suffix}")
         }
     which = {t: _which(t) for t in tools}
     return HostState(

@@ -118,7 +118,9 @@ def plan_init(
     actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
     if layout.host_config not in observed.paths:
         actions += want_file(observed, layout.host_config, default_config, ROOT, ROOT, 0o644)
-    actions += [RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers]
+    actions += [
+        RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers
+    ]
     if template and observed.units is not None:
         actions.append(UnitAction(verb="daemon-reload", why="template changed"))
     return actions
@@ -142,10 +144,10 @@ def denied_paths(profile: Profile, which: Mapping[str, Path | None] | None) -> l
     for tool in profile.denied_tools:
         if tool.startswith("/"):
             out.append(Path(tool))
-        elif which is not None and which.get(tool) is not None:
-            resolved = which[tool]
-            assert resolved is not None
-            out.append(resolved)
+        elif which is not None:
+            resolved = which.get(tool)
+            if resolved is not None:
+                out.append(resolved)
     return sorted(set(out))
 
 
@@ -179,13 +181,20 @@ def plan_profiles(
         for path, owner, group, mode in profile_dirs(name, host, layout):
             actions += want_dir(observed, path, owner, group, mode)
         env = want_file(
-            observed, layout.env_file(name), render_env(profile, host, layout),
-            ROOT, host.user(name), 0o640,
+            observed,
+            layout.env_file(name),
+            render_env(profile, host, layout),
+            ROOT,
+            host.user(name),
+            0o640,
         )
         dropin = want_file(
-            observed, layout.dropin(name),
+            observed,
+            layout.dropin(name),
             render_dropin(profile, host, layout, denied_paths(profile, observed.which)),
-            ROOT, ROOT, 0o644,
+            ROOT,
+            ROOT,
+            0o644,
         )
         actions += env + dropin
         reload = reload or bool(dropin)
@@ -195,7 +204,9 @@ def plan_profiles(
             actions_gone, reload_gone = plan_prune(gone, layout, observed, stamp)
             actions += actions_gone
             reload = reload or reload_gone
-    actions += [RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers]
+    actions += [
+        RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers
+    ]
     if observed.units is not None and reload:
         actions.append(UnitAction(verb="daemon-reload", why="drop-ins changed"))
     return actions + unit_ops
@@ -233,8 +244,14 @@ def plan_prune(
     for sub in (layout.home(name), layout.logs(name)):
         if sub in observed.paths:
             actions.append(ArchiveDir(path=sub, dest=dest / sub.name, why="profile removed"))
-    for path in (layout.env_file(name), layout.dropin(name), layout.dropin_dir(name),
-                 layout.current(name), layout.previous(name), layout.profile_dir(name)):
+    for path in (
+        layout.env_file(name),
+        layout.dropin(name),
+        layout.dropin_dir(name),
+        layout.current(name),
+        layout.previous(name),
+        layout.profile_dir(name),
+    ):
         if path in observed.paths:
             actions.append(RemovePath(path=path, why="profile removed"))
     return actions, layout.dropin(name) in observed.paths
@@ -247,10 +264,17 @@ def render_plan(actions: Sequence[Action]) -> str:
     out: list[str] = []
     for action in actions:
         out.append(action.describe())
-        if isinstance(action, WriteFile) and action.old is not None and action.old != action.content:
+        if (
+            isinstance(action, WriteFile)
+            and action.old is not None
+            and action.old != action.content
+        ):
             diff = difflib.unified_diff(
-                action.old.splitlines(), action.content.splitlines(),
-                fromfile=f"{action.path} (host)", tofile=f"{action.path} (planned)", lineterm="",
+                action.old.splitlines(),
+                action.content.splitlines(),
+                fromfile=f"{action.path} (host)",
+                tofile=f"{action.path} (planned)",
+                lineterm="",
             )
             out += ["    " + line for line in diff]
     return "\n".join(out)

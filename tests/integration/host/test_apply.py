@@ -57,7 +57,11 @@ def applied() -> Iterator[str]:
 
 def owner(path: Path) -> tuple[str, str, int]:
     st = path.stat()
-    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+    return (
+        pwd.getpwuid(st.st_uid).pw_name,
+        grp.getgrgid(st.st_gid).gr_name,
+        stat.S_IMODE(st.st_mode),
+    )
 
 
 def test_apply_creates_exact_users_owners_and_modes(applied: str) -> None:
@@ -80,7 +84,7 @@ def test_apply_creates_exact_users_owners_and_modes(applied: str) -> None:
 
 
 def test_units_are_loaded_and_declare_no_pythonpath(applied: str) -> None:
-    """systemd loads each instance; `systemctl cat` shows no PYTHONPATH, the env file exactly one."""
+    """systemd loads each instance; `systemctl cat` shows no PYTHONPATH; the env file has one."""
     for name in PROFILES:
         unit = f"agent-gateway@{name}.service"
         load = subprocess.run(
@@ -145,8 +149,9 @@ def test_apply_killed_at_random_moments_converges(applied: str) -> None:
             # Remove state so apply has real work to do, then kill it part-way.
             shutil.rmtree(OPT / "gateways" / "api", ignore_errors=True)
             shutil.rmtree("/etc/systemd/system/agent-gateway@core.service.d", ignore_errors=True)
-            proc = subprocess.Popen([AGENTGW, "apply"], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [AGENTGW, "apply"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(rng.uniform(0.05, 0.9))
             proc.send_signal(signal.SIGKILL)
             proc.wait()

@@ -58,8 +58,9 @@ def test_history_head_lagging_one_line_after_a_kill_is_accepted(tmp_path: Path) 
 
 def test_intent_round_trip_and_phase_update(tmp_path: Path) -> None:
     """An intent is readable after each phase change and gone after clear."""
-    intent = write_intent(tmp_path, op="promote", profile="api", target="b-r", previous="a-r",
-                          phase="locked")
+    intent = write_intent(
+        tmp_path, op="promote", profile="api", target="b-r", previous="a-r", phase="locked"
+    )
     assert read_intent(tmp_path, "api") == intent
     set_phase(tmp_path, intent, "flipped")
     again = read_intent(tmp_path, "api")
@@ -83,8 +84,9 @@ def test_second_locker_is_refused_naming_the_holder_and_dead_owner_frees_it(
 ) -> None:
     """While another process holds api's lock: api is refused (exit 4, holder's pid named),
     core is free; once the holder is SIGKILLed the lock can be taken again."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"

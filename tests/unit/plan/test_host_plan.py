@@ -1,4 +1,4 @@
-"""Planning init/apply is pure: config + observed state -> the exact actions, and none on re-plan."""
+"""Planning init/apply is pure: config + observed state -> exact actions, none on a re-plan."""
 
 from __future__ import annotations
 
@@ -51,8 +51,13 @@ def after(actions: list[Action], before: Observed) -> Observed:
             paths[a.path] = ("dir", a.owner, a.group, a.mode, None)
         elif isinstance(a, WriteFile):
             paths[a.path] = ("file", a.owner, a.group, a.mode, a.content)
-    return Observed(users=frozenset(users), groups=frozenset(groups), paths=paths,
-                    units=before.units, which=before.which)
+    return Observed(
+        users=frozenset(users),
+        groups=frozenset(groups),
+        paths=paths,
+        units=before.units,
+        which=before.which,
+    )
 
 
 def test_first_plan_creates_users_dirs_and_files_with_exact_modes(tmp_path: Path) -> None:
@@ -89,9 +94,7 @@ def test_env_declares_runtime_once_and_dropin_never(tmp_path: Path) -> None:
     actions = plan_profiles(cfg.profiles, cfg.host, layout, empty())
     files = {a.path: a.content for a in actions if isinstance(a, WriteFile)}
     env = files[layout.env_file("api")].splitlines()
-    assert [x for x in env if x.startswith("PYTHONPATH")] == [
-        f"PYTHONPATH={layout.current('api')}"
-    ]
+    assert [x for x in env if x.startswith("PYTHONPATH")] == [f"PYTHONPATH={layout.current('api')}"]
     dropin = files[layout.dropin("api")]
     assert "PYTHONPATH" not in dropin
     allows = [x for x in dropin.splitlines() if x.startswith("IPAddressAllow=")]
@@ -133,14 +136,23 @@ def test_units_start_once_a_release_is_promoted(tmp_path: Path) -> None:
     assert plan_profiles(cfg.profiles, cfg.host, layout, base) == []
     paths[layout.current("api")] = ("symlink", "root", "root", 0o777, None)
     promoted = Observed(users=base.users, groups=base.groups, paths=paths, units=units)
-    verbs = [(a.verb, a.unit) for a in plan_profiles(cfg.profiles, cfg.host, layout, promoted)
-             if isinstance(a, UnitAction)]
-    assert verbs == [("enable", "agent-gateway@api.service"), ("start", "agent-gateway@api.service")]
+    verbs = [
+        (a.verb, a.unit)
+        for a in plan_profiles(cfg.profiles, cfg.host, layout, promoted)
+        if isinstance(a, UnitAction)
+    ]
+    assert verbs == [
+        ("enable", "agent-gateway@api.service"),
+        ("start", "agent-gateway@api.service"),
+    ]
     running = {"agent-gateway@api.service": ("active", "enabled")}
     paths[layout.dropin("api")] = ("file", "root", "root", 0o644, "stale\n")
     changed = Observed(users=base.users, groups=base.groups, paths=paths, units=running)
-    verbs = [(a.verb, a.unit) for a in plan_profiles(cfg.profiles, cfg.host, layout, changed)
-             if isinstance(a, UnitAction)]
+    verbs = [
+        (a.verb, a.unit)
+        for a in plan_profiles(cfg.profiles, cfg.host, layout, changed)
+        if isinstance(a, UnitAction)
+    ]
     assert verbs == [("daemon-reload", ""), ("restart", "agent-gateway@api.service")]
 
 
@@ -154,12 +166,22 @@ def test_prune_archives_data_and_never_deletes_it(tmp_path: Path) -> None:
         layout.profile_dir("old"): ("dir", "root", "root", 0o755, None),
     }
     units = {"agent-gateway@old.service": ("active", "enabled")}
-    observed = Observed(users=frozenset(), groups=frozenset(), paths=paths,
-                        profiles_on_host=frozenset({"old"}), units=units)
+    observed = Observed(
+        users=frozenset(),
+        groups=frozenset(),
+        paths=paths,
+        profiles_on_host=frozenset({"old"}),
+        units=units,
+    )
     actions = plan_profiles(cfg.profiles, cfg.host, layout, observed, prune=True, stamp="T")
     old = [a for a in actions if "old" in a.describe()]
     assert [type(a).__name__ for a in old] == [
-        "UnitAction", "UnitAction", "ArchiveDir", "ArchiveDir", "RemovePath", "RemovePath"
+        "UnitAction",
+        "UnitAction",
+        "ArchiveDir",
+        "ArchiveDir",
+        "RemovePath",
+        "RemovePath",
     ]
     archived = {a.path: a.dest for a in old if isinstance(a, ArchiveDir)}
     assert archived == {
