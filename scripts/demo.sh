@@ -1,15 +1,79 @@
 #!/usr/bin/env bash
-# The main job, run inside the lab by `make demo`: every step prints what it shows.
+# The main job, run inside the lab by `make demo` (a disposable systemd; nothing reaches the
+# host). Every step prints what it shows.
 set -euo pipefail
 VENV=${VENV:-/opt/agentgw/venv}
-AGENTGW="$VENV/bin/agentgw"
-step() { printf '\n== %s\n' "$*"; }
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PATH="$VENV/bin:$PATH"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+# Commands whose non-zero exit is the point of the step.
+expect() { local want=$1; shift; printf '$ %s   # expect exit %s\n' "$*" "$want"; set +e; "$@"; local rc=$?; set -e
+  [ "$rc" = "$want" ] || { echo "demo: expected exit $want, got $rc" >&2; exit 1; }; }
 
 step "the lab is a real systemd"
-systemctl is-system-running
-readlink /proc/1/exe
+run systemctl is-system-running
 systemctl --version | head -1
 
-step "agentgw answers inside it"
-"$AGENTGW" --version
-"$AGENTGW" --help
+step "init: template unit, launcher, state dirs, default config"
+run agentgw init
+mkdir -p /etc/agentgw/secrets/core /etc/agentgw/secrets/api
+echo "demo-chat-token" > /etc/agentgw/secrets/core/chat-token
+echo "demo-provider-key" > /etc/agentgw/secrets/api/provider-key
+chmod -R go-rwx /etc/agentgw/secrets
+
+step "signed releases: a signing key, trusted by the host"
+run agentgw release keygen --out /etc/agentgw/release-signing.key
+cat > /etc/agentgw/agentgw.yaml <<YAML
+isolation: production
+require_signature: true
+trusted_keys:
+  - /etc/agentgw/release-signing.key.pub
+YAML
+cp "$REPO"/gateways/{core,api,mcp}.yaml /etc/agentgw/gateways/
+run agentgw config check
+
+step "build the demo runtime and its broken variants, add them as signed releases"
+BUILD=$(mktemp -d)
+"$REPO/scripts/build-releases" --out "$BUILD" | tee "$BUILD/list"
+cp -a "$BUILD/good" "$BUILD/good2"; echo "second build" > "$BUILD/good2/CHANGES"
+KEY=/etc/agentgw/release-signing.key
+SHA_A=$(awk '$1=="good"{print $2}' "$BUILD/list")
+SHA_B=aaaa$(echo "$SHA_A" | cut -c5-)
+run agentgw release add "$BUILD/good" --sha "$SHA_A" --label a --sign-key $KEY
+run agentgw release add "$BUILD/good2" --sha "$SHA_B" --label b --sign-key $KEY
+for v in crash unhealthy wrongsha; do
+  run agentgw release add "$BUILD/$v" --sha "$(awk -v v=$v '$1==v{print $2}' "$BUILD/list")" --label "$v" --sign-key $KEY
+done
+expect 2 agentgw release add "$BUILD/good" --sha "not-a-sha" --label x
+run agentgw release list
+
+step "plan and apply the three profiles (users, dirs, env files, drop-ins)"
+run agentgw plan
+run agentgw apply
+run agentgw apply   # a second apply: no changes
+echo "PYTHONPATH lines in api's env file: $(grep -c '^PYTHONPATH=' /opt/agent/gateways/api/env)"
+echo "PYTHONPATH in 'systemctl cat agent-gateway@api': $(systemctl cat agent-gateway@api.service | grep -c PYTHONPATH || true)"
+
+step "promote every profile to release A"
+for p in core api mcp; do run agentgw promote $p "$SHA_A"; done
+run agentgw status
+
+step "AGENT_LAUNCH_DRYRUN=1: what the launcher would exec for api"
+run /opt/agent/_lib/launch --env-file /opt/agent/gateways/api/env
+run journalctl -u agent-gateway@api.service -o cat --no-pager | grep agentgw-launch | tail -1
+
+step "promote api to B: aligned, siblings untouched"
+run agentgw promote api "$SHA_B"
+
+step "promote api to broken releases: each is rolled back automatically"
+for v in crash unhealthy wrongsha; do
+  expect 1 agentgw promote api "$(awk -v v=$v '$1==v{print $2}' "$BUILD/list")"
+done
+
+step "rollback api to its previous release"
+run agentgw rollback api --to "$SHA_A"
+run agentgw status
+run agentgw history
+run agentgw history --verify
+rm -rf "$BUILD"

@@ -8,6 +8,7 @@ verify repairs that case (the line is present and chains correctly).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -87,8 +88,23 @@ def verify_history(log: Path) -> list[str]:
 def append_history(
     log: Path, action: str, result: str, profile: str | None = None, **detail: Any
 ) -> HistoryRecord:
-    """Append one record, chained to the last line, fsynced; then move the head."""
+    """Append one record, chained to the last line, fsynced; then move the head.
+
+    Appends from concurrent operations (two profiles promoting) are serialised by a lock file,
+    so no two records chain to the same predecessor.
+    """
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _append_locked(log, action, result, profile, detail)
+    finally:
+        os.close(lock)
+
+
+def _append_locked(
+    log: Path, action: str, result: str, profile: str | None, detail: dict[str, Any]
+) -> HistoryRecord:
     lines = read_lines(log)
     prev = line_hash(lines[-1]) if lines else GENESIS
     record = HistoryRecord(

@@ -16,7 +16,14 @@ def intent_path(intents: Path, profile: str) -> Path:
 
 
 def write_intent(
-    intents: Path, *, op: str, profile: str, target: str, previous: str | None, phase: str
+    intents: Path,
+    *,
+    op: str,
+    profile: str,
+    target: str,
+    previous: str | None,
+    phase: str,
+    prior_previous: str | None = None,
 ) -> Intent:
     me = psutil.Process()
     intent = Intent.model_validate(
@@ -25,6 +32,7 @@ def write_intent(
             "profile": profile,
             "target": target,
             "previous": previous,
+            "prior_previous": prior_previous,
             "phase": phase,
             "pid": me.pid,
             "started": me.create_time(),

@@ -32,12 +32,20 @@ def _planned(name: str, summary: str, issue: int) -> click.Command:
 def all_commands() -> list[click.Command]:
     from agentgw.cli.config import config
     from agentgw.cli.lab import lab
+    from agentgw.cli.launch import launch
 
     shipped: list[click.Command] = [lab]
     shipped.append(config)
+    shipped.append(launch)
     from agentgw.cli.host import apply, init, plan
 
     shipped += [init, plan, apply]
+    from agentgw.cli.release import release
+
+    shipped.append(release)
+    from agentgw.cli.control import history, promote, restart, rollback, start, stop
+
+    shipped += [promote, rollback, start, stop, restart, history]
     planned = [
         _planned("init", "Install the template unit, launcher and state dirs.", 3),
         _planned("plan", "Show the actions apply would take.", 3),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from agentgw.apply.history import append_history
 from agentgw.apply.host import UnitControl, apply_actions
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config.load import Config, load_config
@@ -164,6 +165,7 @@ def apply(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
             config.profiles, config.host, layout, observed, prune=prune, stamp=_stamp()
         )
         apply_actions(actions, units)
+    append_history(layout.history, "apply", "ok", changes=len(actions), prune=prune)
     systemd_note(layout)
     if not config.host.isolated:
         click.echo("note: convenience mode: every profile runs as one user; NOT isolated", err=True)

@@ -19,6 +19,7 @@ class Intent(BaseModel):
     profile: str
     target: str  # the release dir name the profile is moving to
     previous: str | None  # the release dir name it came from (None: first promote)
+    prior_previous: str | None = None  # where ``previous`` pointed before (restored on undo)
     phase: str
     pid: int
     started: float

@@ -51,6 +51,11 @@ RESERVED_ENV = frozenset(
         "AGENT_GATEWAY_MODE",
         "AGENT_PROFILE_EXEC",
         "AGENT_LAUNCH_DRYRUN",
+        "AGENT_LOGS",
+        "AGENT_LISTEN",
+        "AGENT_HEALTH_PATH",
+        "AGENT_DRAIN_S",
+        "AGENT_PYTHON",
     }
 )
 RESERVED_ENV_PREFIX = "LD_"

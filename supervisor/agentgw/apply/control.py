@@ -1,0 +1,507 @@
+"""promote, rollback and restart of one profile over D-Bus, with proofs and automatic rollback.
+
+promote = verify release -> lock -> intent -> record siblings -> flip ``current`` (keeping
+``previous``) -> restart -> ready (active, launch record of the new pid) -> alignment proof ->
+health -> commit. Any failure after the flip flips back, restarts, proves the previous release
+aligned and records ``rolled_back``. A command that finds an intent left by a killed one undoes
+it first (the profile returns to the release it ran before), and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from agentgw.apply.files import flip_symlink, fsync_dir
+from agentgw.apply.history import append_history, read_history
+from agentgw.apply.intent import clear_intent, read_intent, set_phase, write_intent
+from agentgw.apply.lock import profile_lock
+from agentgw.apply.release import releases_lock
+from agentgw.bus import ServiceStatus
+from agentgw.config.load import Config
+from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.model.control import Outcome, PhaseTime, Sibling
+from agentgw.model.history import Intent
+from agentgw.model.profile import Profile
+from agentgw.model.release import ReleasePolicy
+from agentgw.observe.health import wait_healthy
+from agentgw.observe.release import (
+    check_promotable,
+    current_manifest,
+    find_release,
+    read_manifest,
+)
+from agentgw.observe.status import judge_alignment, read_environ, read_json, read_release
+from agentgw.paths import Layout, unit_name
+
+# Set to a phase name to make the command stop there (for the kill -9 recovery tests).
+FAULT_PAUSE_ENV = "AGENTGW_FAULT_PAUSE"
+READY_GRACE_S = 30.0
+
+
+class Control(Protocol):
+    """What control needs from bus/ (the Systemd object)."""
+
+    def service_status(self, name: str) -> ServiceStatus: ...
+    def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]: ...
+    def restart(self, name: str, *, timeout: float = 90.0) -> str: ...
+    def start(self, name: str, *, timeout: float = 90.0) -> str: ...
+    def stop(self, name: str, *, timeout: float = 90.0) -> str: ...
+    def reset_failed(self, name: str) -> None: ...
+    def enable(self, names: list[str]) -> None: ...
+
+
+class Failed(Exception):
+    """A step of the forward path failed; the caller rolls back."""
+
+
+def release_target(name: str) -> str:
+    """What ``current`` points at: relative, so the tree can be inspected from another root."""
+    return f"../../releases/{name}"
+
+
+def link_name(link: Path) -> str | None:
+    """The release dir name a current/previous symlink points at (None when absent)."""
+    if not link.is_symlink():
+        return None
+    return Path(os.readlink(link)).name
+
+
+def fault_pause(phase: str) -> None:
+    if os.environ.get(FAULT_PAUSE_ENV) == phase:
+        print(f"agentgw: paused at {phase}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+
+
+@dataclass
+class Run:
+    """The phases of one operation, timed, reported as they finish."""
+
+    out: Callable[[str], None]
+    phases: list[PhaseTime] = field(default_factory=list)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[list[str]]:
+        detail: list[str] = []
+        t0 = time.perf_counter()
+        yield detail
+        ms = (time.perf_counter() - t0) * 1000
+        text = "; ".join(detail)
+        self.phases.append(PhaseTime(name=name, ms=round(ms, 1), detail=text))
+        self.out(f"  {name:<10} {ms:8.1f} ms  {text}")
+
+
+class Controller:
+    def __init__(
+        self, layout: Layout, config: Config, sd: Control, out: Callable[[str], None]
+    ) -> None:
+        self.layout = layout
+        self.config = config
+        self.sd = sd
+        self.out = out
+
+    # -- entry points ------------------------------------------------------------------------
+    def promote(self, name: str, ref: str, *, allow_downgrade: bool = False) -> Outcome:
+        profile = self.profile(name)
+        release = find_release(self.layout, ref)
+        manifest = read_manifest(release)
+        # Shared: gc cannot remove the release between its verification and the flip.
+        with releases_lock(self.layout, shared=True):
+            check_promotable(
+                self.layout,
+                manifest,
+                self.policy(),
+                current_manifest(self.layout, name),
+                allow_downgrade,
+            )
+            return self.switch("promote", profile, release.name)
+
+    def rollback(self, name: str, to: str | None = None) -> Outcome:
+        profile = self.profile(name)
+        if to is None:
+            target = link_name(self.layout.previous(name))
+            if target is None:
+                raise usage(
+                    f"profile {name} has no previous release to roll back to",
+                    hint=f"name one: agentgw rollback {name} --to SHA",
+                )
+            release = self.layout.releases / target
+        else:
+            release = find_release(self.layout, to)
+        manifest = read_manifest(release)
+        with releases_lock(self.layout, shared=True):
+            check_promotable(self.layout, manifest, self.policy(), None, True)
+            return self.switch("rollback", profile, release.name)
+
+    def restart(self, name: str) -> Outcome:
+        profile = self.profile(name)
+        current = link_name(self.layout.current(name))
+        if current is None:
+            raise usage(f"profile {name} has no release promoted", hint="agentgw promote")
+        with profile_lock(self.layout.locks, name, "restart"):
+            recovered = self.recover(profile)
+            run = Run(self.out)
+            siblings = self.siblings(name)
+            try:
+                self.start_and_prove(run, profile, current)
+            except Failed as exc:
+                raise AgentgwError(
+                    f"restart of {name} failed: {exc}", hint=f"agentgw status {name}"
+                ) from exc
+            return self.finish(
+                run, "restart", profile, current, current, "ok", "", siblings, recovered
+            )
+
+    # -- the switch ------------------------------------------------------------------------
+    def switch(self, op: str, profile: Profile, target: str) -> Outcome:
+        name = profile.name
+        with profile_lock(self.layout.locks, name, op):
+            fault_pause("locked")
+            recovered = self.recover(profile)
+            current_link, previous_link = self.layout.current(name), self.layout.previous(name)
+            previous = link_name(current_link)
+            if not self.layout.env_file(name).is_file():
+                raise usage(f"profile {name} is not applied on this host", hint="agentgw apply")
+            intent = write_intent(
+                self.layout.intents,
+                op=op,
+                profile=name,
+                target=target,
+                previous=previous,
+                prior_previous=link_name(previous_link),
+                phase="intent",
+            )
+            fault_pause("intent")
+            run = Run(self.out)
+            siblings = self.siblings(name)
+            with run.phase("flip") as d:
+                if previous is not None and previous != target:
+                    flip_symlink(previous_link, release_target(previous))
+                flip_symlink(current_link, release_target(target))
+                d.append(f"current -> {target}" + (f", previous -> {previous}" if previous else ""))
+            intent = set_phase(self.layout.intents, intent, "flipped")
+            fault_pause("flipped")
+            try:
+                self.start_and_prove(run, profile, target, intent=intent)
+            except (Failed, AgentgwError) as exc:
+                reason = str(exc)
+                self.out(f"  failed: {reason}; rolling back")
+                result = self.undo(run, profile, intent)
+                outcome = self.finish(
+                    run,
+                    op,
+                    profile,
+                    target,
+                    previous,
+                    result,
+                    reason,
+                    siblings,
+                    recovered,
+                    intent=intent,
+                )
+                return outcome
+            set_phase(self.layout.intents, intent, "committed")
+            return self.finish(
+                run, op, profile, target, previous, "ok", "", siblings, recovered, intent=intent
+            )
+
+    def start_and_prove(
+        self, run: Run, profile: Profile, release: str, intent: Intent | None = None
+    ) -> None:
+        """Restart the unit and prove it: ready, aligned to ``release``, healthy."""
+        name, unit = profile.name, unit_name(profile.name)
+        timeout = profile.health.timeout_s + READY_GRACE_S
+        with run.phase("restart") as d:
+            try:
+                self.sd.enable([unit])
+                self.reset_failed(unit)
+                result = self.sd.restart(unit, timeout=timeout)
+            except AgentgwError as exc:
+                raise Failed(exc.message) from exc
+            d.append(f"job {result}")
+        if intent is not None:
+            intent = set_phase(self.layout.intents, intent, "restarted")
+        fault_pause("restarted")
+        if result != "done":
+            raise Failed(f"restart job {result}: {self.exit_reason(unit)}")
+        with run.phase("ready") as d:
+            status = self.wait_ready(unit, name, timeout)
+            d.append(f"pid {status.main_pid}")
+        with run.phase("aligned") as d:
+            alignment = self.alignment(profile, status)
+            d.append(alignment)
+        if intent is not None:
+            set_phase(self.layout.intents, intent, "health-wait")
+        fault_pause("health-wait")
+        with run.phase("healthy") as d:
+            manifest = read_manifest(self.layout.releases / release)
+            health = wait_healthy(
+                str(profile.listen.host),
+                profile.listen.port,
+                profile.health.path,
+                timeout=profile.health.timeout_s,
+                expect_sha=manifest.sha,
+            )
+            d.append(health.reason)
+        if not health.ok:
+            raise Failed(f"health check: {health.reason}")
+
+    def reset_failed(self, unit: str) -> None:
+        """Reset the failed state and the start rate limit, so a crash loop of the release we
+        are leaving cannot block the restart of the one we are going to. A unit systemd has not
+        loaded has neither: nothing to reset."""
+        with contextlib.suppress(AgentgwError):
+            self.sd.reset_failed(unit)
+
+    def wait_ready(self, unit: str, name: str, timeout: float) -> ServiceStatus:
+        """Active, and the launcher's record names the new MainPID."""
+        deadline = time.monotonic() + timeout
+        launch = self.layout.logs(name) / "launch.json"
+        while True:
+            status = self.sd.service_status(unit)
+            if status.active_state == "failed" or status.sub_state == "auto-restart":
+                raise Failed(
+                    f"unit {status.active_state}/{status.sub_state}: {self.exit_reason(unit)}"
+                )
+            if status.active_state == "active" and status.main_pid:
+                record = read_json(launch).data
+                if isinstance(record, dict) and record.get("pid") == status.main_pid:
+                    return status
+            if time.monotonic() > deadline:
+                raise Failed(
+                    f"not ready within {timeout:g}s ({status.active_state}/"
+                    f"{status.sub_state}, no launch record of the new pid)"
+                )
+            time.sleep(0.02)
+
+    def alignment(self, profile: Profile, status: ServiceStatus) -> str:
+        name = profile.name
+        verdict = judge_alignment(
+            current=str(self.layout.current(name)),
+            unit=status,
+            unit_problem="",
+            release=read_release(self.layout.current(name), self.layout.releases),
+            environ=read_environ(status.main_pid),
+            launch=read_json(self.layout.logs(name) / "launch.json"),
+        )
+        if verdict.state != "yes":
+            raise Failed(f"alignment: {verdict.reason}")
+        return verdict.reason
+
+    def exit_reason(self, unit: str) -> str:
+        props = self.sd.service_status(unit)
+        return f"{props.active_state}/{props.sub_state}"
+
+    # -- the way back ----------------------------------------------------------------------
+    def undo(self, run: Run, profile: Profile, intent: Intent) -> str:
+        """Put back ``current`` and ``previous`` as they were and prove the old release."""
+        name = profile.name
+        with run.phase("flip-back") as d:
+            self.restore_links(intent)
+            d.append(f"current -> {intent.previous or '(none)'}")
+        if intent.previous is None:
+            with run.phase("stop"):
+                self.sd.stop(unit_name(name))
+            return "rolled_back"
+        try:
+            self.start_and_prove(run, profile, intent.previous)
+        except (Failed, AgentgwError) as exc:
+            self.out(f"  the previous release {intent.previous} did not come back: {exc}")
+            return "failed"
+        return "rolled_back"
+
+    def restore_links(self, intent: Intent) -> None:
+        current = self.layout.current(intent.profile)
+        previous = self.layout.previous(intent.profile)
+        if intent.previous is None:
+            current.unlink(missing_ok=True)
+            fsync_dir(current.parent)
+        else:
+            flip_symlink(current, release_target(intent.previous))
+        if intent.prior_previous is None:
+            previous.unlink(missing_ok=True)
+        else:
+            flip_symlink(previous, release_target(intent.prior_previous))
+
+    def recover(self, profile: Profile) -> str:
+        """Repair what a killed command left: finish a committed one, undo any other."""
+        intent = read_intent(self.layout.intents, profile.name)
+        if intent is None:
+            return ""
+        ident = f"{intent.pid}:{intent.started}"
+        if intent.phase == "committed":
+            done = any(
+                r.detail.get("intent") == ident
+                for r in read_history(self.layout.history, profile.name)
+            )
+            if not done:
+                append_history(
+                    self.layout.history,
+                    intent.op,
+                    "ok",
+                    profile.name,
+                    release=intent.target,
+                    previous=intent.previous,
+                    intent=ident,
+                    note="committed by recovery",
+                )
+            clear_intent(self.layout.intents, profile.name)
+            message = f"recovered: finished the interrupted {intent.op} to {intent.target}"
+        else:
+            run = Run(self.out)
+            self.out(
+                f"recovering: a {intent.op} to {intent.target} was interrupted at "
+                f"{intent.phase}; returning to {intent.previous or 'no release'}"
+            )
+            result = (
+                "rolled_back"
+                if self.untouched(profile, intent)
+                else self.undo(run, profile, intent)
+            )
+            append_history(
+                self.layout.history,
+                "recover",
+                result,
+                profile.name,
+                interrupted=intent.op,
+                target=intent.target,
+                phase=intent.phase,
+                restored=intent.previous,
+                intent=ident,
+            )
+            clear_intent(self.layout.intents, profile.name)
+            message = (
+                f"recovered: undid the interrupted {intent.op} to {intent.target} "
+                f"(at {intent.phase}); {profile.name} runs {intent.previous} ({result})"
+            )
+        self.out(message)
+        return message
+
+    def untouched(self, profile: Profile, intent: Intent) -> bool:
+        """The links are as before the interrupted command and the unit runs aligned on them,
+        so there is nothing to undo (killed before its flip)."""
+        name = profile.name
+        if link_name(self.layout.current(name)) != intent.previous:
+            return False
+        if link_name(self.layout.previous(name)) != intent.prior_previous:
+            return False
+        if intent.previous is None:
+            return True
+        try:
+            self.alignment(profile, self.sd.service_status(unit_name(name)))
+        except Failed:
+            return False
+        return True
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def siblings(self, name: str) -> list[Sibling]:
+        out = []
+        for status in self.sd.service_statuses(["agent-gateway@*.service"]):
+            if status.name == unit_name(name) or not status.main_pid:
+                continue
+            try:
+                started = psutil.Process(status.main_pid).create_time()
+            except psutil.Error:
+                continue
+            out.append(Sibling(unit=status.name, pid=status.main_pid, started=started))
+        return out
+
+    def changed_siblings(self, before: list[Sibling]) -> list[str]:
+        changed = []
+        for sib in before:
+            status = self.sd.service_status(sib.unit)
+            try:
+                started = psutil.Process(status.main_pid).create_time() if status.main_pid else 0
+            except psutil.Error:
+                started = 0
+            if status.main_pid != sib.pid or started != sib.started:
+                changed.append(f"{sib.unit}: pid {sib.pid} -> {status.main_pid}")
+        return changed
+
+    def finish(
+        self,
+        run: Run,
+        op: str,
+        profile: Profile,
+        release: str,
+        previous: str | None,
+        result: str,
+        reason: str,
+        siblings: list[Sibling],
+        recovered: str,
+        intent: Intent | None = None,
+    ) -> Outcome:
+        with run.phase("siblings") as d:
+            changed = self.changed_siblings(siblings)
+            d.append(
+                "unchanged: "
+                + (", ".join(f"{s.unit} pid {s.pid}" for s in siblings) or "none running")
+                if not changed
+                else "CHANGED: " + ", ".join(changed)
+            )
+        outcome = Outcome.model_validate(
+            {
+                "op": op,
+                "profile": profile.name,
+                "release": release,
+                "previous": previous,
+                "result": result,
+                "reason": reason,
+                "phases": run.phases,
+                "siblings_before": siblings,
+                "siblings_unchanged": not changed,
+                "siblings_changed": changed,
+                "recovered": recovered,
+                "alignment": next(
+                    (p.detail for p in reversed(run.phases) if p.name == "aligned"), ""
+                ),
+            }
+        )
+        detail = {
+            "release": release,
+            "previous": previous,
+            "reason": reason,
+            "phases": {p.name: p.ms for p in run.phases},
+            "siblings_unchanged": not changed,
+        }
+        if intent is not None:
+            detail["intent"] = f"{intent.pid}:{intent.started}"
+        append_history(self.layout.history, op, result, profile.name, **detail)
+        clear_intent(self.layout.intents, profile.name)
+        fault_pause("committed")
+        return outcome
+
+    # -- helpers ---------------------------------------------------------------------------
+    def profile(self, name: str) -> Profile:
+        try:
+            return self.config.profiles[name]
+        except KeyError:
+            known = ", ".join(self.config.profiles) or "none"
+            raise usage(
+                f"no profile named {name!r}",
+                hint=f"configured profiles: {known} (files in {self.config.etc}/gateways)",
+            ) from None
+
+    def policy(self) -> ReleasePolicy:
+        host = self.config.host
+        return ReleasePolicy(
+            require_signature=host.require_signature, trusted_keys=host.trusted_keys
+        )
+
+
+def exit_code(outcome: Outcome) -> int:
+    if outcome.result != "ok":
+        return int(Exit.FAILED)
+    if not outcome.siblings_unchanged:
+        return int(Exit.VERIFY)
+    return int(Exit.OK)

@@ -1,0 +1,162 @@
+"""promote, rollback, start, stop, restart and history: one profile at a time, over D-Bus."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from agentgw.apply.control import Controller, exit_code
+from agentgw.apply.history import read_history, verify_history
+from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.config.load import load_config
+from agentgw.errors import AgentgwError, Exit
+from agentgw.model.control import Outcome
+from agentgw.observe.units import systemd_here
+from agentgw.paths import unit_name
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+etc_option = click.option(
+    "--etc",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the config from here (default: <root>/etc/agentgw).",
+)
+
+
+@contextmanager
+def controller(app: App, etc: Path | None, as_json: bool) -> Iterator[Controller]:
+    """A Controller on one D-Bus connection, closed when the command ends."""
+    if not systemd_here():
+        raise AgentgwError(
+            "systemd is not running here",
+            hint="run on the host that runs the gateways (or inside 'agentgw lab')",
+        )
+    from agentgw.bus import Systemd
+
+    config = load_config(etc if etc is not None else app.layout.etc)
+
+    def out(line: str) -> None:
+        click.echo(line, err=as_json)
+
+    with Systemd() as sd:
+        yield Controller(app.layout, config, sd, out)
+
+
+def report(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        echo_json(outcome.model_dump(mode="json"))
+    else:
+        verdict = {
+            "ok": "ok",
+            "rolled_back": f"ROLLED BACK to {outcome.previous}",
+            "failed": "FAILED (the previous release did not come back either)",
+        }[outcome.result]
+        total = sum(p.ms for p in outcome.phases)
+        click.echo(f"{outcome.op} {outcome.profile} -> {outcome.release}: {verdict} "
+                   f"({total:.0f} ms)")
+        if outcome.reason:
+            click.echo(f"  reason: {outcome.reason}")
+        if not outcome.siblings_unchanged:
+            click.echo("  siblings CHANGED: " + ", ".join(outcome.siblings_changed))
+    sys.exit(exit_code(outcome))
+
+
+@click.command("promote")
+@click.argument("profile")
+@click.argument("sha")
+@click.option("--allow-downgrade", is_flag=True, help="Allow a release older than current.")
+@etc_option
+@json_option
+@pass_app
+def promote(
+    app: App, profile: str, sha: str, allow_downgrade: bool, etc: Path | None, as_json: bool
+) -> None:
+    """Switch PROFILE to the release SHA (a unique prefix of >= 7 hex digits) and prove it.
+
+    Phases: verify, flip current (keeping previous), restart over D-Bus, ready, aligned (the new
+    process imports exactly current = the release), healthy; then siblings unchanged. Any
+    failure flips back, restarts and proves the previous release (exit 1, rolled_back).
+    """
+    with controller(app, etc, as_json) as ctl:
+        if not as_json:
+            click.echo(f"promote {profile} -> {sha}")
+        outcome = ctl.promote(profile, sha, allow_downgrade=allow_downgrade)
+    report(outcome, as_json)
+
+
+@click.command("rollback")
+@click.argument("profile")
+@click.option("--to", "to", metavar="SHA", help="Release to return to (default: previous).")
+@etc_option
+@json_option
+@pass_app
+def rollback(app: App, profile: str, to: str | None, etc: Path | None, as_json: bool) -> None:
+    """Switch PROFILE back to its previous release (or --to SHA), with the promote proofs."""
+    with controller(app, etc, as_json) as ctl:
+        outcome = ctl.rollback(profile, to)
+    report(outcome, as_json)
+
+
+@click.command("restart")
+@click.argument("profile")
+@etc_option
+@json_option
+@pass_app
+def restart(app: App, profile: str, etc: Path | None, as_json: bool) -> None:
+    """Restart PROFILE's gateway and prove it ready, aligned and healthy."""
+    with controller(app, etc, as_json) as ctl:
+        outcome = ctl.restart(profile)
+    report(outcome, as_json)
+
+
+def _simple(verb: str) -> click.Command:
+    @click.command(verb, help=f"{verb.capitalize()} PROFILE's gateway and wait for the job.")
+    @click.argument("profile")
+    @etc_option
+    @pass_app
+    def command(app: App, profile: str, etc: Path | None) -> None:
+        with controller(app, etc, False) as ctl:
+            ctl.profile(profile)
+            unit = unit_name(profile)
+            job = getattr(ctl.sd, verb)(unit)
+        click.echo(f"{verb} {unit}: {job}")
+        if job != "done":
+            sys.exit(Exit.FAILED)
+
+    return command
+
+
+start = _simple("start")
+stop = _simple("stop")
+
+
+@click.command("history")
+@click.argument("profile", required=False)
+@click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 3 if broken.")
+@json_option
+@pass_app
+def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
+    """The hash-chained log of every promote, rollback, restart, recovery and apply."""
+    log = app.layout.history
+    if check:
+        problems = verify_history(log)
+        if as_json:
+            echo_json({"ok": not problems, "problems": problems})
+        else:
+            for p in problems:
+                click.echo(f"history: {p}")
+            if not problems:
+                click.echo(f"history: {len(read_history(log))} records, chain intact")
+        sys.exit(Exit.VERIFY if problems else Exit.OK)
+    records = read_history(log, profile)
+    if as_json:
+        echo_json([r.model_dump(mode="json") for r in records])
+        return
+    for r in records:
+        what = r.detail.get("release") or r.detail.get("target") or ""
+        why = r.detail.get("reason") or ""
+        click.echo(f"{r.seq:>4} {r.time} {r.action:<9} {r.profile or '-':<10} {r.result:<12} "
+                   f"{what} {why}".rstrip())

@@ -1,0 +1,227 @@
+"""``agentgw release``: add, list, verify and garbage-collect immutable releases; make keys."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from agentgw.apply.release import add_release, gc
+from agentgw.apply.release_source import exported_commit
+from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.config import load_config
+from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.model.release import ReleasePolicy, ReleaseRef
+from agentgw.observe.release import (
+    find_release,
+    gc_candidates,
+    list_releases,
+    verify_release,
+)
+from agentgw.paths import Layout
+from agentgw.plan.release import DEFAULT_LABEL, check_label, check_sha, render_problems
+from agentgw.proofs.signing import generate_keypair
+
+# The reproducible-builds convention: with it set, adding the same source twice (or again after
+# an interrupted add) yields byte-identical trees, manifest and signature included.
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+
+
+def host_policy(layout: Layout) -> ReleasePolicy:
+    """The release trust rules of agentgw.yaml; the defaults when there is no config at all."""
+    if not layout.etc.is_dir():
+        return ReleasePolicy()
+    return ReleasePolicy.of_host(load_config(layout.etc).host)
+
+
+def _created() -> datetime | None:
+    value = os.environ.get(SOURCE_DATE_EPOCH)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise usage(
+            f"{SOURCE_DATE_EPOCH}={value!r} is not a number of seconds",
+            hint=f"unset {SOURCE_DATE_EPOCH}, or set it to a Unix time",
+        )
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+@contextlib.contextmanager
+def _source(src: Path | None, repo: Path | None, sha: str) -> Iterator[Path]:
+    """SRC as given, or commit SHA of REPO exported to a temporary tarball."""
+    if repo is None:
+        if src is None:
+            raise usage("give SRC or --git REPO", hint="agentgw release add ./tree --sha 3f9c2e1")
+        yield src
+    elif src is not None:
+        raise usage("give SRC or --git REPO, not both", hint="--git exports SHA of REPO as SRC")
+    else:
+        with exported_commit(repo, sha) as tarball:
+            yield tarball
+
+
+@click.group("release")
+def release() -> None:
+    """Immutable release trees: /opt/agent/releases/<sha>-<label>/ with a manifest.
+
+    A release is built beside its final place and renamed in complete, root-owned and
+    read-only; with a signing key it carries an Ed25519 signature (manifest.sig).
+    """
+
+
+@release.command("add")
+@click.argument("src", required=False, type=click.Path(path_type=Path))
+@click.option("--sha", required=True, help="The git commit the release is built from (7-40 hex).")
+@click.option(
+    "--label", default=DEFAULT_LABEL, show_default=True, help="Name suffix: [a-z0-9._-], <= 40."
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key (from 'release keygen') to sign the manifest with.",
+)
+@click.option(
+    "--git",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Export commit SHA of this git repository instead of giving SRC.",
+)
+@pass_app
+def add(
+    app: App, src: Path | None, sha: str, label: str, sign_key: Path | None, repo: Path | None
+) -> None:
+    """Add SRC (a directory or a tarball) as release <sha>-<label>.
+
+    Refused before anything is written: members escaping the tree, absolute paths, links out,
+    device nodes or fifos, a bad sha or label, a missing or untrusted key when the host requires
+    signatures. Adding the same content again changes nothing.
+    """
+    check_sha(sha)
+    check_label(label)
+    policy = host_policy(app.layout)
+    created = _created()
+    with _source(src, repo, sha) as path:
+        result = add_release(app.layout, path, sha, label, sign_key, policy, created=created)
+    for name in result.removed:
+        click.echo(f"removed leftover {name} of an interrupted run", err=True)
+    manifest = result.manifest
+    if not result.created:
+        click.echo(f"unchanged {manifest.name}: already present with the same files")
+        return
+    files = sum(1 for e in manifest.files if e.type == "file")
+    signed = "unsigned" if sign_key is None else "signed"
+    click.echo(
+        f"added {manifest.name}: version {manifest.version}, {files} files, "
+        f"{_size(manifest.size)}, {signed}"
+    )
+
+
+def _uses(ref: ReleaseRef) -> str:
+    return ", ".join(f"{u.profile} ({u.slot})" for u in ref.used_by) or "-"
+
+
+@release.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def list_(app: App, as_json: bool) -> None:
+    """Every release, newest first: version, size, signature key, which profiles use it."""
+    refs = list_releases(app.layout)
+    if as_json:
+        echo_json({"releases": [ref.model_dump(mode="json") for ref in refs]})
+        return
+    if not refs:
+        click.echo("no releases: add one with 'agentgw release add SRC --sha SHA'")
+        return
+    rows = [("VERSION", "RELEASE", "CREATED", "SIZE", "SIGNED", "USED BY")]
+    for ref in refs:
+        rows.append(
+            (
+                str(ref.version) if ref.version is not None else "?",
+                ref.name,
+                ref.created or f"({ref.problem})",
+                _size(ref.size),
+                f"yes ({ref.key})" if ref.signed else "no",
+                _uses(ref),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        click.echo("  ".join([*cells, row[-1]]))
+
+
+@release.command("verify")
+@click.argument("ref", metavar="SHA")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def verify(app: App, ref: str, as_json: bool) -> None:
+    """Re-hash release SHA (a unique prefix, or <sha>-<label>) against its manifest, modes,
+    owner and signature policy; exit 3 naming every changed file."""
+    policy = host_policy(app.layout)
+    name = find_release(app.layout, ref).name
+    problems = verify_release(app.layout, name, policy)
+    if as_json:
+        echo_json(
+            {"release": name, "ok": not problems, "problems": [p.model_dump() for p in problems]}
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        if not problems:
+            click.echo(f"ok: {name} matches its manifest")
+    if problems:
+        raise AgentgwError(
+            f"release {name} failed verification: {render_problems(problems)}",
+            hint="do not promote it; re-add the release from its source under a new label",
+            code=Exit.VERIFY,
+        )
+
+
+@release.command("gc")
+@click.option("--keep", type=click.IntRange(min=0), required=True, help="Newest releases to keep.")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed.")
+@pass_app
+def gc_(app: App, keep: int, dry_run: bool) -> None:
+    """Remove all but the N newest releases; never one a profile's current or previous uses."""
+    if dry_run:
+        doomed = gc_candidates(app.layout, keep)
+        for name in doomed:
+            click.echo(f"would remove {name}")
+    else:
+        result = gc(app.layout, keep)
+        for name in result.leftovers:
+            click.echo(f"removed leftover {name} of an interrupted run", err=True)
+        doomed = list(result.removed)
+        for name in doomed:
+            click.echo(f"removed {name}")
+    if not doomed:
+        click.echo("nothing to remove")
+
+
+@release.command("keygen")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file to write (0600); the public key goes to OUT.pub.",
+)
+def keygen(out: Path) -> None:
+    """Create an Ed25519 key pair for signing releases (never overwrites a key)."""
+    key = generate_keypair(out)
+    click.echo(f"wrote {out} (private, 0600) and {out}.pub (public); fingerprint {key}")
+    click.echo(f"trust it on a host: list {out}.pub under trusted_keys in agentgw.yaml")

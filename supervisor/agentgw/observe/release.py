@@ -1,0 +1,325 @@
+"""Read-only views of releases: find, list, re-hash and verify, and may-this-be-promoted.
+
+Nothing here writes, so the registry can list releases and promote can check one without
+importing ``apply``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.model.release import (
+    Manifest,
+    ManifestSignature,
+    Problem,
+    ProblemKind,
+    ProfileUse,
+    ReleasePolicy,
+    ReleaseRef,
+    Slot,
+)
+from agentgw.paths import Layout
+from agentgw.plan.release import (
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+    ObservedEntry,
+    check_downgrade,
+    diff_tree,
+    match_release,
+    parse_release_name,
+    plan_gc,
+    render_problems,
+    signing_payload,
+)
+from agentgw.proofs.signing import (
+    fingerprint,
+    parse_public_key,
+    raw_public_key,
+    trusted_keys,
+    verify,
+)
+
+CHUNK = 1 << 20
+SLOTS: tuple[Slot, ...] = ("current", "previous")
+VERIFY_HINT = "see 'agentgw release verify {name}'; re-add the release from its source"
+
+
+def release_names(layout: Layout) -> list[str]:
+    """Names of the release directories (work in progress and other files are not releases)."""
+    if not layout.releases.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in os.scandir(layout.releases)
+        if entry.is_dir(follow_symlinks=False) and parse_release_name(entry.name) is not None
+    )
+
+
+def find_release(layout: Layout, ref: str) -> Path:
+    """The release directory ``ref`` names (a unique sha prefix or a full name); exit 2 if none
+    or several match."""
+    return layout.releases / match_release(release_names(layout), ref)
+
+
+def read_manifest(release: Path) -> Manifest:
+    try:
+        return Manifest.model_validate_json((release / MANIFEST_FILE).read_bytes())
+    except OSError as exc:
+        raise AgentgwError(
+            f"{release.name}: cannot read {MANIFEST_FILE}: {exc.strerror}",
+            hint=VERIFY_HINT.format(name=release.name),
+            code=Exit.VERIFY,
+        ) from exc
+    except ValidationError as exc:
+        raise AgentgwError(
+            f"{release.name}: {MANIFEST_FILE} is invalid ({exc.error_count()} errors)",
+            hint=VERIFY_HINT.format(name=release.name),
+            code=Exit.VERIFY,
+        ) from exc
+
+
+def current_manifest(layout: Layout, profile: str) -> Manifest | None:
+    """The manifest of the release a profile's ``current`` points at, None without one."""
+    link = layout.current(profile)
+    if not link.is_symlink():
+        return None
+    return read_manifest(Path(os.path.realpath(link)))
+
+
+def release_owner(layout: Layout) -> tuple[int, int]:
+    """Release trees belong to whoever owns the releases directory (root on a host)."""
+    info = os.stat(layout.releases)
+    return info.st_uid, info.st_gid
+
+
+def profiles_using(layout: Layout) -> dict[str, list[ProfileUse]]:
+    """Release name -> the profiles whose ``current`` or ``previous`` points at it."""
+    gateways = layout.opt / "gateways"
+    releases = os.path.realpath(layout.releases)
+    uses: dict[str, list[ProfileUse]] = {}
+    if not gateways.is_dir():
+        return uses
+    for profile in sorted(p.name for p in gateways.iterdir() if p.is_dir()):
+        for slot in SLOTS:
+            link = layout.current(profile) if slot == "current" else layout.previous(profile)
+            if not link.is_symlink():
+                continue
+            real = os.path.realpath(link)
+            if os.path.dirname(real) == releases:
+                use = ProfileUse(profile=profile, slot=slot)
+                uses.setdefault(os.path.basename(real), []).append(use)
+    return uses
+
+
+def list_releases(layout: Layout) -> list[ReleaseRef]:
+    """Every release, newest first, with who uses it; cheap: nothing is re-hashed."""
+    uses = profiles_using(layout)
+    refs = [
+        _ref(layout.releases / name, tuple(uses.get(name, ()))) for name in release_names(layout)
+    ]
+    return sorted(refs, key=lambda r: (r.version or 0, r.name), reverse=True)
+
+
+def _ref(path: Path, used_by: tuple[ProfileUse, ...]) -> ReleaseRef:
+    sha, label = parse_release_name(path.name) or ("", "")
+    sig_path = path / SIGNATURE_FILE
+    key = None
+    if sig_path.is_file():
+        with contextlib.suppress(OSError, ValidationError):
+            key = ManifestSignature.model_validate_json(sig_path.read_bytes()).key
+    manifest, problem = None, None
+    try:
+        manifest = read_manifest(path)
+    except AgentgwError as exc:
+        problem = exc.message
+    return ReleaseRef(
+        name=path.name,
+        sha=sha,
+        label=label,
+        path=path,
+        version=manifest.version if manifest else None,
+        created=manifest.created if manifest else None,
+        size=manifest.size if manifest else 0,
+        files=sum(1 for e in manifest.files if e.type == "file") if manifest else 0,
+        signed=sig_path.exists(),
+        key=key,
+        used_by=used_by,
+        problem=problem,
+    )
+
+
+def gc_candidates(layout: Layout, keep: int) -> list[str]:
+    """What ``release gc --keep N`` removes: all but the N newest, never one a profile uses."""
+    refs = list_releases(layout)
+    in_use = {r.name for r in refs if r.used_by}
+    return plan_gc([(r.name, r.version) for r in refs], in_use, keep)
+
+
+# verification ----------------------------------------------------------------------------------
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a regular file, never following a symlink swapped in."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISREG, "file"),
+        (stat.S_ISDIR, "dir"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISCHR, "chardev"),
+        (stat.S_ISBLK, "blockdev"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "other"
+
+
+def _observe(path: Path, rel: str, info: os.stat_result) -> ObservedEntry:
+    kind = _kind(info.st_mode)
+    digest, target = None, None
+    if kind == "file":
+        digest, _ = hash_file(path)
+    elif kind == "symlink":
+        target = os.readlink(path)
+    return ObservedEntry(
+        path=rel,
+        type=kind,
+        mode=stat.S_IMODE(info.st_mode),
+        uid=info.st_uid,
+        gid=info.st_gid,
+        size=info.st_size,
+        sha256=digest,
+        target=target,
+    )
+
+
+def scan_tree(root: Path) -> list[ObservedEntry]:
+    """Every path under ``root`` (``.`` is root itself), files re-hashed, links not followed."""
+    found = [_observe(root, ".", os.lstat(root))]
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        with os.scandir(root / rel) as entries:
+            for entry in entries:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                observed = _observe(Path(entry.path), path, entry.stat(follow_symlinks=False))
+                found.append(observed)
+                if observed.type == "dir":
+                    pending.append(path)
+    return sorted(found, key=lambda e: e.path)
+
+
+def signature_problems(
+    manifest: Manifest,
+    record: bytes | None,
+    policy: ReleasePolicy,
+    trusted: Mapping[str, Ed25519PublicKey],
+) -> list[Problem]:
+    """What is wrong with a release's signature under the host policy.
+
+    A signature that is present must always be valid; whether it must be present and from a
+    trusted key is the policy's ``require_signature``.
+    """
+    if record is None:
+        if policy.require_signature:
+            return [_sig("unsigned", "not signed, and this host requires signed releases")]
+        return []
+    try:
+        signature = ManifestSignature.model_validate_json(record)
+        embedded = parse_public_key(signature.public_key)
+        raw = base64.b64decode(signature.signature, validate=True)
+    except (ValidationError, ValueError, binascii.Error):
+        return [_sig("signature", "not a valid signature record")]
+    if fingerprint(embedded) != signature.key:
+        return [_sig("signature", f"key {signature.key} does not match the public key it carries")]
+    # Verify with the trusted key of that fingerprint, not the embedded one: a key forged to
+    # collide on the short fingerprint then fails here instead of passing as trusted.
+    key = trusted.get(signature.key, embedded)
+    if not verify(key, raw, signing_payload(manifest)):
+        return [_sig("signature", f"signature by key {signature.key} does not match the manifest")]
+    if policy.require_signature and (
+        signature.key not in trusted or raw_public_key(key) != raw_public_key(embedded)
+    ):
+        return [_sig("untrusted", f"signed by key {signature.key}, which is not a trusted key")]
+    return []
+
+
+def _sig(kind: ProblemKind, detail: str) -> Problem:
+    return Problem(kind=kind, path=SIGNATURE_FILE, detail=detail)
+
+
+def verify_tree(
+    release: Path, policy: ReleasePolicy, owner: tuple[int, int], expected: Manifest | None = None
+) -> list[Problem]:
+    """Every problem of one release directory: tree vs manifest, name, signature vs policy."""
+    try:
+        manifest = read_manifest(release)
+    except AgentgwError as exc:
+        return [Problem(kind="manifest", path=MANIFEST_FILE, detail=exc.message)]
+    problems = diff_tree(manifest, scan_tree(release), owner)
+    if manifest.name != release.name:
+        problems.append(
+            Problem(kind="manifest", path=MANIFEST_FILE, detail=f"describes {manifest.name}")
+        )
+    if expected is not None and manifest != expected:
+        problems.append(
+            Problem(kind="manifest", path=MANIFEST_FILE, detail="differs from the one checked")
+        )
+    sig_path = release / SIGNATURE_FILE
+    record = sig_path.read_bytes() if sig_path.is_file() else None
+    return problems + signature_problems(
+        manifest, record, policy, trusted_keys(policy.trusted_keys)
+    )
+
+
+def verify_release(layout: Layout, ref: str, policy: ReleasePolicy) -> list[Problem]:
+    """Re-hash a release (by sha prefix or name) and check it against its manifest and policy."""
+    return verify_tree(find_release(layout, ref), policy, release_owner(layout))
+
+
+def check_promotable(
+    layout: Layout,
+    manifest: Manifest,
+    policy: ReleasePolicy,
+    current_manifest: Manifest | None,
+    allow_downgrade: bool,
+) -> None:
+    """Refuse a promote to ``manifest``'s release unless it is intact, signed as the policy
+    demands, and not older than ``current_manifest`` (unless ``allow_downgrade``).
+
+    Exit 2 for a refused downgrade, exit 3 when the release fails verification.
+    """
+    check_downgrade(manifest, current_manifest, allow_downgrade)
+    release = layout.release(manifest.sha, manifest.label)
+    if not release.is_dir():
+        raise usage(
+            f"release {manifest.name} is not on this host", hint="see 'agentgw release list'"
+        )
+    problems = verify_tree(release, policy, release_owner(layout), expected=manifest)
+    if problems:
+        raise AgentgwError(
+            f"release {manifest.name} cannot be promoted: {render_problems(problems)}",
+            hint=VERIFY_HINT.format(name=manifest.name),
+            code=Exit.VERIFY,
+        )

@@ -1,0 +1,466 @@
+"""Per-profile status, computed live: unit state, release, alignment, isolation, last promote.
+
+Readers (``read_*``) touch the host and return plain data or a :class:`Read` carrying the
+problem; judges (``judge_*``, :func:`status_of`) are pure and decide from that data alone, so
+tests fabricate /proc-like inputs instead of processes. :func:`collect_status` joins them: one
+ListUnitsByPatterns plus plain property reads on the caller's bus connection, then files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from agentgw.bus import ServiceStatus, Systemd
+from agentgw.config.load import Config
+from agentgw.errors import AgentgwError
+from agentgw.model.status import (
+    Alignment,
+    Isolation,
+    IsolationState,
+    ProfileStatus,
+    PromoteInfo,
+    ReleaseInfo,
+)
+from agentgw.observe.units import systemd_here
+from agentgw.paths import Layout, unit_name
+
+PROC = Path("/proc")
+UNIT_PATTERN = "agent-gateway@*.service"
+PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
+LAUNCH_RECORD = "launch.json"
+MANIFEST = "manifest.json"
+
+
+class UnitReader(Protocol):
+    """The part of :class:`agentgw.bus.Systemd` status needs (tests pass a fake)."""
+
+    def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]: ...
+
+
+@dataclass(frozen=True)
+class Read:
+    """A JSON object or text read from the host: ``data``, or why not (``None`` = absent)."""
+
+    data: Any = None
+    error: str | None = None
+
+
+# --- pure -------------------------------------------------------------------------------------
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: object) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time with a zone (``Z`` allowed), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    """``/proc/<pid>/environ``: NUL-separated ``KEY=VALUE``; entries without '=' are dropped."""
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            env[key.decode(errors="surrogateescape")] = value.decode(errors="surrogateescape")
+    return env
+
+
+def absent_unit(name: str) -> ServiceStatus:
+    """A configured instance systemd has not loaded: it was never started or was collected."""
+    return ServiceStatus(
+        name=name, load_state="not-loaded", active_state="inactive", sub_state="dead",
+        main_pid=0, started_usec=0, n_restarts=0, memory_bytes=None, invocation_id="",
+    )
+
+
+def judge_alignment(
+    *,
+    current: str,
+    unit: ServiceStatus | None,
+    unit_problem: str,
+    release: ReleaseInfo | None,
+    environ: Read,
+    launch: Read,
+) -> Alignment:
+    """Whether the unit's main process imports exactly the promoted release.
+
+    ``yes`` needs all of: one PYTHONPATH entry equal to ``current`` in the process's own
+    environment; ``current`` resolving to a release with a manifest; and the launcher's record
+    naming this pid, the release ``current`` resolves to now, and the manifest's sha. ``unknown``
+    means it cannot be decided (no systemd, not running, nothing promoted, unreadable /proc);
+    ``no`` means the evidence contradicts alignment.
+    """
+    if unit is None:
+        return Alignment(state="unknown", reason=unit_problem)
+    pid = unit.main_pid
+    if release is None:
+        if pid:
+            return Alignment(state="no", reason=f"pid {pid} runs, but no release is promoted "
+                             "(current is missing)")
+        return Alignment(state="unknown", reason="no release promoted")
+    if not pid:
+        return Alignment(
+            state="unknown", reason=f"not running ({unit.active_state}/{unit.sub_state})"
+        )
+    if release.problem:
+        return Alignment(state="no", reason=f"current -> {release.path}: {release.problem}")
+    if environ.error or environ.data is None:
+        why = environ.error or "the process exited"
+        return Alignment(state="unknown", reason=f"cannot read the environment of pid {pid}: {why}")
+    pythonpath = environ.data.get("PYTHONPATH")
+    if pythonpath is None:
+        return Alignment(state="no", reason=f"pid {pid} has no PYTHONPATH")
+    entries = pythonpath.split(":")
+    if len(entries) != 1:
+        return Alignment(
+            state="no", reason=f"pid {pid} has {len(entries)} PYTHONPATH entries: {pythonpath}"
+        )
+    if entries[0] != current:
+        return Alignment(state="no", reason=f"pid {pid} PYTHONPATH is {entries[0]}, not {current}")
+    if launch.error:
+        return Alignment(state="unknown", reason=f"cannot read the launch record: {launch.error}")
+    record = launch.data
+    if not isinstance(record, dict):
+        return Alignment(state="no", reason=f"no launch record for pid {pid}")
+    if record.get("pid") != pid:
+        return Alignment(
+            state="no",
+            reason=f"the launch record is of pid {record.get('pid')}, not MainPID {pid}",
+        )
+    if record.get("runtime") != release.path:
+        return Alignment(
+            state="no",
+            reason=f"pid {pid} started on {record.get('runtime')}; current now points at "
+            f"{release.path} (restart to load it)",
+        )
+    if record.get("sha") != release.sha:
+        return Alignment(
+            state="no",
+            reason=f"pid {pid} launched sha {record.get('sha')}, the manifest says {release.sha}",
+        )
+    return Alignment(
+        state="yes", reason=f"pid {pid} imports {current} -> {release.name} (sha {release.sha})"
+    )
+
+
+def judge_isolation(
+    *, isolated_mode: bool, profile: str, proof: Read, started: float | None, now: float
+) -> Isolation:
+    """The last proof record, judged: only a passing proof of the running process is isolation.
+
+    Convenience mode is never isolated. A check that the host could not enforce makes the
+    profile "not enforced", never "isolated"; a proof older than the running process is
+    "stale" (it proved an earlier process).
+    """
+    record = proof.data if isinstance(proof.data, dict) else None
+    proved = parse_iso(record.get("time")) if record else None
+
+    def verdict(state: IsolationState, reason: str) -> Isolation:
+        return Isolation(
+            state=state,
+            reason=reason,
+            proof_time=iso(proved) if proved is not None else None,
+            proof_age_s=max(0.0, now - proved) if proved is not None else None,
+        )
+
+    if not isolated_mode:
+        return verdict("not isolated", "convenience mode: every profile runs as one shared user")
+    if proof.error:
+        return verdict("unproven", f"proof record unreadable: {proof.error}")
+    if record is None:
+        return verdict("unproven", f"no proof record: run 'agentgw verify {profile}'")
+    if record.get("profile") != profile:
+        return verdict("unproven", f"the proof record names profile {record.get('profile')!r}")
+    if proved is None:
+        return verdict("unproven", "the proof record has no valid time")
+    raw_checks = record.get("checks")
+    checks = [c for c in raw_checks if isinstance(c, dict)] if isinstance(raw_checks, list) else []
+    failed = [str(c.get("name")) for c in checks if c.get("result") == "failed"]
+    unenforced = [str(c.get("name")) for c in checks if c.get("result") == "not-enforced"]
+    if failed:
+        return verdict("not isolated", "failed: " + ", ".join(failed))
+    if unenforced:
+        return verdict("not enforced", "the host cannot enforce: " + ", ".join(unenforced))
+    if record.get("isolated") is not True or not checks:
+        return verdict("not isolated", "the proof record says not isolated")
+    if started is not None and proved < started:
+        return verdict(
+            "stale",
+            f"proved at {iso(proved)}, before the running process started at {iso(started)}",
+        )
+    return verdict("isolated", f"{len(checks)} checks passed")
+
+
+def promote_of(record: Mapping[str, Any]) -> PromoteInfo | None:
+    """A history record (``{time, action, profile, result, detail: {release, reason}}``)."""
+    time_text, action = record.get("time"), record.get("action")
+    if not isinstance(time_text, str) or not isinstance(action, str):
+        return None
+    detail = record.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    release, reason = detail.get("release"), detail.get("reason")
+    return PromoteInfo(
+        time=time_text,
+        action=action,
+        result=str(record.get("result", "")),
+        release=release if isinstance(release, str) else None,
+        reason=reason if isinstance(reason, str) and reason else None,
+        timestamp=parse_iso(time_text),
+    )
+
+
+def last_promotes(lines: list[bytes]) -> dict[str, PromoteInfo]:
+    """The last promote or rollback per profile in history JSONL; malformed lines are skipped.
+
+    (``agentgw history --verify`` is what checks the log's integrity, not status.)
+    """
+    found: dict[str, PromoteInfo] = {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("action") not in PROMOTE_ACTIONS:
+            continue
+        profile, info = record.get("profile"), promote_of(record)
+        if isinstance(profile, str) and info is not None:
+            found[profile] = info
+    return found
+
+
+def status_of(
+    *,
+    profile: str,
+    current: str,
+    unit: ServiceStatus | None,
+    unit_problem: str,
+    release: ReleaseInfo | None,
+    previous: ReleaseInfo | None,
+    environ: Read,
+    launch: Read,
+    proof: Read,
+    promote: PromoteInfo | None,
+    isolated_mode: bool,
+    now: float,
+) -> ProfileStatus:
+    """The status record of one profile from everything read about it."""
+    pid = unit.main_pid if unit is not None else 0
+    started = unit.started_usec / 1e6 if unit is not None and unit.started_usec and pid else None
+    return ProfileStatus(
+        profile=profile,
+        unit=unit_name(profile),
+        load_state=unit.load_state if unit else "unknown",
+        active_state=unit.active_state if unit else "unknown",
+        sub_state=unit.sub_state if unit else "unknown",
+        main_pid=pid or None,
+        started_at=iso(started) if started is not None else None,
+        uptime_s=max(0.0, now - started) if started is not None else None,
+        restarts=unit.n_restarts if unit and unit.load_state != "not-loaded" else None,
+        memory_bytes=unit.memory_bytes if unit else None,
+        release=release,
+        previous=previous,
+        aligned=judge_alignment(
+            current=current, unit=unit, unit_problem=unit_problem, release=release,
+            environ=environ, launch=launch,
+        ),
+        isolation=judge_isolation(
+            isolated_mode=isolated_mode, profile=profile, proof=proof, started=started, now=now
+        ),
+        last_promote=promote,
+    )
+
+
+# --- reading the host ---------------------------------------------------------------------------
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def read_json(path: Path) -> Read:
+    """A JSON document; absent is ``Read()``, unreadable or invalid is ``Read(error=...)``."""
+    try:
+        return Read(data=json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        return Read()
+    except OSError as exc:
+        return Read(error=f"{path}: {_why(exc)}")
+    except ValueError:
+        return Read(error=f"{path}: not valid JSON")
+
+
+def read_environ(pid: int, proc: Path = PROC) -> Read:
+    try:
+        return Read(data=parse_environ((proc / str(pid) / "environ").read_bytes()))
+    except (FileNotFoundError, ProcessLookupError):
+        return Read()
+    except OSError as exc:
+        hint = " (reading another user's environment needs root with CAP_SYS_PTRACE)"
+        return Read(error=_why(exc) + (hint if isinstance(exc, PermissionError) else ""))
+
+
+class ManifestHead(NamedTuple):
+    """The top-level fields of a manifest that identify a release (unvalidated JSON values)."""
+
+    sha: Any
+    label: Any
+    version: Any
+    created: Any
+
+
+@functools.lru_cache(maxsize=512)
+def _manifest_head(path: str, _identity: tuple[int, int, int]) -> ManifestHead | str:
+    """The head of a manifest (or the problem); keyed by inode, size and mtime.
+
+    Releases are immutable, and a manifest lists every file of a tree, so it is parsed once.
+    """
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        return f"{MANIFEST}: {_why(exc)}"
+    except ValueError:
+        return f"{MANIFEST} is not valid JSON"
+    if not isinstance(data, dict):
+        return f"{MANIFEST} is not a JSON object"
+    return ManifestHead(*(data.get(key) for key in ManifestHead._fields))
+
+
+def read_manifest_head(release: Path) -> ManifestHead | str:
+    """The identifying fields of ``release``'s manifest, or why it has none."""
+    path = release / MANIFEST
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"no readable {MANIFEST} ({_why(exc)})"
+    return _manifest_head(os.fspath(path), (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
+    """Where a ``current``/``previous`` symlink leads; None when there is no symlink."""
+    if not link.is_symlink():
+        if link.exists():
+            return ReleaseInfo(name=link.name, path=os.fspath(link), problem="not a symlink")
+        return None
+    target = Path(os.path.realpath(link))
+    info: dict[str, Any] = {"name": target.name, "path": os.fspath(target)}
+    if not target.is_dir():
+        return ReleaseInfo(**info, problem="dangling: the target is not a directory")
+    if target.parent != Path(os.path.realpath(releases)):
+        return ReleaseInfo(**info, problem=f"not a release under {releases}")
+    head = read_manifest_head(target)
+    if isinstance(head, str):
+        return ReleaseInfo(**info, problem=head)
+    sha, label, version = head.sha, head.label, head.version
+    if not isinstance(sha, str) or not isinstance(label, str):
+        return ReleaseInfo(**info, problem=f"{MANIFEST} has no sha and label")
+    version = version if isinstance(version, int) and not isinstance(version, bool) else None
+    problem = None if f"{sha}-{label}" == target.name else f"{MANIFEST} names {sha}-{label}"
+    return ReleaseInfo(**info, sha=sha, label=label, version=version, problem=problem)
+
+
+@functools.lru_cache(maxsize=4)
+def _promotes(path: str, _identity: tuple[int, int, int]) -> dict[str, PromoteInfo]:
+    with open(path, "rb") as f:
+        return last_promotes(f.read().splitlines())
+
+
+def read_promotes(history: Path) -> dict[str, PromoteInfo]:
+    """Last promote per profile; re-read only when the log changed (it is append-only)."""
+    try:
+        st = history.stat()
+        return _promotes(os.fspath(history), (st.st_ino, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return {}
+
+
+def read_units(sd: UnitReader | None) -> tuple[dict[str, ServiceStatus] | None, str]:
+    """Every loaded gateway instance by unit name, or None and why systemd could not say."""
+    if sd is None:
+        return None, "systemd is not available here"
+    try:
+        return {u.name: u for u in sd.service_statuses([UNIT_PATTERN])}, ""
+    except AgentgwError as exc:
+        return None, exc.message
+
+
+def collect_status(
+    layout: Layout,
+    config: Config,
+    sd: UnitReader | None,
+    *,
+    now: float | None = None,
+    proc: Path = PROC,
+) -> list[ProfileStatus]:
+    """The status of every configured profile, in name order.
+
+    With ``sd=None`` (no systemd) the unit columns say "unknown" and alignment cannot be decided.
+    """
+    at = time.time() if now is None else now
+    units, problem = read_units(sd)
+    promotes = read_promotes(layout.history)
+    out = []
+    for profile in config.profiles:
+        name = unit_name(profile)
+        unit = None if units is None else units.get(name) or absent_unit(name)
+        running = unit is not None and unit.main_pid > 0
+        out.append(
+            status_of(
+                profile=profile,
+                current=os.fspath(layout.current(profile)),
+                unit=unit,
+                unit_problem=problem,
+                release=read_release(layout.current(profile), layout.releases),
+                previous=read_release(layout.previous(profile), layout.releases),
+                environ=read_environ(unit.main_pid, proc) if unit and running else Read(),
+                launch=read_json(layout.logs(profile) / LAUNCH_RECORD) if running else Read(),
+                proof=read_json(layout.proofs / f"{profile}.json"),
+                promote=promotes.get(profile),
+                isolated_mode=config.host.isolated,
+                now=at,
+            )
+        )
+    return out
+
+
+class _Unreachable:
+    """A unit reader that reports why the bus could not be opened."""
+
+    def __init__(self, error: AgentgwError) -> None:
+        self.error = error
+
+    def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]:
+        raise self.error
+
+
+def status_now(layout: Layout, config: Config) -> list[ProfileStatus]:
+    """:func:`collect_status` over a fresh system-bus connection when systemd manages ``layout``.
+
+    Under a relocated root, or where systemd is not PID 1 or the bus is unreachable, the unit
+    columns say "unknown" (with the reason) instead of failing.
+    """
+    if layout.root != Path("/") or not systemd_here():
+        return collect_status(layout, config, None)
+    try:
+        sd = Systemd().open()
+    except AgentgwError as exc:
+        return collect_status(layout, config, _Unreachable(exc))
+    try:
+        return collect_status(layout, config, sd)
+    finally:
+        sd.close()

@@ -1,0 +1,149 @@
+"""promote / rollback on a real systemd: alignment proofs, automatic rollback, siblings,
+recovery after SIGKILL in every phase, and the per-profile lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    AGENTGW,
+    OPT,
+    Releases,
+    agentgw,
+    current,
+    main_pid,
+    setup_host,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
+    releases = setup_host(tmp_path_factory.mktemp("build"))
+    for p in ("core", "api", "mcp"):
+        agentgw("promote", p, releases.a)
+    yield releases
+
+
+def environ_pythonpath(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return [e.decode()[len("PYTHONPATH="):] for e in raw if e.startswith(b"PYTHONPATH=")]
+
+
+def assert_aligned(profile: str, release_prefix: str) -> None:
+    """The running process has exactly one PYTHONPATH = current, current -> the release, and
+    its cwd is the profile's home; the journal holds the banner with the release's sha."""
+    pid, _ = main_pid(profile)
+    assert pid > 0
+    link = OPT / "gateways" / profile / "current"
+    assert environ_pythonpath(pid) == [str(link)]
+    assert current(profile).startswith(release_prefix)
+    assert os.readlink(f"/proc/{pid}/cwd") == str(OPT / "gateways" / profile / "home")
+    launch = json.loads((OPT / "gateways" / profile / "logs/launch.json").read_text())
+    manifest = json.loads((link.resolve() / "manifest.json").read_text())
+    assert launch["pid"] == pid and launch["sha"] == manifest["sha"]
+    journal = subprocess.run(
+        ["journalctl", "-u", f"agent-gateway@{profile}.service", "-o", "cat", "--no-pager"],
+        capture_output=True, text=True,
+    ).stdout
+    banner = [line for line in journal.splitlines() if line.startswith("agentgw-launch ")]
+    assert banner and f"sha={manifest['sha']}" in banner[-1]
+
+
+def test_scenario_promote_broken_variants_roll_back_and_rollback(rel: Releases) -> None:
+    """Three profiles on A; api -> B aligned with siblings untouched; each broken variant is
+    rolled back to B with its reason; `rollback api` returns to A; the history verifies."""
+    for p in ("core", "api", "mcp"):
+        assert_aligned(p, rel.a)
+    siblings = {p: main_pid(p) for p in ("core", "mcp")}
+    out = json.loads(agentgw("promote", "api", rel.b, "--json").stdout)
+    assert out["result"] == "ok" and out["siblings_unchanged"] is True
+    assert_aligned("api", rel.b)
+    reasons = {
+        rel.crash: "restart job failed",
+        rel.unhealthy: "health check: not healthy",
+        rel.wrongsha: "the gateway reports sha",
+    }
+    for sha, why in reasons.items():
+        proc = agentgw("promote", "api", sha, "--json", check=False)
+        assert proc.returncode == 1, proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["result"] == "rolled_back"
+        assert why in record["reason"]
+        assert record["siblings_unchanged"] is True
+        assert_aligned("api", rel.b)
+    assert {p: main_pid(p) for p in ("core", "mcp")} == siblings
+    back = json.loads(agentgw("rollback", "api", "--to", rel.a, "--json").stdout)
+    assert back["result"] == "ok"
+    assert_aligned("api", rel.a)
+    history = json.loads(agentgw("history", "api", "--json").stdout)
+    assert [h["result"] for h in history[-4:]] == ["rolled_back"] * 3 + ["ok"]
+    agentgw("history", "--verify")
+
+
+@pytest.mark.parametrize("phase", ["locked", "intent", "flipped", "restarted", "health-wait",
+                                   "committed"])
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_sigkill_in_each_phase_is_recovered(rel: Releases, phase: str, attempt: int) -> None:
+    """A promote killed with SIGKILL at ``phase``: `current` never dangles, and the next
+    command (a promote) repairs first, says so, and ends aligned; the history verifies."""
+    start = rel.a if current("api").startswith(rel.b) else rel.b
+    target = rel.b if start == rel.a else rel.a
+    env = dict(os.environ, AGENTGW_FAULT_PAUSE=phase)
+    proc = subprocess.Popen([AGENTGW, "promote", "api", target], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:
+            if line.startswith(f"agentgw: paused at {phase}"):
+                break
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    link = OPT / "gateways/api/current"
+    assert link.resolve().is_dir(), "current must never dangle"
+    nxt = agentgw("promote", "api", target)
+    if phase not in ("locked", "committed"):
+        assert "recover" in nxt.stdout
+    assert_aligned("api", target)
+    agentgw("history", "--verify")
+
+
+def test_concurrent_promotes_of_one_profile_exactly_one_wins(rel: Releases) -> None:
+    """Two promotes of api at once: one succeeds, the other exits 4 within 1 s naming the
+    holder's pid."""
+    target = rel.b if current("api").startswith(rel.a) else rel.a
+    env = dict(os.environ, AGENTGW_FAULT_PAUSE="health-wait")
+    first = subprocess.Popen([AGENTGW, "promote", "api", target], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    try:
+        for line in first.stderr:
+            if line.startswith("agentgw: paused"):
+                break
+        t0 = time.monotonic()
+        second = agentgw("promote", "api", target, check=False)
+        elapsed = time.monotonic() - t0
+        assert second.returncode == 4
+        assert elapsed < 1.0
+        assert f"locked by pid {first.pid}" in second.stderr
+        other = agentgw("promote", "core", rel.a)
+        assert other.returncode == 0
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        first.stderr.close()
+    agentgw("promote", "api", target)
+    assert_aligned("api", target)
