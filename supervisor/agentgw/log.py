@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the time of each write (tests and the CLI runner swap it)."""
+
+    def write(self, text: str) -> int:
+        stream: TextIO = sys.stderr
+        return stream.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure(*, debug: bool = False, json: bool | None = None) -> None:
@@ -23,6 +35,6 @@ def configure(*, debug: bool = False, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if debug else logging.WARNING
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
