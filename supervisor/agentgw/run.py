@@ -8,11 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from agentgw.errors import AgentgwError, Exit
+from agentgw.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Argv = Sequence[str | os.PathLike[str]]
 

@@ -7,11 +7,10 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import structlog
-
 from agentgw import run
 from agentgw.apply.files import ensure_dir, write_atomic
 from agentgw.errors import AgentgwError
+from agentgw.log import get_logger
 from agentgw.model.actions import (
     Action,
     ArchiveDir,
@@ -23,7 +22,7 @@ from agentgw.model.actions import (
     WriteFile,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class UnitControl(Protocol):

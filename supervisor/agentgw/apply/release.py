@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentgw.apply.release_source import Source, open_source
 from agentgw.errors import AgentgwError, Exit, die, usage
+from agentgw.log import get_logger
 from agentgw.model.release import FileEntry, Manifest, ManifestSignature, ReleasePolicy
 from agentgw.observe.release import (
     gc_candidates,
@@ -68,7 +68,7 @@ from agentgw.proofs.signing import (
     trusted_keys,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHUNK = 1 << 20
 # Highest version ever handed out, so versions keep going up after gc removed the newest release.

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import structlog
 from pystemd.dbuslib import DBus, DBusAddress, path_encode
 
 from agentgw.bus import wire
 from agentgw.bus.errmap import mapped
 from agentgw.errors import AgentgwError
+from agentgw.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEST = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"

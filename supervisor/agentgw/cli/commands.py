@@ -1,69 +1,80 @@
-"""The list of command groups, one module each; main.py registers what this returns."""
+"""The command table: name -> (module, attribute, one-line help).
+
+Commands are imported only when run, so ``agentgw status`` pays for status's imports alone
+(start-up time is most of a status call). ``--help`` lists them from this table.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from agentgw.errors import AgentgwError
 
+# name: (module, attribute, short help); None as module: not shipped yet (issue number in help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("agentgw.cli.host", "init", "Install the template unit, launcher, state dirs."),
+    "plan": ("agentgw.cli.host", "plan", "Show what apply would change, as a diff."),
+    "apply": ("agentgw.cli.host", "apply", "Users, dirs, env files, drop-ins, units."),
+    "config": ("agentgw.cli.config", "config", "Check the host and profile configuration."),
+    "release": ("agentgw.cli.release", "release", "Add, list, verify and gc releases."),
+    "promote": ("agentgw.cli.control", "promote", "Switch a profile to a release, with proofs."),
+    "rollback": ("agentgw.cli.control", "rollback", "Return a profile to its previous release."),
+    "start": ("agentgw.cli.control", "start", "Start a profile's gateway."),
+    "stop": ("agentgw.cli.control", "stop", "Stop a profile's gateway."),
+    "restart": ("agentgw.cli.control", "restart", "Restart a profile's gateway, with proofs."),
+    "status": ("agentgw.cli.status", "status", "One row per profile: state, release, aligned."),
+    "history": ("agentgw.cli.control", "history", "The hash-chained operations log."),
+    "launch": ("agentgw.cli.launch", "launch", "Show what the launcher would exec (--dry-run)."),
+    "registry": ("agentgw.cli.registry", "registry", "Serve the read-only registry endpoint."),
+    "sandbox": ("agentgw.cli.sandbox", "sandbox", "Build and self-test the microVM sandbox."),
+    "exec": ("agentgw.cli.sandbox", "exec_", "Run a command in a microVM for a profile."),
+    "lab": ("agentgw.cli.lab", "lab", "Boot a disposable systemd for tests and demos."),
+}
 
-def _planned(name: str, summary: str, issue: int) -> click.Command:
-    """A command of DESIGN.md's surface that this version does not ship yet.
+# Part of DESIGN.md's surface, not shipped yet: listed, marked, and failing loudly.
+PLANNED: dict[str, tuple[str, int]] = {
+    "lint": ("Lint the unit and drop-ins; exposure score.", 3),
+    "verify": ("Run the isolation proofs; signed records.", 6),
+    "attest": ("Verify a signed proof record.", 6),
+}
 
-    It is listed so ``--help`` shows the whole surface, says so in its help, and fails loudly.
-    """
+
+def planned(name: str) -> click.Command:
+    summary, issue = PLANNED[name]
 
     @click.command(
         name,
         help=f"{summary} [not yet available: issue #{issue}]",
-        short_help=f"{summary} [not yet available]",
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        add_help_option=True,
     )
-    def planned() -> None:
+    def command() -> None:
         raise AgentgwError(
             f"'agentgw {name}' is not available in this version",
             hint=f"it is tracked in issue #{issue}",
         )
 
-    return planned
+    return command
 
 
-def all_commands() -> list[click.Command]:
-    from agentgw.cli.config import config
-    from agentgw.cli.lab import lab
-    from agentgw.cli.launch import launch
+def short_help(name: str) -> str:
+    if name in COMMANDS:
+        return COMMANDS[name][2]
+    return f"{PLANNED[name][0]} [not yet available]"
 
-    shipped: list[click.Command] = [lab]
-    shipped.append(config)
-    shipped.append(launch)
-    from agentgw.cli.host import apply, init, plan
 
-    shipped += [init, plan, apply]
-    from agentgw.cli.release import release
+def names() -> list[str]:
+    return sorted({*COMMANDS, *PLANNED})
 
-    shipped.append(release)
-    from agentgw.cli.control import history, promote, restart, rollback, start, stop
 
-    shipped += [promote, rollback, start, stop, restart, history]
-    planned = [
-        _planned("init", "Install the template unit, launcher and state dirs.", 3),
-        _planned("plan", "Show the actions apply would take.", 3),
-        _planned("apply", "Create users, dirs, env files and units for every profile.", 3),
-        _planned("release", "Add, list, verify and garbage-collect releases.", 3),
-        _planned("lint", "Lint the template and drop-ins; exposure score.", 3),
-        _planned("promote", "Promote a release, prove alignment, roll back on failure.", 5),
-        _planned("rollback", "Switch a profile back to its previous release.", 5),
-        _planned("start", "Start a profile's gateway.", 5),
-        _planned("stop", "Stop a profile's gateway.", 5),
-        _planned("restart", "Restart a profile's gateway and prove alignment.", 5),
-        _planned("status", "One row per profile: state, pid, release, aligned, isolation.", 5),
-        _planned("history", "The hash-chained log of promotes, rollbacks and applies.", 5),
-        _planned("verify", "Run the isolation proofs and write signed proof records.", 6),
-        _planned("attest", "Verify a signed proof record.", 6),
-        _planned("launch", "Render a profile's launch command (--dry-run).", 4),
-        _planned("exec", "Run a command in a profile's microVM sandbox.", 8),
-        _planned("registry", "Serve the read-only registry endpoint.", 7),
-    ]
-    names = {c.name for c in shipped}
-    return shipped + [c for c in planned if c.name not in names]
+def load(name: str) -> click.Command | None:
+    if name in COMMANDS:
+        module, attr, _ = COMMANDS[name]
+        command = getattr(importlib.import_module(module), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module}.{attr} is not a click command")
+        return command
+    if name in PLANNED:
+        return planned(name)
+    return None

@@ -8,13 +8,29 @@ import traceback
 import click
 
 from agentgw import __version__
+from agentgw.cli import commands
 from agentgw.cli.context import App
 from agentgw.errors import AgentgwError, Exit
 from agentgw.log import configure
 from agentgw.paths import ROOT_ENV, Layout
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Lists commands from the table; imports a command's module only when it runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return commands.names()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return commands.load(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, commands.short_help(name)) for name in commands.names()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agentgw")
 @click.option(
     "--root",
@@ -36,21 +52,14 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
     ctx.obj = App(layout=Layout.from_env(root), debug=debug)
 
 
-def _register() -> None:
-    from agentgw.cli import commands
-
-    for command in commands.all_commands():
-        cli.add_command(command)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, print one ``error:`` line on failure, exit with its code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="agentgw", standalone_mode=False)
+        # standalone_mode=False returns a command's sys.exit/ctx.exit code instead of exiting.
+        rv = cli.main(args=argv, prog_name="agentgw", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except AgentgwError as exc:
         if debug:
             traceback.print_exc()

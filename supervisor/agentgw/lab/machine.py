@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
-import structlog
 
 from agentgw import run
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_BASE = Path("/run/agentgw-lab")
 DEFAULT_NAME = "agentgw-lab"

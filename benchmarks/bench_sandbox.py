@@ -1,0 +1,139 @@
+"""Exec of ``true`` in the microVM sandbox, start to result, beside the cheapest alternatives.
+
+Four ways to run ``true``, 20 runs each, in the same process run: a plain subprocess, bubblewrap
+(``--unshare-all``, a namespace sandbox on the host kernel), a cold microVM (boot with the job
+in the initramfs) and a warm one (a pool VM already READY; the pool refills between runs and is
+waited for, so each run measures a request that finds a VM ready). Rows are labelled with the
+backend (KVM or TCG). Goals (issue 8): cold p50 <= 500 ms where KVM works; warm p50 <= 100 ms.
+
+Runnable alone: ``python benchmarks/bench_sandbox.py``; the image comes from
+$AGENTGW_SANDBOX_CACHE or the default cache, and is built there if missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agentgw.errors import AgentgwError
+from agentgw.sandbox import backend, image
+from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.pool import WarmPool
+from agentgw.sandbox.vm import run_cold
+
+RUNS = 20
+MEMORY_MB = 256
+COLD_GOAL_MS = 500.0
+WARM_GOAL_MS = 100.0
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile (the 19th of 20)."""
+    ordered = sorted(values)
+    return ordered[math.ceil(0.95 * len(ordered)) - 1]
+
+
+def timed(fn: Callable[[], object], runs: int = RUNS) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def sandbox_image() -> tuple[image.Image, Path]:
+    cache = Path(os.environ.get("AGENTGW_SANDBOX_CACHE") or Path("/") / image.DEFAULT_CACHE)
+    try:
+        return image.load(cache), cache
+    except AgentgwError:
+        built, _ = image.build(cache)
+        return built, cache
+
+
+def bwrap() -> list[str]:
+    if shutil.which("bwrap") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "bubblewrap"], check=True,
+                       capture_output=True)
+    return ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"]
+
+
+def row(name: str, values: list[float], *, baseline: float | None, goal: str = "",
+        ok: bool | None = None, stat: str = "p50") -> dict[str, Any]:
+    value = statistics.median(values) if stat == "p50" else p95(values)
+    return {
+        "name": f"{name} {stat} ({len(values)} runs)",
+        "value": value,
+        "unit": "ms",
+        "baseline": baseline,
+        "ratio": value / baseline if baseline else None,
+        "goal": goal,
+        "ok": ok,
+    }
+
+
+def run() -> list[dict[str, Any]]:
+    built, cache = sandbox_image()
+    detection = backend.detect(built, cache)
+    machine = backend.machine_for(detection)
+    label = detection.backend.upper()
+    request = JobRequest(argv=("true",), memory_mb=MEMORY_MB)
+
+    plain = timed(lambda: subprocess.run(["true"], check=True))
+    bw_argv = bwrap()
+    bw = timed(lambda: subprocess.run(bw_argv, check=True))
+
+    def cold_once() -> None:
+        assert run_cold(machine, built, request).exit_code == 0
+
+    cold = timed(cold_once)
+
+    warm: list[float] = []
+    boots: list[float] = []
+    with WarmPool(built, machine, size=1, memory_mb=MEMORY_MB) as pool:
+        for _ in range(RUNS):
+            if not pool.wait_ready(timeout=120):
+                raise AgentgwError("the warm pool did not get a VM ready in 120 s")
+            stats = pool.stats()
+            if stats.last_boot_s is not None:
+                boots.append(stats.last_boot_s * 1000)
+            t0 = time.perf_counter()
+            result = pool.run(request)
+            warm.append((time.perf_counter() - t0) * 1000)
+            assert result.warm and result.exit_code == 0
+
+    base = statistics.median(plain)
+    cold_p50, warm_p50 = statistics.median(cold), statistics.median(warm)
+    kvm = detection.backend == "kvm"
+    cold_goal = f"<= {COLD_GOAL_MS:.0f} ms (KVM)" + ("" if kvm else "; n/a: no working KVM")
+    rows = [
+        row("exec true: plain subprocess", plain, baseline=None),
+        row("exec true: bwrap --unshare-all", bw, baseline=base),
+        row(f"exec true: microVM cold [{label}]", cold, baseline=base, goal=cold_goal,
+            ok=cold_p50 <= COLD_GOAL_MS if kvm else None),
+        row(f"exec true: microVM cold [{label}]", cold, baseline=base, stat="p95"),
+        row(f"exec true: microVM warm [{label}]", warm, baseline=base,
+            goal=f"<= {WARM_GOAL_MS:.0f} ms", ok=warm_p50 <= WARM_GOAL_MS),
+        row(f"exec true: microVM warm [{label}]", warm, baseline=base, stat="p95"),
+    ]
+    if boots:
+        rows.append(row(f"pool VM boot to READY [{label}]", boots, baseline=None))
+    rows.append({
+        "name": f"boot share of a cold exec [{label}] (1 - warm p50 / cold p50)",
+        "value": 100 * (1 - warm_p50 / cold_p50),
+        "unit": "%",
+        "baseline": None, "ratio": None, "goal": "", "ok": None,
+    })
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)

@@ -1,0 +1,191 @@
+"""Which accelerator the sandbox uses, decided by booting a VM, and the self-test proof.
+
+KVM counts as working only when a VM boots under it and runs a job within a few seconds: on
+nested-virtualisation hosts /dev/kvm exists and accepts KVM_CREATE_VM, yet guests fail or hang.
+So the probe is a real boot with a deadline, and the answer (KVM or TCG, and why) is cached per
+guest kernel, QEMU version and host kernel. TCG is not a security boundary by QEMU's own policy;
+callers must say so (``boundary`` below) and confine QEMU itself.
+
+The self-test proof runs ``uname -r; cat /proc/cmdline`` in a VM: a guest kernel and command
+line different from the host's show the job ran under another kernel, not in a container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from agentgw.errors import AgentgwError, die
+from agentgw.log import get_logger
+from agentgw.run import run
+from agentgw.sandbox.image import Image
+from agentgw.sandbox.job import Backend, JobRequest, JobResult
+from agentgw.sandbox.vm import QEMU, Machine, host_tsc_khz, run_cold
+
+log = get_logger(__name__)
+
+KVM_PROBE_DEADLINE_S = 6.0
+PROBE_ARGV = ("sh", "-c", "uname -r; cat /proc/cmdline")
+Boundary = Literal["hardware-virtualisation", "emulation-only"]
+
+
+class Detection(BaseModel):
+    """The accelerator chosen for this kernel + QEMU + host, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend
+    machine: str
+    qemu_version: str
+    kernel_version: str
+    host_kernel: str
+    reason: str
+    detected_at: str
+
+    @property
+    def boundary(self) -> Boundary:
+        return boundary_of(self.backend)
+
+
+class SelfTest(BaseModel):
+    """Proof that jobs run under a different kernel than the host's, and on what backend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend
+    boundary: Boundary
+    reason: str = ""
+    guest_kernel: str
+    guest_cmdline: str
+    host_kernel: str
+    differs: bool
+    time: str
+    duration: float
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def host_kernel() -> str:
+    return os.uname().release
+
+
+def host_cmdline() -> str:
+    try:
+        return Path("/proc/cmdline").read_text().strip()
+    except OSError:
+        return ""
+
+
+def qemu_version(qemu: str = QEMU) -> str:
+    return run([qemu, "--version"]).stdout.splitlines()[0].strip()
+
+
+def parse_machines(text: str) -> set[str]:
+    """Machine names out of ``qemu-system-x86_64 -machine help``."""
+    names = set()
+    for line in text.splitlines()[1:]:
+        word = line.split(maxsplit=1)
+        if word:
+            names.add(word[0])
+    return names
+
+
+def pick_machine(qemu: str = QEMU) -> str:
+    """microvm when this QEMU has it; q35 otherwise (slower to boot, same guest)."""
+    names = parse_machines(run([qemu, "-machine", "help"]).stdout)
+    return "microvm" if "microvm" in names else "q35"
+
+
+def detection_key(kernel_version: str, qemu: str, host: str) -> str:
+    return hashlib.sha256(f"{kernel_version}\0{qemu}\0{host}".encode()).hexdigest()[:16]
+
+
+def parse_probe(result: JobResult) -> tuple[str, str]:
+    """(guest kernel, guest cmdline) from the probe job, or raise if it did not run cleanly."""
+    lines = result.stdout.decode(errors="replace").splitlines()
+    if result.exit_code != 0 or result.timed_out or len(lines) < 2:
+        raise die(f"the self-test job failed (exit {result.exit_code}"
+                  f"{', timed out' if result.timed_out else ''}): {result.detail}".rstrip(": "))
+    return lines[0].strip(), lines[1].strip()
+
+
+def boundary_of(accel: Backend) -> Boundary:
+    return "hardware-virtualisation" if accel == "kvm" else "emulation-only"
+
+
+def probe(
+    image: Image, machine: Machine, *, deadline_s: float | None = None, reason: str = ""
+) -> SelfTest:
+    """Boot a VM, run the probe job, and compare what it saw with the host. ``reason`` says why
+    this backend is the one in use (from ``detect``)."""
+    started = time.monotonic()
+    request = JobRequest(argv=PROBE_ARGV, timeout_s=5.0, memory_mb=128)
+    kernel, cmdline = parse_probe(run_cold(machine, image, request, deadline_s=deadline_s))
+    host = host_kernel()
+    return SelfTest(
+        backend=machine.accel,
+        boundary=boundary_of(machine.accel),
+        reason=reason,
+        guest_kernel=kernel,
+        guest_cmdline=cmdline,
+        host_kernel=host,
+        differs=kernel != host and cmdline != host_cmdline(),
+        time=_now(),
+        duration=round(time.monotonic() - started, 3),
+    )
+
+
+def _try_kvm(image: Image, machine_type: str) -> str:
+    """'' if KVM boots a VM and runs the probe in time; otherwise why not."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is missing or not accessible"
+    machine = Machine("kvm", machine_type, tsc_khz=host_tsc_khz())
+    try:
+        record = probe(image, machine, deadline_s=KVM_PROBE_DEADLINE_S)
+    except AgentgwError as exc:
+        detail = exc.hint.splitlines()[-1] if exc.hint else ""
+        return f"a KVM boot failed: {exc.message}" + (f" ({detail})" if detail else "")
+    if record.guest_kernel != image.kernel_version:
+        return f"the KVM guest ran kernel {record.guest_kernel}, not {image.kernel_version}"
+    return ""
+
+
+def detect(image: Image, cache: Path, *, redetect: bool = False) -> Detection:
+    """The backend to use: cached if this kernel + QEMU + host were probed before."""
+    qemu = qemu_version()
+    host = host_kernel()
+    path = cache / f"backend-{detection_key(image.kernel_version, qemu, host)}.json"
+    if not redetect and path.exists():
+        try:
+            return Detection.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            log.warning("sandbox_detection_unreadable", path=str(path))
+    machine_type = pick_machine()
+    why_not = _try_kvm(image, machine_type)
+    detection = Detection(
+        backend="tcg" if why_not else "kvm",
+        machine=machine_type,
+        qemu_version=qemu,
+        kernel_version=image.kernel_version,
+        host_kernel=host,
+        reason=f"TCG: {why_not}" if why_not else "KVM: a VM booted and ran the probe",
+        detected_at=_now(),
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(detection.model_dump(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    log.info("sandbox_backend_detected", backend=detection.backend, reason=detection.reason)
+    return detection
+
+
+def machine_for(detection: Detection) -> Machine:
+    return Machine(detection.backend, detection.machine, tsc_khz=host_tsc_khz())

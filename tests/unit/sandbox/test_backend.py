@@ -1,0 +1,88 @@
+"""Backend choice: parsed from QEMU, cached per kernel + QEMU + host, and the probe's verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentgw.errors import AgentgwError
+from agentgw.sandbox import backend
+from agentgw.sandbox.backend import Detection
+from agentgw.sandbox.image import Image
+from agentgw.sandbox.job import JobResult
+
+HELP = """Supported machines are:
+microvm              microvm (i386)
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
+q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)
+"""
+
+
+def test_machines_are_read_from_qemu_help() -> None:
+    """The first word of each line after the heading is a machine name."""
+    assert {"microvm", "pc", "q35"} <= backend.parse_machines(HELP)
+    assert "Supported" not in backend.parse_machines(HELP)
+
+
+def test_probe_output_gives_kernel_and_cmdline() -> None:
+    """The probe job prints uname -r, then /proc/cmdline."""
+    ok = JobResult(exit_code=0, stdout=b"6.1.0-56-cloud-amd64\nconsole=ttyS0 quiet\n",
+                   backend="tcg")
+    assert backend.parse_probe(ok) == ("6.1.0-56-cloud-amd64", "console=ttyS0 quiet")
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        JobResult(exit_code=1, stdout=b"a\nb\n", backend="kvm"),
+        JobResult(exit_code=124, timed_out=True, backend="kvm"),
+        JobResult(exit_code=0, stdout=b"only one line\n", backend="kvm"),
+    ],
+)
+def test_a_failed_probe_is_an_error(result: JobResult) -> None:
+    """A failing, hanging or short probe never counts as a working backend."""
+    with pytest.raises(AgentgwError):
+        backend.parse_probe(result)
+
+
+def test_key_changes_with_kernel_qemu_and_host() -> None:
+    """A new guest kernel, QEMU or host kernel means probing again."""
+    base = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    assert len({base, backend.detection_key("6.2", "QEMU 7.2", "6.18"),
+                backend.detection_key("6.1", "QEMU 8.0", "6.18"),
+                backend.detection_key("6.1", "QEMU 7.2", "6.19")}) == 4
+
+
+def test_cached_detection_is_reused_without_booting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detection stored for this kernel + QEMU + host is returned as is: no VM is booted."""
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+
+    def no_boot(*args: object, **kwargs: object) -> str:
+        raise AssertionError("must not probe")
+
+    monkeypatch.setattr(backend, "_try_kvm", no_boot)
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    stored = Detection(backend="tcg", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="TCG: test",
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    assert backend.detect(img, tmp_path) == stored
+    assert stored.boundary == "emulation-only"
+
+
+def test_detection_falls_back_to_tcg_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the KVM boot fails the answer is TCG, with the reason, and it is cached."""
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
+    monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "a KVM boot failed: hang")
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    found = backend.detect(img, tmp_path)
+    assert (found.backend, found.reason) == ("tcg", "TCG: a KVM boot failed: hang")
+    assert len(list(tmp_path.glob("backend-*.json"))) == 1
