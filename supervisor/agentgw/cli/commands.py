@@ -31,11 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sandbox": ("agentgw.cli.sandbox", "sandbox", "Build and self-test the microVM sandbox."),
     "exec": ("agentgw.cli.sandbox", "exec_", "Run a command in a microVM for a profile."),
     "lab": ("agentgw.cli.lab", "lab", "Boot a disposable systemd for tests and demos."),
+    "lint": ("agentgw.cli.lint", "lint", "Lint the units: runtime once, independent, exposure."),
 }
 
 # Part of DESIGN.md's surface, not shipped yet: listed, marked, and failing loudly.
 PLANNED: dict[str, tuple[str, int]] = {
-    "lint": ("Lint the unit and drop-ins; exposure score.", 3),
     "verify": ("Run the isolation proofs; signed records.", 6),
     "attest": ("Verify a signed proof record.", 6),
 }

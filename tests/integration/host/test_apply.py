@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import random
@@ -163,3 +164,70 @@ def test_apply_killed_at_random_moments_converges(applied: str) -> None:
             assert leftovers == []
     finally:
         extra.unlink(missing_ok=True)
+
+
+def test_lint_is_clean_and_catches_pythonpath_and_requires(applied: str) -> None:
+    """`agentgw lint` passes on the applied units and prints api's exposure; a drop-in that
+    sets PYTHONPATH, or Requires= between two instances, makes it exit 3 naming the finding."""
+    clean = agentgw("lint", "--json")
+    findings = json.loads(clean.stdout)["findings"]
+    score = [f for f in findings if f["check"] == "exposure" and "api" in f["unit"]][0]
+    print(f"agentgw lint exposure agent-gateway@api.service: {score['evidence']['score']}")
+    assert score["ok"] and score["evidence"]["score"] <= 1.5
+    extra = Path("/etc/systemd/system/agent-gateway@api.service.d/90-sabotage.conf")
+    for text, check in (
+        ("[Service]\nEnvironment=PYTHONPATH=/tmp/evil\n", "no-pythonpath-in-unit"),
+        ("[Unit]\nRequires=agent-gateway@core.service\n", "independent-instances"),
+    ):
+        extra.write_text(text)
+        subprocess.run(["systemctl", "daemon-reload"], check=True)
+        try:
+            bad = agentgw("lint", "api", "--json", check=False)
+            assert bad.returncode == 3
+            failed = [f["check"] for f in json.loads(bad.stdout)["findings"] if not f["ok"]]
+            assert failed == [check]
+        finally:
+            extra.unlink()
+            subprocess.run(["systemctl", "daemon-reload"], check=True)
+    assert agentgw("lint", "api").returncode == 0
+
+
+def test_prune_stops_removed_profile_and_archives_its_data(applied: str) -> None:
+    """A profile removed from the config: `apply --prune` stops and disables it and moves its
+    home and logs (contents intact) to the archive; nothing is deleted; re-adding restores."""
+    home = OPT / "gateways" / "mcp" / "home"
+    (home / "notes.txt").write_text("keep me\n")
+    (ETC / "gateways" / "mcp.yaml").rename(ETC / "mcp.yaml.off")
+    try:
+        plain = agentgw("apply").stdout
+        assert "archive" not in plain  # without --prune nothing is removed
+        out = agentgw("apply", "--prune").stdout
+        assert "> archive" in out
+        archived = sorted(Path("/var/lib/agentgw/archive").glob("mcp-*/home/notes.txt"))
+        assert [p.read_text() for p in archived] == ["keep me\n"]
+        assert not (OPT / "gateways" / "mcp").exists()
+        enabled = subprocess.run(["systemctl", "is-enabled", "agent-gateway@mcp.service"],
+                                 capture_output=True, text=True).stdout.strip()
+        assert enabled != "enabled"
+    finally:
+        (ETC / "mcp.yaml.off").rename(ETC / "gateways" / "mcp.yaml")
+        agentgw("apply")
+    assert owner(OPT / "gateways" / "mcp" / "home") == ("agent-mcp", "agent-mcp", 0o700)
+
+
+def test_convenience_mode_applies_one_shared_user_and_says_not_isolated(applied: str) -> None:
+    """isolation: convenience -> every profile's home is owned by one shared user, and plan
+    and apply say the profiles are NOT isolated; switching back restores per-profile owners."""
+    host = ETC / "agentgw.yaml"
+    original = host.read_text()
+    try:
+        host.write_text("isolation: convenience\n")
+        out = agentgw("apply")
+        assert "NOT isolated" in out.stderr
+        for name in PROFILES:
+            assert owner(OPT / "gateways" / name / "home")[0] == "agent-shared"
+    finally:
+        host.write_text(original)
+        agentgw("apply")
+    for name in PROFILES:
+        assert owner(OPT / "gateways" / name / "home") == (f"agent-{name}", f"agent-{name}", 0o700)

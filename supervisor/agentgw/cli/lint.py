@@ -1,0 +1,52 @@
+"""``agentgw lint``: the gateway units as systemd sees them; exit 3 on any finding."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.config.load import load_config
+from agentgw.errors import AgentgwError, Exit
+from agentgw.observe.lint import lint_profiles
+from agentgw.observe.units import systemd_here
+
+
+@click.command("lint")
+@click.argument("profile", required=False)
+@click.option(
+    "--etc",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the config from here (default: <root>/etc/agentgw).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@pass_app
+def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None:
+    """Check each gateway unit: no PYTHONPATH in the unit or its drop-ins, no
+    Requires/PartOf/BindsTo between instances, `systemd-analyze verify` clean, and the
+    `systemd-analyze security` exposure at or under exposure_threshold. Exit 3 on any finding.
+    """
+    if not systemd_here():
+        raise AgentgwError("systemd is not running here", hint="run on the gateway host")
+    config = load_config(etc if etc is not None else app.layout.etc)
+    names = [profile] if profile else list(config.profiles)
+    unknown = [n for n in names if n not in config.profiles]
+    if unknown:
+        raise AgentgwError(f"no profile named {unknown[0]!r}", hint="see agentgw config check",
+                           code=Exit.USAGE)
+    from agentgw.bus import Systemd
+
+    with Systemd() as sd:
+        findings = lint_profiles(app.layout, sd, names, config.host.exposure_threshold)
+    bad = [f for f in findings if not f.ok]
+    if as_json:
+        echo_json({"ok": not bad, "findings": [asdict(f) for f in findings]})
+    else:
+        for f in findings:
+            mark = "ok  " if f.ok else "FAIL"
+            click.echo(f"{mark} {f.unit:<28} {f.check:<24} {f.detail}")
+        click.echo(f"lint: {len(bad)} finding(s)" if bad else "lint: clean")
+    sys.exit(Exit.VERIFY if bad else Exit.OK)
