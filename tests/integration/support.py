@@ -89,7 +89,7 @@ def current(profile: str) -> str:
 
 
 def status_json(profile: str) -> dict[str, object]:
-    rows = json.loads(agentgw("status", profile, "--json", check=False).stdout)
-    row = rows[0] if isinstance(rows, list) else rows
+    doc = json.loads(agentgw("status", profile, "--json", check=False).stdout)
+    row = doc["profiles"][0]
     assert isinstance(row, dict)
     return row

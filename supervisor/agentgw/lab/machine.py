@@ -244,12 +244,10 @@ class Lab:
                     "the lab's systemd-nspawn exited during boot",
                     hint=f"see {self.dir / 'console.log'}",
                 )
-            if not self.state.leader_pid:
-                with suppress(psutil.Error):
-                    children = psutil.Process(self.state.nspawn_pid).children()
-                    if children:
-                        self.state.leader_pid = children[0].pid
-                        self._write_state()
+            if not self.state.leader_pid or not psutil.pid_exists(self.state.leader_pid):
+                self.state.leader_pid = self._find_init()
+                if self.state.leader_pid:
+                    self._write_state()
             if self.state.leader_pid:
                 result = self.exec(["systemctl", "is-system-running"], check=False, timeout=10)
                 last = result.stdout.strip()
@@ -263,6 +261,16 @@ class Lab:
             f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})",
             hint=f"see {self.dir / 'console.log'}",
         )
+
+    def _find_init(self) -> int:
+        """The container's PID 1: the child of nspawn running systemd. nspawn's first child can
+        be its short-lived intermediate process, so match on what runs, not on order."""
+        with suppress(psutil.Error):
+            for child in psutil.Process(self.state.nspawn_pid).children():
+                with suppress(psutil.Error):
+                    if Path(child.exe()).name == "systemd" or child.name() == "systemd":
+                        return int(child.pid)
+        return 0
 
     def _write_state(self) -> None:
         path = self.dir / "state.json"

@@ -361,7 +361,8 @@ def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
     info: dict[str, Any] = {"name": target.name, "path": os.fspath(target)}
     if not target.is_dir():
         return ReleaseInfo(**info, problem="dangling: the target is not a directory")
-    if target.parent != Path(os.path.realpath(releases)):
+    # realpath(releases) only when needed: it costs a syscall per path component.
+    if target.parent != releases and target.parent != Path(os.path.realpath(releases)):
         return ReleaseInfo(**info, problem=f"not a release under {releases}")
     head = read_manifest_head(target)
     if isinstance(head, str):

@@ -1,0 +1,57 @@
+"""The JSON documents the registry answers with (besides :class:`ProfileStatus` itself).
+
+Frozen models, so the OpenAPI schema is generated from the same classes that render responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from agentgw.model.profile import Frozen
+from agentgw.model.release import ProfileUse
+
+
+class Health(Frozen):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ReleaseEntry(Frozen):
+    """A directory under the releases dir, identified by its manifest."""
+
+    name: str
+    sha: str | None = None
+    label: str | None = None
+    version: int | None = None
+    created: str | None = None
+    signed: bool = Field(description="a manifest.sig is present (verify with agentgw release)")
+    used_by: tuple[ProfileUse, ...] = ()
+    problem: str | None = None
+
+
+class ReleaseList(Frozen):
+    releases: tuple[ReleaseEntry, ...]
+
+
+class SandboxReport(Frozen):
+    """The microVM sandbox as its broker last recorded it; nothing is guessed."""
+
+    backend: Literal["kvm", "tcg", "unknown"] = Field(
+        description="the accelerator of the last self-test: kvm, tcg (emulation) or unknown"
+    )
+    kvm: bool | None = Field(description="whether KVM is in use; null when unknown")
+    selftest: dict[str, Any] | None = Field(description="the last self-test record as stored")
+    selftest_time: str | None = None
+    selftest_age_s: float | None = None
+    recent_execs: tuple[dict[str, Any], ...] = Field(
+        default=(), description="the newest exec records (of the caller's profiles)"
+    )
+    problem: str | None = None
+
+
+class ErrorBody(Frozen):
+    error: str
+    hint: str = ""
+    status: int

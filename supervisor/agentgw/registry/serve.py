@@ -1,0 +1,214 @@
+"""Serve the registry with uvicorn on a unix socket (peer-credential authz) and optional TCP.
+
+The listening sockets are made here and handed to uvicorn, so their modes and addresses are
+ours: the unix socket is 0666 because authorisation is by the kernel's peer credentials, not by
+who may connect. uvicorn's HTTP protocol is subclassed only to read those credentials from the
+accepted socket (see :mod:`agentgw.registry.auth`). Readiness and stopping are reported to
+systemd (``Type=notify``) with a datagram to ``$NOTIFY_SOCKET``, as sd_notify(3) does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from agentgw.config.load import load_config
+from agentgw.errors import die, usage
+from agentgw.log import get_logger
+from agentgw.model.profile import Listen
+from agentgw.observe.status import status_now
+from agentgw.paths import Layout
+from agentgw.registry.app import create_app
+from agentgw.registry.auth import connection_of, with_connection
+
+log = get_logger(__name__)
+
+SOCKET_MODE = 0o666
+BACKLOG = 1024
+
+
+def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not run by a notify unit."""
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+    return True
+
+
+class PeerCredProtocol(H11Protocol):
+    """uvicorn's h11 protocol, plus the connection's identity in every request scope."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app = with_connection(self.app, connection_of(transport.get_extra_info("socket")))
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server, telling systemd when it is ready and stopping.
+
+    Socket files are removed in ``shutdown``: after a signal uvicorn re-raises it once the loop
+    ends, so code after ``run()`` never runs.
+    """
+
+    def __init__(self, config: uvicorn.Config, remove: Sequence[Path] = ()) -> None:
+        super().__init__(config)
+        self.remove = tuple(remove)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            notify("READY=1\nSTATUS=serving the registry")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify("STOPPING=1")
+        await super().shutdown(sockets)
+        for path in self.remove:
+            path.unlink(missing_ok=True)
+
+
+def _in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            return False
+    return True
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A listening socket at ``path`` (mode 0666); a stale socket file is replaced."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise usage(f"{path} exists and is not a socket", hint="remove it or pick --socket")
+        if _in_use(path):
+            raise die(f"{path}: another process is serving on it",
+                      hint="systemctl status agentgw-registry")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise die(f"cannot listen on {path}: {exc.strerror}", hint="run as root") from exc
+    return sock
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # socket object says TCP, and without it small answers wait ~40 ms on delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        hint = "another process uses the port" if exc.errno == errno.EADDRINUSE else ""
+        raise die(f"cannot listen on {host}:{port}: {exc.strerror}", hint=hint) from exc
+    return sock
+
+
+def private_network(proc: Path = Path("/proc")) -> bool:
+    """True when this process has a network namespace other than PID 1's (PrivateNetwork=yes),
+    where a TCP listener is unreachable from the host; False when shared or undecidable."""
+    try:
+        return os.readlink(proc / "self" / "ns" / "net") != os.readlink(proc / "1" / "ns" / "net")
+    except OSError:
+        return False
+
+
+def read_token(path: Path) -> bytes:
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise die(f"cannot read the registry token {path}: {exc.strerror}",
+                  hint="registry.token_file must name a file readable by root") from exc
+    if not token:
+        raise usage(f"the registry token {path} is empty", hint="write a long random token to it")
+    return token
+
+
+def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
+    """How every registry server runs (also the benchmark's baseline, so both match)."""
+    return uvicorn.Config(
+        app,
+        http=PeerCredProtocol,
+        lifespan="off",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        log_config=None,
+        log_level="warning",
+    )
+
+
+def run_server(
+    app: ASGIApp, sockets: Sequence[socket.socket], remove: Sequence[Path] = ()
+) -> None:
+    """Serve ``app`` on ``sockets`` until SIGTERM/SIGINT, then remove the ``remove`` files."""
+    NotifyingServer(uvicorn_config(app), remove).run(sockets=list(sockets))
+
+
+def serve(
+    layout: Layout,
+    *,
+    etc: Path,
+    socket_path: Path | None,
+    tcp: Listen | None,
+    token: bytes | None,
+    ttl: float = 1.0,
+) -> None:
+    """Serve the registry of ``layout`` (config from ``etc``) until stopped."""
+    if socket_path is None and tcp is None:
+        raise usage("nothing to serve on", hint="set registry.socket: true, or pass --tcp")
+    if tcp is not None and token is None:
+        raise usage(
+            f"TCP {tcp} needs a bearer token",
+            hint="set registry.token_file in agentgw.yaml (or serve on the unix socket only)",
+        )
+    if tcp is not None and private_network():
+        raise die(
+            f"registry.tcp {tcp} is set, but this process has a private network namespace: "
+            "nobody on the host could reach it",
+            hint="add the TCP drop-in described in agentgw-registry.service "
+            "(PrivateNetwork=no, AF_INET, IPAddressAllow=localhost)",
+        )
+    app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c),
+                     token=token, ttl=ttl)
+    sockets: list[socket.socket] = []
+    owned: list[Path] = []
+    try:
+        if socket_path is not None:
+            sockets.append(unix_listener(socket_path))
+            owned.append(socket_path)
+        if tcp is not None:
+            sockets.append(tcp_listener(str(tcp.host), tcp.port))
+        log.info("registry_serving", socket=os.fspath(socket_path) if socket_path else None,
+                 tcp=str(tcp) if tcp else None)
+        run_server(app, sockets, owned)
+    finally:
+        for sock in sockets:
+            sock.close()
+        for path in owned:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,88 @@
+"""Who sees what: root and the admin group see all, agent-<p> sees only <p>, others get 403."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentgw.registry.auth import Connection, Peer, Refused, authorize
+from tests.unit.registry.conftest import ADMIN_GID, FakeAccounts, Host
+from tests.unit.status.support import config
+
+API = 1001
+
+
+def test_profile_user_sees_only_its_profile_everywhere(host: Host) -> None:
+    """agent-api: lists hold api only; other profiles (and their proofs) are 404, not 403."""
+    client = host.client(API)
+    assert ["api"] == [p["profile"] for p in client.get("/v1/profiles").json()["profiles"]]
+    assert 200 == client.get("/v1/profiles/api").status_code
+    for path in ("/v1/profiles/core", "/v1/profiles/mcp", "/v1/profiles/core/proofs"):
+        assert 404 == client.get(path).status_code, path
+    metrics = client.get("/metrics").text
+    assert 'profile="api"' in metrics and 'profile="core"' not in metrics
+    page = client.get("/").text
+    assert 1 == page.count("<tr data-profile=") and 'data-profile="api"' in page
+
+
+def test_profile_user_sees_only_releases_and_execs_of_its_profile(host: Host) -> None:
+    """Releases not used by api are hidden; used_by names api only; execs are api's."""
+    client = host.client(API)
+    releases = client.get("/v1/releases").json()["releases"]
+    assert {"aaaaaaa-one": [("api", "previous")], "bbbbbbb-two": [("api", "current")]} == {
+        r["name"]: [(u["profile"], u["slot"]) for u in r["used_by"]] for r in releases}
+    execs = client.get("/v1/sandbox").json()["recent_execs"]
+    assert ["api", "api"] == [e["profile"] for e in execs]
+
+
+@pytest.mark.parametrize(
+    ("uid", "groups"),
+    [(0, ()), (1500, (ADMIN_GID,)), (ADMIN_GID, ())],
+    ids=["root", "admin-supplementary", "admin-primary"],
+)
+def test_root_and_admin_group_see_every_profile(
+    host: Host, uid: int, groups: tuple[int, ...]
+) -> None:
+    """Root, and a member of admin_group (primary or supplementary group), see all."""
+    got = host.client(uid, groups=groups).get("/v1/profiles")
+    assert (200, ["api", "core", "mcp"]) == (
+        got.status_code, [p["profile"] for p in got.json()["profiles"]])
+
+
+@pytest.mark.parametrize("uid", [1500, 1600, 65534, 4242])
+def test_any_other_uid_is_refused_on_every_protected_route(host: Host, uid: int) -> None:
+    """A uid that is neither root, admin nor a profile's user gets 403 JSON."""
+    client = host.client(uid)
+    for path in ("/", "/v1/profiles", "/v1/profiles/api", "/v1/releases", "/v1/sandbox",
+                 "/metrics"):
+        got = client.get(path)
+        assert (403, 403) == (got.status_code, got.json()["status"]), path
+
+
+def test_health_and_openapi_are_open_to_any_connected_caller(host: Host) -> None:
+    """/health and /openapi.json reveal nothing about profiles, so any caller may read them."""
+    client = host.client(1600)
+    assert (200, 200) == (client.get("/health").status_code,
+                          client.get("/openapi.json").status_code)
+
+
+def test_unidentified_connection_is_refused(host: Host) -> None:
+    """A request that did not come through our server's protocol has no identity: 403."""
+    assert 403 == host.client(None).get("/v1/profiles").status_code
+
+
+def test_convenience_mode_shared_user_sees_all_and_none_is_isolated(host: Host) -> None:
+    """In convenience mode every profile runs as agent-shared: that user sees them all (they
+    are not isolated from each other anyway) and agent-api sees none (403)."""
+    host_cfg = config(host.layout.root, isolation="convenience").host
+
+    class Shared(FakeAccounts):
+        def user_name(self, uid: int) -> str | None:
+            return "agent-shared" if uid == 2000 else super().user_name(uid)
+
+    def who(uid: int) -> frozenset[str] | None:
+        return authorize(Connection("unix", Peer(1, uid, uid)), None, host=host_cfg,
+                         profiles=("api", "core"), token=None, accounts=Shared()).profiles
+
+    assert frozenset({"api", "core"}) == who(2000)
+    with pytest.raises(Refused, match="may not read"):
+        who(API)

@@ -1,0 +1,133 @@
+"""The server side: sd_notify datagrams, listening sockets, and SO_PEERCRED through uvicorn.
+
+The peer-credential test runs the real server (uvicorn with PeerCredProtocol) on a real unix
+socket and connects from processes of two different uids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from starlette.types import ASGIApp
+
+from agentgw.errors import AgentgwError
+from agentgw.registry.app import create_app
+from agentgw.registry.serve import (
+    NotifyingServer,
+    notify,
+    tcp_listener,
+    unix_listener,
+    uvicorn_config,
+)
+from tests.unit.registry.conftest import Host
+
+CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET /v1/profiles HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+sys.stdout.write(data.partition(b"\r\n\r\n")[2].decode())
+"""
+
+
+def test_notify_sends_one_datagram_to_notify_socket(tmp_path: Path) -> None:
+    """READY=1 arrives as one datagram at $NOTIFY_SOCKET, path or abstract (@) address;
+    without the variable nothing is sent."""
+    path = tmp_path / "notify"
+    abstract = f"@agentgw-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink2:
+        sink.bind(os.fspath(path))
+        sink2.bind("\0" + abstract[1:])
+        assert notify("READY=1", {"NOTIFY_SOCKET": os.fspath(path)})
+        assert notify("STOPPING=1", {"NOTIFY_SOCKET": abstract})
+        assert (b"READY=1", b"STOPPING=1") == (sink.recv(100), sink2.recv(100))
+    assert not notify("READY=1", {})
+
+
+def test_unix_listener_mode_and_stale_socket(tmp_path: Path) -> None:
+    """The socket is 0666 (authorisation is by peer credentials); a stale socket file is
+    replaced, a live one or a non-socket is refused."""
+    path = tmp_path / "run" / "registry.sock"
+    first = unix_listener(path)
+    try:
+        assert 0o666 == stat.S_IMODE(path.stat().st_mode)
+        with pytest.raises(AgentgwError, match="another process is serving"):
+            unix_listener(path)
+    finally:
+        first.close()
+    unix_listener(path).close()  # stale now: replaced
+    path.unlink()
+    path.write_text("not a socket")
+    with pytest.raises(AgentgwError, match="not a socket"):
+        unix_listener(path)
+
+
+def test_tcp_connections_have_nodelay() -> None:
+    """Accepted TCP connections have TCP_NODELAY (else small answers wait on delayed ACKs)."""
+    listener = tcp_listener("127.0.0.1", 0)
+    with listener, socket.create_connection(listener.getsockname()):
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+@contextmanager
+def real_server(app: ASGIApp, path: Path) -> Iterator[None]:
+    """The registry's uvicorn server on a unix socket, in a thread, removed afterwards."""
+    server = NotifyingServer(uvicorn_config(app), remove=[path])
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [unix_listener(path)]},
+                              daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not path.exists(), "the socket file is removed at shutdown"
+
+
+def get_as(path: Path, *setpriv: str) -> dict[str, object]:
+    argv = [*setpriv, sys.executable, "-I", "-c", CLIENT, os.fspath(path)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+    doc = json.loads(out)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to connect as a second uid")
+def test_peer_credentials_reach_the_app_through_uvicorn(host: Host) -> None:
+    """Through the real server: a root client sees every profile, a client running as
+    nobody is refused 403 — the uid came from the kernel, not from the request."""
+    app = create_app(host.layout, lambda: host.config, lambda c: [], ttl=1.0)
+    # Not under pytest's 0700 tmp dir: nobody must be able to reach the socket.
+    with tempfile.TemporaryDirectory() as where:
+        os.chmod(where, 0o755)  # noqa: S103 - a socket dir others must traverse
+        path = Path(where) / "registry.sock"
+        with real_server(app, path):
+            assert "production" == get_as(path)["isolation_mode"]
+            refused = get_as(path, "setpriv", "--reuid=65534", "--regid=65534",
+                             "--clear-groups")
+            assert 403 == refused["status"]
