@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from agentgw.apply.history import append_history, read_history
 from agentgw.apply.intent import clear_intent, read_intent, set_phase, write_intent
 from agentgw.apply.lock import profile_lock
 from agentgw.apply.release import releases_lock
-from agentgw.bus import ServiceStatus
+from agentgw.bus import ServiceStatus, UnitInfo
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, usage
 from agentgw.model.control import Outcome, PhaseTime, Sibling
@@ -52,7 +52,8 @@ class Control(Protocol):
     """What control needs from bus/ (the Systemd object)."""
 
     def service_status(self, name: str) -> ServiceStatus: ...
-    def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]: ...
+    def list_units(self, patterns: Sequence[str], states: Sequence[str] = ()) -> list[UnitInfo]: ...
+    def main_pid(self, name: str) -> int: ...
     def restart(self, name: str, *, timeout: float = 90.0) -> str: ...
     def start(self, name: str, *, timeout: float = 90.0) -> str: ...
     def stop(self, name: str, *, timeout: float = 90.0) -> str: ...
@@ -405,27 +406,31 @@ class Controller:
 
     # -- bookkeeping -----------------------------------------------------------------------
     def siblings(self, name: str) -> list[Sibling]:
+        """MainPID and process start time of every other running gateway: one ListUnits call,
+        then one MainPID read per running instance."""
         out = []
-        for status in self.sd.service_statuses(["agent-gateway@*.service"]):
-            if status.name == unit_name(name) or not status.main_pid:
+        for unit in self.sd.list_units(["agent-gateway@*.service"], ["active", "reloading"]):
+            if unit.name == unit_name(name):
                 continue
+            pid = self.sd.main_pid(unit.name)
             try:
-                started = psutil.Process(status.main_pid).create_time()
+                started = psutil.Process(pid).create_time() if pid else 0.0
             except psutil.Error:
                 continue
-            out.append(Sibling(unit=status.name, pid=status.main_pid, started=started))
+            if pid:
+                out.append(Sibling(unit=unit.name, pid=pid, started=started))
         return out
 
     def changed_siblings(self, before: list[Sibling]) -> list[str]:
         changed = []
         for sib in before:
-            status = self.sd.service_status(sib.unit)
+            pid = self.sd.main_pid(sib.unit)
             try:
-                started = psutil.Process(status.main_pid).create_time() if status.main_pid else 0
+                started = psutil.Process(pid).create_time() if pid else 0.0
             except psutil.Error:
-                started = 0
-            if status.main_pid != sib.pid or started != sib.started:
-                changed.append(f"{sib.unit}: pid {sib.pid} -> {status.main_pid}")
+                started = 0.0
+            if pid != sib.pid or started != sib.started:
+                changed.append(f"{sib.unit}: pid {sib.pid} -> {pid}")
         return changed
 
     def finish(
@@ -443,12 +448,7 @@ class Controller:
     ) -> Outcome:
         with run.phase("siblings") as d:
             changed = self.changed_siblings(siblings)
-            d.append(
-                "unchanged: "
-                + (", ".join(f"{s.unit} pid {s.pid}" for s in siblings) or "none running")
-                if not changed
-                else "CHANGED: " + ", ".join(changed)
-            )
+            d.append(describe_siblings(siblings, changed))
         outcome = Outcome.model_validate(
             {
                 "op": op,
@@ -497,6 +497,16 @@ class Controller:
         return ReleasePolicy(
             require_signature=host.require_signature, trusted_keys=host.trusted_keys
         )
+
+
+def describe_siblings(siblings: list[Sibling], changed: list[str]) -> str:
+    if changed:
+        return "CHANGED: " + ", ".join(changed)
+    if not siblings:
+        return "unchanged: none running"
+    if len(siblings) > 4:
+        return f"unchanged: MainPID and start time of all {len(siblings)} running siblings"
+    return "unchanged: " + ", ".join(f"{s.unit} pid {s.pid}" for s in siblings)
 
 
 def exit_code(outcome: Outcome) -> int:

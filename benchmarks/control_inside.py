@@ -1,0 +1,127 @@
+"""Runs inside a lab (see bench_control.py): 100 running profiles, then the two comparisons.
+
+Prints one JSON list of rows on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+AGENTGW = "/opt/agentgw/venv/bin/agentgw"
+N = 100
+ETC = Path("/etc/agentgw")
+OPT = Path("/opt/agent")
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def healthy(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=1, source_address=(host, 0))
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def setup() -> tuple[list[str], str, str]:
+    sh(AGENTGW, "init")
+    build = Path(tempfile.mkdtemp())
+    out = sh(str(REPO / "scripts/build-releases"), "--out", str(build))
+    sha = {line.split()[0]: line.split()[1] for line in out.splitlines()}["good"]
+    shutil.copytree(build / "good", build / "good2")
+    (build / "good2" / "CHANGES").write_text("b\n")
+    sh(AGENTGW, "release", "add", str(build / "good"), "--sha", sha, "--label", "a")
+    sha_b = "b" + sha[1:]
+    sh(AGENTGW, "release", "add", str(build / "good2"), "--sha", sha_b, "--label", "b")
+    names = [f"p{i:03d}" for i in range(N)]
+    for i, name in enumerate(names):
+        (ETC / "gateways" / f"{name}.yaml").write_text(
+            f"mode: cli\nlisten: 127.77.{1 + i // 200}.{1 + i % 200}:8080\n"
+            "resources:\n  memory_max: 128M\n  tasks_max: 64\nhealth:\n  timeout_s: 10\n"
+        )
+    sh(AGENTGW, "apply")
+    for name in names:
+        link = OPT / "gateways" / name / "current"
+        os.symlink(f"../../releases/{sha}-a", link)
+    sh(AGENTGW, "apply")  # enables and starts every promoted profile
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        active = sh("systemctl", "list-units", "--no-legend", "--state=active",
+                    "agent-gateway@*").count("agent-gateway@")
+        if active >= N:
+            break
+        time.sleep(0.5)
+    return names, sha, sha_b
+
+
+def main() -> None:
+    names, sha_a, sha_b = setup()
+    units = [f"agent-gateway@{n}.service" for n in names]
+    loop = " ".join(units)
+    shell = ["bash", "-c", f"for u in {loop}; do systemctl show -p ActiveState -p MainPID $u; done"]
+    status = [AGENTGW, "status", "--json"]
+    subprocess.run(status, capture_output=True)  # warm the page cache
+    doc = json.loads(subprocess.run(status, capture_output=True, text=True).stdout)
+    shown = len(doc["profiles"])
+    t_status = statistics.median(timed(status) for _ in range(7))
+    t_shell = statistics.median(timed(shell) for _ in range(5))
+    rows = [{
+        "name": f"agentgw status --json, {shown} profiles",
+        "value": round(t_status * 1000, 1), "unit": "ms",
+        "baseline": round(t_shell * 1000, 1),
+        "ratio": round(t_shell / t_status, 1),
+        "goal": ">= 8x faster than a systemctl show loop",
+        "ok": t_shell / t_status >= 8,
+    }]
+    # promote overhead: agentgw promote vs systemctl restart + readiness of the same unit
+    p = names[0]
+    host = "127.77.1.1"
+    promote_times, bare_times = [], []
+    for i in range(8):
+        target = sha_b if i % 2 == 0 else sha_a
+        promote_times.append(timed([AGENTGW, "promote", p, target, "--allow-downgrade"]))
+        t0 = time.perf_counter()
+        subprocess.run(["systemctl", "restart", f"agent-gateway@{p}.service"], check=True)
+        while not healthy(host, 8080):
+            time.sleep(0.005)
+        bare_times.append(time.perf_counter() - t0)
+    prom, bare = statistics.median(promote_times), statistics.median(bare_times)
+    rows.append({
+        "name": "promote (verify, flip, restart, proofs, health, history)",
+        "value": round(prom * 1000, 1), "unit": "ms",
+        "baseline": round(bare * 1000, 1),
+        "ratio": round(prom / bare, 2),
+        "goal": "<= 300 ms over a bare restart + readiness",
+        "ok": (prom - bare) <= 0.300,
+    })
+    rows.append({
+        "name": "promote overhead over bare restart + readiness",
+        "value": round((prom - bare) * 1000, 1), "unit": "ms",
+        "baseline": None, "ratio": None, "goal": "<= 300 ms", "ok": (prom - bare) <= 0.300,
+    })
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
