@@ -7,14 +7,18 @@ APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium
 STAMP := $(VENV)/.agentgw-installed
 
-.PHONY: setup apt venv test lint unit integration demo bench soak clean-lab help
+.PHONY: setup apt venv sandbox-image test lint unit integration demo bench soak clean-lab help
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
 	@echo "make test   - set up, lint (ruff, mypy --strict), unit tests, integration tests in the lab"
 	@echo "make bench  - set up and run benchmarks/ (prints a table)"
 
-setup: apt venv
+setup: apt venv sandbox-image
+
+# The microVM kernel + initramfs (cached under /var/cache/agentgw/sandbox; a no-op when current).
+sandbox-image: venv
+	@$(AGENTGW) sandbox build >/dev/null
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
