@@ -13,6 +13,7 @@ help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
 	@echo "make test   - set up, lint (ruff, mypy --strict), unit tests, integration tests in the lab"
 	@echo "make bench  - set up and run benchmarks/ (prints a table)"
+	@echo "make soak   - faults in one profile vs its sibling, 200 promote/rollback cycles (lab)"
 
 setup: apt venv sandbox-image
 
@@ -59,6 +60,11 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# The long version of tests/integration/blast: every fault, 200 cycles. SOAK_ARGS passes options
+# (e.g. SOAK_ARGS='--cycles 50 --seed 7').
+soak: setup
+	$(AGENTGW) lab run --name agentgw-soak-$$$$ -- $(PY) $(CURDIR)/benchmarks/soak.py $(SOAK_ARGS)
 
 clean-lab: setup
 	$(AGENTGW) lab down --all

@@ -71,9 +71,31 @@ for v in crash unhealthy wrongsha; do
   expect 1 agentgw promote api "$(awk -v v=$v '$1==v{print $2}' "$BUILD/list")"
 done
 
-step "rollback api to its previous release"
+step "rollback api to release A"
 run agentgw rollback api --to "$SHA_A"
 run agentgw status
 run agentgw history
 run agentgw history --verify
+run agentgw lint
+
+step "isolation proofs: behavioural probes as each profile's user, signed records"
+run agentgw verify
+run agentgw attest verify /var/lib/agentgw/proofs/api.json
+
+step "the read-only registry (its own hardened unit, unix socket, SO_PEERCRED)"
+run systemctl start agentgw-registry.service
+run curl -sS --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles -o /dev/null -w 'root: GET /v1/profiles -> %{http_code}\n'
+curl -sS --unix-socket /run/agentgw/registry.sock http://registry/metrics | grep -E '^agentgw_(aligned|isolated)' | head -6
+echo "as agent-api (sees only api):"
+setpriv --reuid=agent-api --regid=agent-api --clear-groups \
+  curl -sS --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles | python3 -c 'import json,sys; d=json.load(sys.stdin); print([p["profile"] for p in d["profiles"]])'
+run curl -sS -X POST --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles -o /dev/null -w 'POST /v1/profiles -> %{http_code}\n'
+
+step "untrusted code goes to a microVM, never the gateway"
+run agentgw sandbox selftest
+run systemctl start agentgw-sandbox.service
+expect 3 agentgw exec api -- sh -c 'echo "hi from $(uname -r)"; ls /sys/class/net; exit 3'
+echo "the api gateway's own /exec route, through its per-profile socket:"
+curl -sS --interface 127.77.0.3 -X POST http://127.77.0.3:8080/exec \
+  -H 'Content-Type: application/json' -d '{"argv": ["uname", "-r"]}'; echo
 rm -rf "$BUILD"

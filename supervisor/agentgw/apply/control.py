@@ -42,6 +42,7 @@ from agentgw.observe.release import (
 )
 from agentgw.observe.status import judge_alignment, read_environ, read_json, read_release
 from agentgw.paths import Layout, unit_name
+from agentgw.plan.units import STOP_MARGIN_S
 
 # Set to a phase name to make the command stop there (for the kill -9 recovery tests).
 FAULT_PAUSE_ENV = "AGENTGW_FAULT_PAUSE"
@@ -221,7 +222,10 @@ class Controller:
     ) -> None:
         """Restart the unit and prove it: ready, aligned to ``release``, healthy."""
         name, unit = profile.name, unit_name(profile.name)
-        timeout = profile.health.timeout_s + READY_GRACE_S
+        # The restart job includes the stop, and a draining (or SIGTERM-ignoring) gateway may
+        # take the unit's whole TimeoutStopSec before the new one even starts.
+        stop_s = profile.stop_timeout_s + STOP_MARGIN_S
+        timeout = stop_s + profile.health.timeout_s + READY_GRACE_S
         with run.phase("restart") as d:
             try:
                 self.sd.enable([unit])

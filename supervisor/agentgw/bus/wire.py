@@ -75,9 +75,9 @@ SIGNATURES: dict[str, str] = {
     **dict.fromkeys(("ExecStart", "ExecStartPre", "ExecStartPost", "ExecStop"), "a(sasb)"),
     **dict.fromkeys(("IPAddressAllow", "IPAddressDeny"), "a(iayu)"),
     **dict.fromkeys(("SystemCallFilter", "RestrictAddressFamilies"), "(bas)"),
-    "LoadCredential": "a(ss)",
+    **dict.fromkeys(("LoadCredential", "DeviceAllow"), "a(ss)"),
     "UMask": "u",
-    "Nice": "i",
+    **dict.fromkeys(("Nice", "SystemCallErrorNumber"), "i"),
 }
 
 # systemd's symbolic IP address lists (systemd.resource-control(5)).

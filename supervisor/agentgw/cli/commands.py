@@ -32,13 +32,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "exec": ("agentgw.cli.sandbox", "exec_", "Run a command in a microVM for a profile."),
     "lab": ("agentgw.cli.lab", "lab", "Boot a disposable systemd for tests and demos."),
     "lint": ("agentgw.cli.lint", "lint", "Lint the units: runtime once, independent, exposure."),
+    "verify": ("agentgw.cli.proofs", "verify", "Run the isolation proofs; signed records."),
+    "attest": ("agentgw.cli.proofs", "attest", "Verify a signed proof record."),
+    "onfailure": ("agentgw.cli.proofs", "onfailure", "Record a gateway failure (OnFailure= hook)."),
 }
 
 # Part of DESIGN.md's surface, not shipped yet: listed, marked, and failing loudly.
-PLANNED: dict[str, tuple[str, int]] = {
-    "verify": ("Run the isolation proofs; signed records.", 6),
-    "attest": ("Verify a signed proof record.", 6),
-}
+PLANNED: dict[str, tuple[str, int]] = {}
 
 
 def planned(name: str) -> click.Command:

@@ -19,6 +19,7 @@ from agentgw.paths import Layout, unit_name
 from agentgw.plan.host import (
     Observed,
     init_dirs,
+    init_files,
     plan_init,
     plan_profiles,
     profile_dirs,
@@ -47,8 +48,7 @@ def to_observed(state: HostState, units: dict[str, tuple[str, str]] | None) -> O
 
 def observe_for_init(layout: Layout, units: dict[str, tuple[str, str]] | None) -> Observed:
     dirs = [d for d, *_ in init_dirs(layout)]
-    files = [layout.template_unit, layout.launcher, layout.host_config]
-    return to_observed(observe_host(layout, dirs=dirs, files=files, tools=()), units)
+    return to_observed(observe_host(layout, dirs=dirs, files=init_files(layout), tools=()), units)
 
 
 def observe_for_apply(

@@ -1,7 +1,8 @@
-"""``agentgw sandbox build|selftest`` and ``agentgw exec PROFILE -- ARGV``.
+"""``agentgw sandbox build|selftest|serve`` and ``agentgw exec PROFILE -- ARGV``.
 
-``exec`` boots a cold microVM for the job itself; once the per-profile broker exists it will go
-through the profile's socket instead, with the same request and result.
+``exec`` asks the profile's broker (``agentgw sandbox serve``, run by agentgw-sandbox.service)
+over its socket, as the gateway does; ``--direct`` boots a cold microVM in this process instead,
+for when the broker is not running.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import click
 from pydantic import ValidationError
 
 from agentgw.cli.context import App, echo_json, pass_app
-from agentgw.errors import Exit, usage
+from agentgw.config.load import load_config
+from agentgw.errors import Exit, die, usage
 from agentgw.log import get_logger
 from agentgw.model.profile import PROFILE_NAME_RE
 from agentgw.paths import Layout
 from agentgw.sandbox import backend, image
+from agentgw.sandbox.broker import QUEUE_WAIT_S, ExecLog
 from agentgw.sandbox.job import JobRequest, JobResult, check_relative_path
+from agentgw.sandbox.protocol import call, render_record
 from agentgw.sandbox.vm import run_cold
 
 log = get_logger(__name__)
@@ -43,6 +47,11 @@ def cache_dir(layout: Layout, cache: Path | None) -> Path:
 def selftest_path(layout: Layout) -> Path:
     """Where the last self-test is kept for verify and the registry."""
     return layout.state / "sandbox" / "selftest.json"
+
+
+def execs_path(layout: Layout) -> Path:
+    """The exec records (one JSON line each) that status and the registry read."""
+    return layout.state / "sandbox" / "execs.jsonl"
 
 
 @click.group("sandbox")
@@ -92,6 +101,37 @@ def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> Non
         click.echo(f"result         {verdict} ({record.duration:.2f} s)")
     if not record.differs:
         sys.exit(Exit.VERIFY)
+
+
+@sandbox.command("serve")
+@cache_option
+@click.option("--etc", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Config directory [default: ROOT/etc/agentgw].")
+@click.option("--records", default=None, metavar="FILE|-",
+              help="Append exec records here; '-': to stdout, which the unit opens in append "
+              "mode [default: ROOT/var/lib/agentgw/sandbox/execs.jsonl].")
+@click.option("--queue-wait", type=click.FloatRange(min=0), default=QUEUE_WAIT_S,
+              show_default=True, help="Seconds a request waits for a free slot before 'busy'.")
+@pass_app
+def serve(
+    app: App, cache: Path | None, etc: Path | None, records: str | None, queue_wait: float
+) -> None:
+    """Run the broker: one socket per profile at /run/agentgw/sandbox/<p>.sock (0660,
+    root:agent-<p>); only agent-<p> and root are served (SO_PEERCRED). Run by
+    agentgw-sandbox.service (Type=notify); tells systemd when it is ready. Until SIGTERM.
+    """
+    from agentgw.sandbox.serve import records_on_stdout, run_broker
+
+    config = load_config(etc if etc is not None else app.layout.etc)
+    if records == "-":
+        sink = records_on_stdout()
+    else:
+        sink = ExecLog.open(Path(records) if records else execs_path(app.layout))
+    try:
+        run_broker(app.layout, config, cache=cache_dir(app.layout, cache), records=sink,
+                   queue_wait_s=queue_wait)
+    finally:
+        sink.close()
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -146,32 +186,79 @@ def emit(result: JobResult) -> None:
 @click.option("-i", "--stdin", "pass_stdin", is_flag=True, help="Pass this stdin to the job.")
 @click.option("--file", "files", multiple=True, metavar="LOCAL:REMOTE",
               help="Copy a file into the job's working directory (repeatable).")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
-@click.option("--memory", type=int, default=256, show_default=True, help="MiB of VM memory.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds [default: the host's sandbox.timeout_s; 10 with --direct].")
+@click.option("--memory", type=int, default=None,
+              help="MiB of VM memory [default: the host's sandbox.memory_mb; 256 with --direct].")
+@click.option("--direct", is_flag=True,
+              help="Boot the VM in this process instead of asking the profile's broker "
+              "(for when agentgw-sandbox is not running; needs /dev/kvm or runs under TCG "
+              "as this user, without the broker's confinement).")
 @cache_option
 @pass_app
 def exec_(
     app: App, profile: str, argv: tuple[str, ...], pass_stdin: bool, files: tuple[str, ...],
-    timeout: float, memory: int, cache: Path | None,
+    timeout: float | None, memory: int | None, direct: bool, cache: Path | None,
 ) -> None:
     """Run ARGV in a fresh microVM for PROFILE; exit with the job's exit code.
+
+    The request goes through the profile's broker socket (/run/agentgw/sandbox/PROFILE.sock),
+    exactly as the gateway's does, so it is limited, queued and recorded the same way. Limits
+    larger than the host's are lowered to them. --direct skips the broker (--cache applies
+    only then).
 
     Example: agentgw exec api -- sh -c 'echo hi; exit 3'
     """
     if not PROFILE_NAME_RE.fullmatch(profile):
         raise usage(f"bad profile name: {profile!r}", hint="names match [a-z][a-z0-9]{0,24}")
+    chosen = {k: v for k, v in (("timeout_s", timeout), ("memory_mb", memory)) if v is not None}
     request = build_request(
         argv,
         stdin=sys.stdin.buffer.read() if pass_stdin else b"",
         files=read_files(files),
-        timeout_s=timeout,
-        memory_mb=memory,
+        **chosen,
     )
-    directory = cache_dir(app.layout, cache)
+    result = run_direct(app.layout, profile, request, cache) if direct else (
+        run_brokered(app.layout, profile, request))
+    log.info("sandbox_exec", profile=profile, exit_code=result.exit_code,
+             backend=result.backend, duration_s=result.duration_s, direct=direct)
+    emit(result)
+    sys.exit(result.exit_code)
+
+
+def run_brokered(layout: Layout, profile: str, request: JobRequest) -> JobResult:
+    path = layout.sandbox_socket(profile)
+    try:
+        result, _ = call(path, request)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise die(
+            f"no sandbox broker for profile {profile} at {path} ({exc.strerror})",
+            hint="is the profile applied ('agentgw apply') and the broker running "
+            "('systemctl start agentgw-sandbox', after 'agentgw sandbox build')? "
+            "--direct boots the VM here instead",
+        ) from exc
+    except OSError as exc:
+        raise die(f"cannot reach the sandbox broker at {path}: {exc.strerror or exc}",
+                  hint="exec through the broker needs root or the profile's user") from exc
+    return result
+
+
+def run_direct(
+    layout: Layout, profile: str, request: JobRequest, cache: Path | None
+) -> JobResult:
+    """A cold VM in this process, recorded like a brokered exec."""
+    directory = cache_dir(layout, cache)
     built = image.load(directory)
     machine = backend.machine_for(backend.detect(built, directory))
     result = run_cold(machine, built, request)
-    log.info("sandbox_exec", profile=profile, exit_code=result.exit_code,
-             backend=result.backend, duration_s=result.duration_s)
-    emit(result)
-    sys.exit(result.exit_code)
+    try:
+        records = ExecLog.open(execs_path(layout))
+    except OSError as exc:  # the job ran; a record this user cannot write is not its failure
+        log.warning("sandbox_record_failed", path=str(execs_path(layout)), error=exc.strerror)
+        return result
+    try:
+        records.append(render_record(profile=profile, uid=os.getuid(), argv=request.argv,
+                                     via="direct", result=result))
+    finally:
+        records.close()
+    return result

@@ -88,6 +88,7 @@ class LabSpec:
     base: Path = DEFAULT_BASE
     bpf: bool = True
     kvm: bool = True
+    private_network: bool = True
     boot_timeout: float = 90.0
 
 
@@ -219,6 +220,10 @@ class Lab:
             "--register=no",
             "--keep-unit",
         ]
+        if spec.private_network:
+            # Its own loopback: gateways in two labs (or a lab and the host) never collide
+            # on 127.77.0.N:port, and nothing inside reaches the network.
+            argv.append("--private-network")
         if spec.bpf:
             argv.append("--system-call-filter=bpf")
         if spec.kvm and Path("/dev/kvm").exists():

@@ -7,6 +7,7 @@ import binascii
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -53,8 +54,20 @@ def _group(value: str) -> str:
     return value
 
 
+def _webhook(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if host is None or parts.scheme not in ("http", "https") or not value.isprintable():
+        raise invalid(f"{value!r} is not an http(s) URL", "e.g. https://hooks.example.com/agentgw")
+    return value
+
+
 TrustedKey = Annotated[str, AfterValidator(_trusted_key)]
 GroupName = Annotated[str, AfterValidator(_group)]
+WebhookUrl = Annotated[str, AfterValidator(_webhook)]
 
 
 class Registry(Frozen):
@@ -122,6 +135,10 @@ class HostConfig(Frozen):
     python: AbsPath = Field(
         default=Path("/usr/bin/python3"),
         description="absolute path of the interpreter gateways use",
+    )
+    webhook: WebhookUrl | None = Field(
+        default=None,
+        description="http(s) URL that gets a JSON POST when a gateway fails, or null",
     )
 
     @model_validator(mode="after")

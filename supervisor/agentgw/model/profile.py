@@ -217,6 +217,13 @@ def size_bytes(value: str) -> int | None:
     return int(float(number) * 1024 ** " KMGT".index(unit or " "))
 
 
+def _limit(value: str) -> str:
+    """A per-process rlimit size (LimitFSIZE=, LimitDATA=); unlike MemoryMax= any size is valid."""
+    if size_bytes(value) is None:
+        raise invalid(f"{_short(value)} is not a size", "a systemd size such as 64M or 1G")
+    return value
+
+
 def _percent(value: str) -> str:
     match = PERCENT_RE.fullmatch(value)
     if match is None or not 1 <= int(match.group(1)) <= 10000:
@@ -242,6 +249,7 @@ EnvKey = Annotated[str, AfterValidator(_env_key)]
 EnvValue = Annotated[str, AfterValidator(_env_value)]
 CredentialName = Annotated[str, AfterValidator(_credential_name)]
 Size = Annotated[str, AfterValidator(_size)]
+Limit = Annotated[str, AfterValidator(_limit)]
 Percent = Annotated[str, AfterValidator(_percent)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 Seconds = Annotated[StrictFloat, Field(gt=0)]
@@ -305,7 +313,21 @@ class Resources(Frozen):
         default="100%", description="CPUQuota=, 1% to 10000% (100% = one CPU)"
     )
     tasks_max: StrictInt = Field(
-        default=512, ge=1, le=100000, description="TasksMax=, processes and threads, 1 to 100000"
+        default=512,
+        ge=1,
+        le=100000,
+        description="TasksMax=, processes and threads, 1 to 100000 (also LimitNPROC= when each "
+        "profile has its own user)",
+    )
+    file_max: Limit | None = Field(
+        default=None,
+        description="LimitFSIZE=, the largest file the gateway may write (home, logs), e.g. "
+        "256M; a cap per file, not on the directory's total; null for none",
+    )
+    data_max: Limit | None = Field(
+        default=None,
+        description="LimitDATA=, heap and private memory per process (thread stacks count), "
+        "enforced even where the cgroup memory controller is not; null for none",
     )
 
     @property
@@ -340,7 +362,8 @@ class Profile(Frozen):
         default=(), description="absolute paths or bare tool names the gateway must not find"
     )
     resources: Resources = Field(
-        default_factory=Resources, description="memory_max, cpu_quota, tasks_max"
+        default_factory=Resources,
+        description="memory_max, cpu_quota, tasks_max, file_max, data_max",
     )
     health: Health = Field(
         default_factory=Health, description="path and timeout_s of the health check"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from agentgw.model.actions import (
@@ -21,9 +22,27 @@ from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
 from agentgw.paths import Layout, unit_name
 from agentgw.plan.envfile import render_env
-from agentgw.plan.units import render_dropin, render_template
+from agentgw.plan.units import (
+    SANDBOX_UNIT,
+    render_dropin,
+    render_template,
+    sandbox_client_source,
+)
 
 ROOT = "root"
+# The sandbox broker's own user: it runs QEMU, so it is the only one given /dev/kvm (its unit's
+# SupplementaryGroups=kvm); it owns nothing on disk.
+SANDBOX_USER = "agentgw-sandbox"
+SANDBOX_HOME = Path("/nonexistent")
+# Installed as shipped (systemd/; their paths are the host's: the venv, state, cache): the
+# registry, the sandbox broker, the periodic verify and the template's OnFailure= hook.
+SHIPPED_UNITS = (
+    "agentgw-registry.service",
+    SANDBOX_UNIT,
+    "agentgw-verify.service",
+    "agentgw-verify.timer",
+    "agentgw-onfailure@.service",
+)
 
 
 @dataclass(frozen=True)
@@ -103,26 +122,62 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
         (layout.locks, ROOT, ROOT, 0o700),
         (layout.intents, ROOT, ROOT, 0o700),
         (layout.archive, ROOT, ROOT, 0o700),
+        # exec records and the self-test; systemd opens execs.jsonl for the broker (as root)
+        (layout.state / "sandbox", ROOT, ROOT, 0o700),
     ]
+
+
+def init_files(layout: Layout) -> list[Path]:
+    """The files ``plan_init`` manages (observe them to plan it)."""
+    return [
+        layout.template_unit,
+        layout.launcher,
+        layout.host_config,
+        sandbox_client_path(layout),
+        *(layout.unit_dir / name for name in SHIPPED_UNITS),
+    ]
+
+
+def shipped_unit(name: str) -> str:
+    """A unit file shipped in systemd/ (package data in the wheel)."""
+    return (resources.files("agentgw") / "data" / "systemd" / name).read_text()
+
+
+def sandbox_client_path(layout: Layout) -> Path:
+    return layout.lib / "agentgw_sandbox.py"
 
 
 def plan_init(
     layout: Layout, observed: Observed, launcher: str, default_config: str
 ) -> list[Action]:
-    """Dirs, the template unit, the launcher and (only if absent) a default host config."""
+    """Dirs, the template unit, the launcher, the sandbox broker (its user, unit and the
+    gateways' client) and (only if absent) a default host config."""
     actions: list[Action] = []
     for path, owner, group, mode in init_dirs(layout):
         actions += want_dir(observed, path, owner, group, mode)
     template = want_file(observed, layout.template_unit, render_template(layout), ROOT, ROOT, 0o644)
     actions += template
     actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
+    if SANDBOX_USER not in observed.groups:
+        actions.append(EnsureGroup(name=SANDBOX_USER))
+    if SANDBOX_USER not in observed.users:
+        actions.append(EnsureUser(name=SANDBOX_USER, group=SANDBOX_USER, home=SANDBOX_HOME))
+    units = [
+        a
+        for name in SHIPPED_UNITS
+        for a in want_file(observed, layout.unit_dir / name, shipped_unit(name), ROOT, ROOT, 0o644)
+    ]
+    actions += units
+    actions += want_file(
+        observed, sandbox_client_path(layout), sandbox_client_source(), ROOT, ROOT, 0o644
+    )
     if layout.host_config not in observed.paths:
         actions += want_file(observed, layout.host_config, default_config, ROOT, ROOT, 0o644)
     actions += [
         RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers
     ]
-    if template and observed.units is not None:
-        actions.append(UnitAction(verb="daemon-reload", why="template changed"))
+    if (template or units) and observed.units is not None:
+        actions.append(UnitAction(verb="daemon-reload", why="unit files changed"))
     return actions
 
 

@@ -12,6 +12,7 @@ from agentgw.model.profile import Profile
 from agentgw.paths import TEMPLATE_UNIT, Layout
 
 DEFAULT_OPT = "/opt/agent"
+SANDBOX_UNIT = "agentgw-sandbox.service"
 # The drain time plus this margin is how long systemd waits before SIGKILL on stop.
 STOP_MARGIN_S = 5
 
@@ -23,6 +24,11 @@ def template_source() -> str:
 
 def launcher_source() -> str:
     return (resources.files("agentgw") / "data" / "launcher" / "launch").read_text()
+
+
+def sandbox_client_source() -> str:
+    """The stdlib client gateways load from /opt/agent/_lib (repo: launcher/sandbox_client.py)."""
+    return (resources.files("agentgw") / "data" / "launcher" / "sandbox_client.py").read_text()
 
 
 def relocate(text: str, layout: Layout) -> str:
@@ -67,9 +73,25 @@ def render_dropin(
         f"CPUQuota={profile.resources.cpu_quota}",
         f"MemoryDenyWriteExecute={'yes' if profile.memory_deny_write_execute else 'no'}",
     ]
+    lines += render_rlimits(profile, host)
     if denied_paths:
         # '-': a tool that is absent on this host is already denied.
         lines.append("InaccessiblePaths=" + " ".join(f"-{p}" for p in denied_paths))
     for name, path in sorted(profile.credentials.items()):
         lines.append(f"LoadCredential={name}:{path}")
     return "\n".join(lines) + "\n"
+
+
+def render_rlimits(profile: Profile, host: HostConfig) -> list[str]:
+    """Kernel rlimits that hold where systemd silently cannot enforce the cgroup limits (a
+    cgroup v2 tree without the pids or memory controller, as in a container on a v1 host)."""
+    resources = profile.resources
+    lines = []
+    if host.isolated:
+        # RLIMIT_NPROC counts every task of the user: per profile only with a user per profile.
+        lines.append(f"LimitNPROC={resources.tasks_max}")
+    if resources.data_max is not None:
+        lines.append(f"LimitDATA={resources.data_max}")
+    if resources.file_max is not None:
+        lines.append(f"LimitFSIZE={resources.file_max}")
+    return lines

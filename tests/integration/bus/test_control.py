@@ -234,6 +234,7 @@ EVERY_PROPERTY: dict[str, object] = {
     "SystemCallFilter": (True, ["@system-service"]),
     "RestrictAddressFamilies": (True, ["AF_UNIX", "AF_INET"]),
     "LoadCredential": [("token", "/etc/hostname")], "UMask": 0o077, "Nice": 5,
+    "SystemCallErrorNumber": 1, "DeviceAllow": [("/dev/null", "rw")],
 }
 
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 def rel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
     releases = setup_host(tmp_path_factory.mktemp("build"))
     for p in ("core", "api", "mcp"):
-        agentgw("promote", p, releases.a)
+        agentgw("promote", p, releases.a, "--allow-downgrade")
     yield releases
 
 
@@ -96,10 +96,10 @@ def test_scenario_promote_broken_variants_roll_back_and_rollback(rel: Releases) 
 def test_sigkill_in_each_phase_is_recovered(rel: Releases, phase: str, attempt: int) -> None:
     """A promote killed with SIGKILL at ``phase``: `current` never dangles, and the next
     command (a promote) repairs first, says so, and ends aligned; the history verifies."""
-    start = rel.a if current("api").startswith(rel.b) else rel.b
-    target = rel.b if start == rel.a else rel.a
+    # Always a real switch: to the release api is not on now (A is older: --allow-downgrade).
+    target = rel.b if current("api").startswith(rel.a) else rel.a
     env = dict(os.environ, AGENTGW_FAULT_PAUSE=phase)
-    proc = subprocess.Popen([AGENTGW, "promote", "api", target], env=env,
+    proc = subprocess.Popen([AGENTGW, "promote", "api", target, "--allow-downgrade"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     try:
@@ -114,7 +114,7 @@ def test_sigkill_in_each_phase_is_recovered(rel: Releases, phase: str, attempt: 
         proc.stderr.close()
     link = OPT / "gateways/api/current"
     assert link.resolve().is_dir(), "current must never dangle"
-    nxt = agentgw("promote", "api", target)
+    nxt = agentgw("promote", "api", target, "--allow-downgrade")
     if phase not in ("locked", "committed"):
         assert "recover" in nxt.stdout
     assert_aligned("api", target)
@@ -126,7 +126,7 @@ def test_concurrent_promotes_of_one_profile_exactly_one_wins(rel: Releases) -> N
     holder's pid."""
     target = rel.b if current("api").startswith(rel.a) else rel.a
     env = dict(os.environ, AGENTGW_FAULT_PAUSE="health-wait")
-    first = subprocess.Popen([AGENTGW, "promote", "api", target], env=env,
+    first = subprocess.Popen([AGENTGW, "promote", "api", target, "--allow-downgrade"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert first.stderr is not None
     try:
@@ -134,16 +134,16 @@ def test_concurrent_promotes_of_one_profile_exactly_one_wins(rel: Releases) -> N
             if line.startswith("agentgw: paused"):
                 break
         t0 = time.monotonic()
-        second = agentgw("promote", "api", target, check=False)
+        second = agentgw("promote", "api", target, "--allow-downgrade", check=False)
         elapsed = time.monotonic() - t0
         assert second.returncode == 4
         assert elapsed < 1.0
         assert f"locked by pid {first.pid}" in second.stderr
-        other = agentgw("promote", "core", rel.a)
+        other = agentgw("promote", "core", rel.a, "--allow-downgrade")
         assert other.returncode == 0
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
         first.stderr.close()
-    agentgw("promote", "api", target)
+    agentgw("promote", "api", target, "--allow-downgrade")
     assert_aligned("api", target)

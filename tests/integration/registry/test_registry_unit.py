@@ -101,7 +101,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     """Releases added; api and core promoted to A (mcp not)."""
     built = setup_host(tmp_path_factory.mktemp("build"))
     for profile in ("api", "core"):
-        agentgw("promote", profile, built.a)
+        agentgw("promote", profile, built.a, "--allow-downgrade")
     return built
 
 

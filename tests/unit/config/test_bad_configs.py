@@ -430,6 +430,16 @@ CASES = [
         "gateways/api.yaml:4: resources.memory_max: must be a string, got 512",
     ),
     Case(
+        "file-max-garbage",
+        base("resources:\n  file_max: lots\n"),
+        "gateways/api.yaml:4: resources.file_max: 'lots' is not a size",
+    ),
+    Case(
+        "data-max-infinity",
+        base("resources:\n  data_max: infinity\n"),
+        "gateways/api.yaml:4: resources.data_max: 'infinity' is not a size",
+    ),
+    Case(
         "memory-tiny",
         base("resources:\n  memory_max: 1K\n"),
         "gateways/api.yaml:4: resources.memory_max: 1K is below the 16M a gateway needs to start",

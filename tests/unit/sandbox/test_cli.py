@@ -57,7 +57,8 @@ def test_exec_without_an_image_says_to_build_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No cached image: exit 1 and the hint to run 'agentgw sandbox build'."""
-    code, _, err = run_main(["exec", "--cache", str(tmp_path), "api", "--", "true"], capsys)
+    argv = ["exec", "--direct", "--cache", str(tmp_path), "api", "--", "true"]
+    code, _, err = run_main(argv, capsys)
     assert code == 1 and "agentgw sandbox build" in err
 
 

@@ -1,0 +1,390 @@
+"""Part 1 of the soak: one fault at a time in profile A, while profile B is measured.
+
+B's /health is sampled from here (source-bound to B's own address, as its unit's IP filter
+requires) and ``agentgw status --json`` is run throughout, in a baseline window before, a window
+while the fault runs, and a baseline window after A is restored. Each check reads where the
+limit acts (the unit's cgroup files, /proc/<pid>/limits, the journal); a limit systemd accepted
+but this kernel does not enforce is reported "not enforced", never counted as containment.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration.support import AGENTGW, OPT, agentgw
+
+from benchmarks.soak_host import (
+    A_LIMITS,
+    A_STOP_TIMEOUT_S,
+    MIB,
+    A,
+    B,
+    Host,
+    a_status,
+    cgroup_dir,
+    cgroup_limits,
+    cpu_seconds,
+    journal,
+    pid_and_start,
+    read_text,
+    rlimit,
+    sh,
+    show,
+    unit,
+    wait_for,
+)
+
+# The test command's version: contained by limits this lab enforces, and quick.
+SHORT_FAULTS = ("forkbomb", "fillhome", "ignoreterm", "memhog")
+JOURNALD = "systemd-journald.service"
+MAX_RATIO = 2.0
+SAMPLE_S = 0.005
+STATUS_EVERY_S = 1.0
+SETTLE_S = 1.5
+
+
+def get_health(address: str, port: int, path: str) -> bool:
+    conn = http.client.HTTPConnection(address, port, timeout=2.0, source_address=(address, 0))
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def p99_ms(latencies: list[float], failures: int) -> float:
+    # A failed GET counts as a latency no baseline can match.
+    values = latencies + [float("inf")] * failures
+    if len(values) < 2:
+        return float("inf")
+    return statistics.quantiles(values, n=100, method="inclusive")[98] * 1000
+
+
+@dataclass
+class Window:
+    """What B's /health and ``agentgw status`` did during one measurement window."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    status_s: list[float] = field(default_factory=list)
+    status_bad: list[str] = field(default_factory=list)
+
+    @property
+    def p99_ms(self) -> float:
+        return p99_ms(self.latencies, self.failures)
+
+
+@contextmanager
+def measured(host: Host) -> Iterator[Window]:
+    """For as long as the block runs: GET B's /health every SAMPLE_S, and run ``agentgw status
+    --json`` every STATUS_EVERY_S (the same load in baseline and fault windows)."""
+    window = Window()
+    stop = threading.Event()
+    address, port = host.listen[B]
+
+    def sample() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            ok = get_health(address, port, host.health[B])
+            elapsed = time.perf_counter() - t0
+            if ok:
+                window.latencies.append(elapsed)
+            else:
+                window.failures += 1
+            stop.wait(max(0.0, SAMPLE_S - elapsed))
+
+    def status() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            proc = subprocess.run([AGENTGW, "status", "--json"], capture_output=True, text=True,
+                                  timeout=30)
+            window.status_s.append(time.perf_counter() - t0)
+            try:
+                json.loads(proc.stdout)["profiles"]
+            except (ValueError, KeyError, TypeError):
+                window.status_bad.append(f"exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+            stop.wait(STATUS_EVERY_S)
+
+    threads = [threading.Thread(target=sample), threading.Thread(target=status)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield window
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def measure(host: Host, seconds: float) -> Window:
+    with measured(host) as window:
+        time.sleep(seconds)
+    return window
+
+
+# --- the faults -------------------------------------------------------------------------------
+
+
+@dataclass
+class Contained:
+    """How a fault was held: the mechanisms that acted, those not enforced here, evidence."""
+
+    mechanism: str
+    held: bool
+    evidence: str
+    not_enforced: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Seen:
+    """What a check reads besides the host: the fault's start, A's pid, the window's figures."""
+
+    since: float
+    pid: int
+    cgroup: dict[str, str | None]
+    window_s: float
+    cpu_used: float = 0.0
+    journald_cpu: float = 0.0
+    stop_s: float = 0.0
+
+
+def check_crashloop(seen: Seen) -> Contained:
+    props = show(unit(A), "ActiveState", "NRestarts")
+    hit = journal(A, seen.since, r"Start request repeated too quickly")
+    return Contained(
+        "Restart=on-failure, StartLimitBurst=5/60s",
+        props["ActiveState"] == "failed" and bool(hit),
+        f"{props['ActiveState']} after {props['NRestarts']} restarts"
+        + ("; start limit hit" if hit else "; start limit not hit"),
+    )
+
+
+def check_forkbomb(seen: Seen) -> Contained:
+    limit = A_LIMITS["tasks_max"]
+    tasks = len((read_text(cgroup_dir(unit(A)) / "cgroup.threads") or "").split())
+    nproc = rlimit(seen.pid, "Max processes")
+    refused = journal(A, seen.since, r"fault forkbomb: fork refused")
+    tasks_max = seen.cgroup.get("pids.max") == str(limit)
+    return Contained(
+        f"LimitNPROC={nproc}" + (f", TasksMax={limit}" if tasks_max else ""),
+        nproc == str(limit) and bool(refused) and tasks <= limit,
+        f"{tasks} tasks (limit {limit}); "
+        + (refused[-1].split(": ", 1)[-1] if refused else "no refusal logged"),
+        [] if tasks_max else [f"TasksMax={limit}"],
+    )
+
+
+def check_memhog(seen: Seen) -> Contained:
+    cap = int(A_LIMITS["data_max"].rstrip("M"))
+    refused = journal(A, seen.since, r"fault memhog: allocation refused at \d+ MiB")
+    sizes = [int(m.group(1)) for line in refused if (m := re.search(r"at (\d+) MiB", line))]
+    events = read_text(cgroup_dir(unit(A)) / "memory.events") or ""
+    oom_killed = bool(re.search(r"^oom_kill [1-9]", events, re.M))
+    props = show(unit(A), "ActiveState", "NRestarts")
+    memory_max = seen.cgroup.get("memory.max") is not None
+    stopped = (bool(sizes) and max(sizes) <= cap) or oom_killed
+    return Contained(
+        f"LimitDATA={A_LIMITS['data_max']}"
+        + (f", MemoryMax={A_LIMITS['memory_max']}" if memory_max else "")
+        + ", StartLimitBurst",
+        stopped and props["ActiveState"] == "failed",
+        f"refused at {max(sizes) if sizes else '?'} MiB x{len(sizes)}"
+        + (", OOM-killed" if oom_killed else "")
+        + f"; {props['ActiveState']} after {props['NRestarts']} restarts",
+        [] if memory_max else [f"MemoryMax={A_LIMITS['memory_max']}"],
+    )
+
+
+def check_cpuhog(seen: Seen) -> Contained:
+    quota = int(A_LIMITS["cpu_quota"].rstrip("%")) / 100
+    enforced = seen.cgroup.get("cpu.max") == f"{int(quota * 100000)} 100000"
+    return Contained(
+        f"CPUQuota={A_LIMITS['cpu_quota']}" if enforced else "scheduler fair share only",
+        enforced and seen.cpu_used <= quota * 1.1,
+        f"A used {seen.cpu_used:.2f} CPUs (quota {quota:.2f})",
+        [] if enforced else [f"CPUQuota={A_LIMITS['cpu_quota']}"],
+    )
+
+
+def check_fillhome(seen: Seen) -> Contained:
+    size = (OPT / "gateways" / A / "home" / "fill.bin").stat().st_size
+    cap = int(A_LIMITS["file_max"].rstrip("M")) * MIB
+    refused = journal(A, seen.since, r"fault fillhome: write refused")
+    return Contained(
+        f"LimitFSIZE={A_LIMITS['file_max']} (per file)",
+        size == cap,
+        f"fill.bin {size // MIB} MiB; "
+        + (refused[-1].split(": ", 1)[-1] if refused else "refusal not in the journal"),
+    )
+
+
+def check_ignoreterm(seen: Seen) -> Contained:
+    timeout = A_STOP_TIMEOUT_S + 5
+    props = show(unit(A), "ActiveState", "Result")
+    killed = journal(A, seen.since, r"State 'stop-sigterm' timed out")
+    return Contained(
+        f"TimeoutStopSec={timeout:g} -> SIGKILL",
+        timeout - 0.5 <= seen.stop_s <= timeout + 3 and props["Result"] == "timeout"
+        and bool(killed),
+        f"stop took {seen.stop_s:.1f}s; {props['ActiveState']} ({props['Result']})"
+        + ("; stop-sigterm timed out, SIGKILL" if killed else "; no kill logged"),
+    )
+
+
+def journald_bound(window_s: float) -> int:
+    """The most lines journald keeps from one unit in ``window_s``: RateLimitBurst (10000 unless
+    configured) per RateLimitIntervalSec (30 s), times its free-space factor
+    (log2(bytes) - 16) / 4, taken here over the journal filesystem's whole size."""
+    conf = read_text(Path("/etc/systemd/journald.conf")) or ""
+    match = re.search(r"^RateLimitBurst=(\d+)", conf, re.M)
+    burst = int(match.group(1)) if match else 10000
+    fs = os.statvfs("/var/log/journal")
+    factor = max(1.0, ((fs.f_blocks * fs.f_frsize).bit_length() - 1 - 16) / 4)
+    return int(burst * factor) * (int(window_s // 30) + 1)
+
+
+def check_logflood(seen: Seen) -> Contained:
+    kept = len(journal(A, seen.since, r"^agent_cli: fault logflood x"))
+    bound = journald_bound(seen.window_s)
+    return Contained(
+        "journald per-unit rate limit (storage)",
+        0 < kept <= bound,
+        f"journald kept {kept} flood lines (bound {bound}); A used {seen.cpu_used:.2f} CPUs, "
+        f"journald {seen.journald_cpu:.2f} (shared by every profile)",
+    )
+
+
+CHECKS: dict[str, Callable[[Seen], Contained]] = {
+    "crashloop": check_crashloop,
+    "forkbomb": check_forkbomb,
+    "memhog": check_memhog,
+    "cpuhog": check_cpuhog,
+    "fillhome": check_fillhome,
+    "ignoreterm": check_ignoreterm,
+    "logflood": check_logflood,
+}
+
+
+def act(name: str, seen: Seen) -> None:
+    """While the fault runs: what the fault needs to show its containment."""
+    if name in ("crashloop", "memhog"):
+        wait_for(lambda: show(unit(A), "ActiveState")["ActiveState"] == "failed", 60)
+    elif name == "ignoreterm":
+        t0 = time.monotonic()
+        sh("systemctl", "stop", unit(A), check=False, timeout=60)
+        seen.stop_s = time.monotonic() - t0
+
+
+@dataclass
+class Row:
+    fault: str
+    mechanism: str
+    base_p99_ms: float
+    fault_p99_ms: float
+    sibling_unchanged: bool
+    a_status: str
+    status_max_ms: float
+    result: str
+    evidence: str
+
+    @property
+    def ratio(self) -> float:
+        return self.fault_p99_ms / self.base_p99_ms
+
+
+def judge(contained: Contained, ratio: float, problems: list[str]) -> str:
+    """pass; "not enforced" when the host lacks a limit the fault needs; FAIL otherwise."""
+    if problems:
+        return "FAIL: " + "; ".join(problems)
+    if contained.held and ratio <= MAX_RATIO:
+        return "pass"
+    why = ([] if contained.held else ["A not held"]) + (
+        [] if ratio <= MAX_RATIO else [f"B p99 {ratio:.1f}x"])
+    if contained.not_enforced:
+        return "not enforced: " + ", ".join(contained.not_enforced) + f" ({', '.join(why)})"
+    return "FAIL: " + ", ".join(why)
+
+
+def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[Row, Window]:
+    """The fault in A, measured against ``before`` and the baseline taken once A is restored
+    (returned, as the next fault's ``before``)."""
+    b_before = pid_and_start(B)
+    since = time.time() - 1
+    promote = agentgw("promote", A, host.shas[name], "--allow-downgrade", "--json", check=False)
+    time.sleep(SETTLE_S)
+    seen = Seen(since, pid_and_start(A)[0], cgroup_limits(A), window_s)
+    cpu0, journald0, t0 = cpu_seconds(unit(A)), cpu_seconds(JOURNALD), time.monotonic()
+    with measured(host) as during:
+        act(name, seen)
+        # Long enough for a fair p99 whatever the action took.
+        time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
+    elapsed = time.monotonic() - t0
+    seen.cpu_used = (cpu_seconds(unit(A)) - cpu0) / elapsed
+    seen.journald_cpu = (cpu_seconds(JOURNALD) - journald0) / elapsed
+    contained = CHECKS[name](seen)
+    shown = a_status()
+    b_after = pid_and_start(B)
+    problems = []
+    unchanged = b_after == b_before and b_before[0] > 0
+    if not unchanged:
+        problems.append(f"B pid/start {b_before} -> {b_after}")
+    if during.status_bad or not during.status_s:
+        problems.append(f"status: {(during.status_bad or ['never answered'])[0]}")
+    if promote.returncode not in (0, 1):
+        problems.append(f"promote exited {promote.returncode}: {promote.stderr.strip()}")
+    if name == "fillhome":
+        # The fault's artefact, not A's data: gone, so the leak check sees the home as before.
+        (OPT / "gateways" / A / "home" / "fill.bin").unlink(missing_ok=True)
+    back = agentgw("promote", A, host.shas["a"], "--allow-downgrade", "--json", check=False)
+    if back.returncode != 0:
+        problems.append(f"restoring A exited {back.returncode}: {back.stdout.strip()[-200:]}")
+    after = measure(host, window_s)
+    base_ms = p99_ms(before.latencies + after.latencies, before.failures + after.failures)
+    mechanism = contained.mechanism
+    if contained.not_enforced:
+        mechanism += " [not enforced here: " + ", ".join(contained.not_enforced) + "]"
+    row = Row(
+        fault=name,
+        mechanism=mechanism,
+        base_p99_ms=base_ms,
+        fault_p99_ms=during.p99_ms,
+        sibling_unchanged=unchanged,
+        a_status=shown,
+        status_max_ms=max(during.status_s, default=float("inf")) * 1000,
+        result=judge(contained, during.p99_ms / base_ms, problems),
+        evidence=contained.evidence,
+    )
+    return row, after
+
+
+
+def table(rows: list[Row]) -> str:
+    header = ["fault", "containment mechanism", "sibling p99 base->fault (ratio)",
+              "sibling pid unchanged", "A in status", "status max", "result"]
+    cells = [
+        [r.fault, r.mechanism, f"{r.base_p99_ms:.1f}->{r.fault_p99_ms:.1f} ms ({r.ratio:.2f}x)",
+         "yes" if r.sibling_unchanged else "NO", r.a_status, f"{r.status_max_ms:.0f} ms",
+         r.result]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in cells]
+    return "\n".join(lines + ["", "evidence:"] + [f"  {r.fault}: {r.evidence}" for r in rows])
+
+

@@ -1,0 +1,219 @@
+"""The soak's host inside the lab: set-up, and the readers of units, cgroups and the journal.
+
+Profile A (api) gets the faults, with small limits so each fault reaches them within seconds;
+profile B (core) is the sibling that must not notice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tests.integration.support import ETC, KEY, OPT, PROFILES, agentgw, setup_host
+
+REPO = Path(__file__).resolve().parents[1]
+A, B = "api", "core"
+# logflood last: journald's rate limit of A's unit lasts 30 s and would swallow the log lines
+# the following faults are checked by.
+FAULTS = ("crashloop", "forkbomb", "memhog", "cpuhog", "fillhome", "ignoreterm", "logflood")
+CGROUP = Path("/sys/fs/cgroup")
+MIB = 1 << 20
+
+# A's limits in the soak: small, so each fault reaches them within seconds.
+A_LIMITS: dict[str, Any] = {
+    "memory_max": "256M",
+    "cpu_quota": "50%",
+    "tasks_max": 64,
+    "data_max": "256M",
+    "file_max": "64M",
+}
+A_STOP_TIMEOUT_S = 2.0
+# Every profile's: an unhealthy release is rolled back after this long.
+HEALTH_TIMEOUT_S = 3.0
+Links = tuple[str | None, str | None]
+
+
+def log(message: str) -> None:
+    print(f"soak: {message}", file=sys.stderr, flush=True)
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 120) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def unit(profile: str) -> str:
+    return f"agent-gateway@{profile}.service"
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    """Release shas by label, and each profile's listen address and health path."""
+
+    shas: dict[str, str]
+    listen: dict[str, tuple[str, int]]
+    health: dict[str, str]
+
+
+def soak_profile(name: str, net: str | None) -> dict[str, Any]:
+    """The repo's example profile with the soak's health timeout, and A's limits for A."""
+    data: dict[str, Any] = yaml.safe_load((REPO / "gateways" / f"{name}.yaml").read_text())
+    if net is not None:
+        address, _, port = data["listen"].rpartition(":")
+        data["listen"] = f"{net}.{address.rsplit('.', 1)[1]}:{port}"
+    data.setdefault("health", {})["timeout_s"] = HEALTH_TIMEOUT_S
+    if name == A:
+        data["resources"] = dict(A_LIMITS)
+        data["stop_timeout_s"] = A_STOP_TIMEOUT_S
+    return data
+
+
+def set_up(build: Path, net: str | None) -> Host:
+    """init, keys, releases (good, broken, one per fault), the soak's profiles applied."""
+    releases = setup_host(build)
+    shas = {"a": releases.a, "b": releases.b, "crash": releases.crash,
+            "unhealthy": releases.unhealthy, "wrongsha": releases.wrongsha}
+    for fault in FAULTS:
+        sha = (build / fault / "VERSION").read_text().strip()
+        shas[fault] = sha
+        if not list((OPT / "releases").glob(f"{sha}-{fault}")):
+            agentgw("release", "add", str(build / fault), "--sha", sha, "--label", fault,
+                    "--sign-key", str(KEY))
+    listen, health = {}, {}
+    for name in PROFILES:
+        data = soak_profile(name, net)
+        (ETC / "gateways" / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        address, _, port = data["listen"].rpartition(":")
+        listen[name] = (address, int(port))
+        health[name] = data["health"].get("path", "/health")
+    agentgw("apply")
+    # B then A: every profile has a previous release, so rollbacks have a target and the
+    # files (current and previous links) are the same set before and after the cycles.
+    for name in PROFILES:
+        for label in ("b", "a"):
+            agentgw("promote", name, shas[label], "--allow-downgrade")
+    return Host(shas, listen, health)
+
+
+def restore_repo_profiles(build: Path) -> None:
+    """The repo's example profiles again, all on release A (the lab is shared with the other
+    integration tests); works after a soak that failed half-way."""
+    for name in PROFILES:
+        shutil.copy(REPO / "gateways" / f"{name}.yaml", ETC / "gateways" / f"{name}.yaml")
+    agentgw("apply")
+    good = (build / "good" / "VERSION").read_text().strip()
+    for name in PROFILES:
+        agentgw("promote", name, good, "--allow-downgrade")
+
+
+def show(name: str, *props: str) -> dict[str, str]:
+    out = sh("systemctl", "show", name, *(f"-p{p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def pid_and_start(profile: str) -> tuple[int, int]:
+    """MainPID and its start time in clock ticks (field 22 of /proc/<pid>/stat)."""
+    pid = int(show(unit(profile), "MainPID")["MainPID"])
+    stat = read_text(Path(f"/proc/{pid}/stat")) if pid else None
+    return pid, int(stat.rpartition(")")[2].split()[19]) if stat else 0
+
+
+def cgroup_dir(name: str) -> Path:
+    return CGROUP / show(name, "ControlGroup")["ControlGroup"].lstrip("/")
+
+
+def cgroup_limits(profile: str) -> dict[str, str | None]:
+    """The unit's cgroup limit files; a file is absent when its controller is not enabled."""
+    cg = cgroup_dir(unit(profile))
+    return {name: read_text(cg / name) for name in ("memory.max", "pids.max", "cpu.max")}
+
+
+def cpu_seconds(name: str) -> float:
+    """CPU time of a unit's cgroup (cpu.stat is there even without the cpu controller)."""
+    stat = read_text(cgroup_dir(name) / "cpu.stat") or ""
+    match = re.search(r"^usage_usec (\d+)", stat, re.M)
+    return int(match.group(1)) / 1e6 if match else 0.0
+
+
+def rlimit(pid: int, name: str) -> str | None:
+    """A live process's soft limit ``name`` (e.g. "Max processes"), as /proc shows it."""
+    for line in (read_text(Path(f"/proc/{pid}/limits")) or "").splitlines():
+        if line.startswith(name):
+            return line[len(name):].split()[0]
+    return None
+
+
+def journal(profile: str, since: float, grep: str) -> list[str]:
+    """Lines of the profile's unit, and of systemd about it, since a wall-clock time."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    out = sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", unit(profile),
+             check=False)
+    return [line for line in out.splitlines() if re.search(grep, line)]
+
+
+def a_status() -> str:
+    """A's row in ``agentgw status --json``: state and restarts."""
+    proc = agentgw("status", A, "--json", check=False)
+    try:
+        row = json.loads(proc.stdout)["profiles"][0]
+    except (ValueError, KeyError, IndexError):
+        return f"status exited {proc.returncode}"
+    text = f"{row['active_state']}/{row['sub_state']}"
+    return text + (f", {row['restarts']} restarts" if row.get("restarts") else "")
+
+
+def links(profile: str) -> Links:
+    """Where current and previous point (release dir names)."""
+    base = OPT / "gateways" / profile
+
+    def target(name: str) -> str | None:
+        path = base / name
+        return os.readlink(path).rsplit("/", 1)[-1] if path.is_symlink() else None
+
+    return target("current"), target("previous")
+
+
+def aligned(profile: str) -> str | None:
+    """None when ``agentgw status`` shows the profile active and aligned, else why not."""
+    proc = agentgw("status", profile, "--json", check=False)
+    try:
+        row = json.loads(proc.stdout)["profiles"][0]
+    except (ValueError, KeyError, IndexError):
+        return f"status exited {proc.returncode}: {proc.stderr.strip()[:200]}"
+    if row["aligned"]["state"] == "yes" and row["active_state"] == "active":
+        return None
+    return f"{row['active_state']}/{row['sub_state']}, aligned {row['aligned']['state']}: " \
+           f"{row['aligned']['reason']}"
+
+

@@ -1,0 +1,216 @@
+"""``agentgw sandbox serve``: sockets, privileges, backend and warm pool, then the broker's loop.
+
+The order is the point. The sockets are made first: giving each to root:agent-<p> needs
+CAP_CHOWN, the one capability agentgw-sandbox.service grants. Then every capability is dropped
+(``capset`` to empty sets, which empties the ambient set too) while the process still has a
+single thread -- capabilities are per thread. Only after that is any QEMU started (the KVM
+probe, the warm pool), so no VM process ever holds a capability: under TCG a guest that
+escapes into QEMU gets an unprivileged user and nothing more (MICROVM_NOTES.md).
+
+Readiness and stopping are reported to systemd (``Type=notify``) with a datagram to
+``$NOTIFY_SOCKET``, as sd_notify(3) does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from agentgw.config.load import Config
+from agentgw.errors import die
+from agentgw.log import get_logger
+from agentgw.paths import Layout
+from agentgw.sandbox import backend, image
+from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog
+from agentgw.sandbox.pool import WarmPool
+from agentgw.sandbox.protocol import host_limits
+
+log = get_logger(__name__)
+
+SOCKET_MODE = 0o660
+SOCKET_DIR_MODE = 0o755
+BACKLOG = 64
+_CAP_VERSION_3 = 0x20080522
+
+
+def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not run by a notify unit."""
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+    return True
+
+
+def uid_of(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def gid_of(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def _in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            return False
+    return True
+
+
+def make_listener(path: Path, gid: int | None) -> socket.socket:
+    """A listening socket at ``path``, mode 0660, owned by root and group ``gid`` (unchanged
+    when None: tests). A stale socket file is replaced; a served one is an error."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        path.parent.mkdir(mode=SOCKET_DIR_MODE, parents=True, exist_ok=True)
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise die(f"{path} exists and is not a socket", hint="remove it")
+        if _in_use(path):
+            raise die(f"{path}: another broker is serving on it",
+                      hint="systemctl status agentgw-sandbox")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        if gid is not None:
+            os.chown(path, 0, gid)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise die(f"cannot listen on {path}: {exc.strerror}",
+                  hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)") from exc
+    return sock
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Empty this thread's capability sets (the ambient set follows the permitted one). Call
+    it before any other thread exists: each thread has its own sets."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise die(f"cannot drop capabilities: {os.strerror(err)}")
+
+
+def records_on_stdout() -> ExecLog:
+    """The exec records go to the descriptor systemd opened as stdout (append mode); stdout
+    itself then points at stderr, so nothing else printed can land among the records."""
+    fd = os.dup(1)
+    os.set_inheritable(fd, False)
+    os.dup2(2, 1)
+    return ExecLog(fd)
+
+
+def detect_readonly(built: image.Image, cache: Path) -> backend.Detection:
+    """The backend recorded in the image cache for this kernel + QEMU + host when there is one;
+    otherwise probed now. The cache is read-only to the broker, so the detection runs on a
+    private copy of the cache's records."""
+    with tempfile.TemporaryDirectory(prefix="agentgw-detect-") as tmp:
+        for found in cache.glob("backend-*.json"):
+            shutil.copy(found, tmp)
+        return backend.detect(built, Path(tmp))
+
+
+def open_listeners(layout: Layout, config: Config) -> dict[str, socket.socket]:
+    """One socket per configured profile whose group exists; a profile not applied yet (no
+    agent-<p> group) is skipped with a warning rather than taking the others down."""
+    listeners: dict[str, socket.socket] = {}
+    try:
+        for profile in sorted(config.profiles):
+            group = config.host.user(profile)
+            gid = gid_of(group)
+            if gid is None:
+                log.warning("sandbox_profile_skipped", profile=profile,
+                            reason=f"group {group} does not exist (run agentgw apply)")
+                continue
+            listeners[profile] = make_listener(layout.sandbox_socket(profile), gid)
+    except BaseException:
+        close_listeners(layout, listeners)
+        raise
+    if not listeners:
+        raise die("no profile to serve: none is configured and applied",
+                  hint="add gateways/<p>.yaml, run 'agentgw apply', then start the broker")
+    return listeners
+
+
+def close_listeners(layout: Layout, listeners: Mapping[str, socket.socket]) -> None:
+    for profile, sock in listeners.items():
+        sock.close()
+        layout.sandbox_socket(profile).unlink(missing_ok=True)
+
+
+async def _serve(broker: Broker, listeners: Mapping[str, socket.socket], status: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await broker.serve(listeners, stop, ready=lambda: notify(f"READY=1\nSTATUS={status}"))
+    notify("STOPPING=1")
+
+
+def run_broker(
+    layout: Layout, config: Config, *, cache: Path, records: ExecLog,
+    queue_wait_s: float = QUEUE_WAIT_S,
+) -> None:
+    """Serve every configured profile until SIGTERM; sockets are removed on the way out."""
+    limits = config.host.sandbox
+    listeners = open_listeners(layout, config)
+    try:
+        drop_capabilities()
+        if os.geteuid() == 0:
+            log.warning("sandbox_broker_as_root",
+                        reason="QEMU runs as root; agentgw-sandbox.service runs it unprivileged")
+        built = image.load(cache)
+        detection = detect_readonly(built, cache)
+        machine = backend.machine_for(detection)
+        with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
+                      cpus=limits.vcpus) as pool:
+            broker = Broker(
+                limits=host_limits(limits),
+                per_profile=limits.max_concurrent_per_profile,
+                per_host=limits.max_concurrent_host,
+                runner=pool.run, records=records, user_of=config.host.user, uid_of=uid_of,
+                queue_wait_s=queue_wait_s,
+            )
+            status = (f"serving {', '.join(sorted(listeners))} on {detection.backend} "
+                      f"({detection.boundary}), warm pool {limits.pool_size}")
+            log.info("sandbox_broker_ready", status=status)
+            asyncio.run(_serve(broker, listeners, status))
+    finally:
+        close_listeners(layout, listeners)

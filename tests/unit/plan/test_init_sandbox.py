@@ -1,0 +1,56 @@
+"""init installs the sandbox broker: its user, its unit, the gateways' client, its state dir."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+from agentgw.model.actions import EnsureDir, EnsureGroup, EnsureUser, UnitAction, WriteFile
+from agentgw.paths import Layout
+from agentgw.plan.host import Observed, init_files, plan_init
+from tests.unit.plan.test_host_plan import after
+
+REPO = Path(__file__).resolve().parents[3]
+UNIT = REPO / "systemd" / "agentgw-sandbox.service"
+
+
+def test_init_plans_the_broker_once(tmp_path: Path) -> None:
+    """The agentgw-sandbox user and group, the unit (0644, as shipped), the client in _lib
+    (0644, the repo's launcher/sandbox_client.py), state/sandbox 0700 root; a daemon-reload
+    when systemd manages the host; nothing on a re-plan; init observes those files."""
+    layout = Layout(tmp_path)
+    empty = Observed(users=frozenset(), groups=frozenset(), paths={}, units={})
+    actions = plan_init(layout, empty, "#!launcher\n", "default\n")
+    assert EnsureGroup(name="agentgw-sandbox") in actions
+    assert EnsureUser(name="agentgw-sandbox", group="agentgw-sandbox",
+                      home=Path("/nonexistent")) in actions
+    files = {a.path: a for a in actions if isinstance(a, WriteFile)}
+    unit = files[layout.unit_dir / "agentgw-sandbox.service"]
+    client = files[layout.lib / "agentgw_sandbox.py"]
+    assert (unit.mode, unit.content) == (0o644, UNIT.read_text())
+    assert (client.mode, client.content) == (
+        0o644, (REPO / "launcher" / "sandbox_client.py").read_text())
+    dirs = {a.path: (a.owner, a.mode) for a in actions if isinstance(a, EnsureDir)}
+    assert dirs[layout.state / "sandbox"] == ("root", 0o700)
+    assert UnitAction(verb="daemon-reload", why="unit files changed") in actions
+    assert plan_init(layout, after(actions, empty), "#!launcher\n", "default\n") == []
+    assert {unit.path, client.path} <= set(init_files(layout))
+
+
+def test_unit_matches_the_paths_the_code_uses() -> None:
+    """The unit's records file is the one the registry reads, its ExecStart writes records to
+    that stdout, it holds only CAP_CHOWN, and it is the one unit given /dev/kvm."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    service = parser["Service"]
+    layout = Layout(Path("/"))
+    assert service["StandardOutput"] == f"append:{layout.state / 'sandbox' / 'execs.jsonl'}"
+    assert service["ExecStart"].endswith("agentgw sandbox serve --records -")
+    assert service["RuntimeDirectory"] == "agentgw/sandbox"
+    assert (layout.run / "sandbox") == Path("/run") / service["RuntimeDirectory"]
+    assert service["CapabilityBoundingSet"] == "CAP_CHOWN"
+    assert (service["User"], service["SupplementaryGroups"]) == ("agentgw-sandbox", "kvm")
+    assert service["DeviceAllow"] == "/dev/kvm rw"
+    template = (REPO / "systemd" / "agent-gateway@.service").read_text()
+    assert "kvm" not in template

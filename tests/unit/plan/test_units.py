@@ -1,0 +1,64 @@
+"""The drop-in's limits: cgroup limits always, kernel rlimits as the backstop that holds where
+systemd cannot enforce the cgroup ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentgw.model.host import HostConfig
+from agentgw.model.profile import Profile
+from agentgw.paths import Layout
+from agentgw.plan.units import render_dropin
+
+LIMITS = ("MemoryMax=", "TasksMax=", "CPUQuota=", "LimitNPROC=", "LimitDATA=", "LimitFSIZE=")
+
+
+def limits(resources: dict[str, Any], host: HostConfig) -> list[str]:
+    profile = Profile.model_validate(
+        {"name": "api", "mode": "cli", "listen": "127.77.0.3:8080", "resources": resources}
+    )
+    dropin = render_dropin(profile, host, Layout(Path("/")), [])
+    return [line for line in dropin.splitlines() if line.startswith(LIMITS)]
+
+
+def test_rlimits_follow_the_profile_resources() -> None:
+    """tasks_max is also LimitNPROC (one user per profile), data_max is LimitDATA and file_max
+    is LimitFSIZE, beside the cgroup limits."""
+    resources = {
+        "memory_max": "256M",
+        "cpu_quota": "50%",
+        "tasks_max": 64,
+        "data_max": "192M",
+        "file_max": "32M",
+    }
+    assert limits(resources, HostConfig()) == [
+        "MemoryMax=256M",
+        "TasksMax=64",
+        "CPUQuota=50%",
+        "LimitNPROC=64",
+        "LimitDATA=192M",
+        "LimitFSIZE=32M",
+    ]
+
+
+def test_without_data_and_file_caps_only_nproc_is_added() -> None:
+    """data_max and file_max default to no limit: no LimitDATA or LimitFSIZE line."""
+    assert limits({"tasks_max": 100}, HostConfig()) == [
+        "MemoryMax=1G",
+        "TasksMax=100",
+        "CPUQuota=100%",
+        "LimitNPROC=100",
+    ]
+
+
+def test_convenience_mode_has_no_nproc_limit() -> None:
+    """With one user shared by every profile RLIMIT_NPROC would count the siblings' tasks too,
+    so it is left out; the other rlimits are per process and stay."""
+    host = HostConfig.model_validate({"isolation": "convenience"})
+    assert limits({"tasks_max": 100, "file_max": "1G"}, host) == [
+        "MemoryMax=1G",
+        "TasksMax=100",
+        "CPUQuota=100%",
+        "LimitFSIZE=1G",
+    ]
