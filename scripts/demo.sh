@@ -85,7 +85,7 @@ run agentgw attest verify /var/lib/agentgw/proofs/api.json
 step "the read-only registry (its own hardened unit, unix socket, SO_PEERCRED)"
 run systemctl start agentgw-registry.service
 run curl -sS --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles -o /dev/null -w 'root: GET /v1/profiles -> %{http_code}\n'
-curl -sS --unix-socket /run/agentgw/registry.sock http://registry/metrics | grep -E '^agentgw_(aligned|isolated)' | head -6
+curl -sS --unix-socket /run/agentgw/registry.sock http://registry/metrics | grep -E '^agentgw_profile_(aligned|isolated)\{' | head -6
 echo "as agent-api (sees only api):"
 setpriv --reuid=agent-api --regid=agent-api --clear-groups \
   curl -sS --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles | python3 -c 'import json,sys; d=json.load(sys.stdin); print([p["profile"] for p in d["profiles"]])'
