@@ -39,7 +39,7 @@ BUILD=$(mktemp -d)
 cp -a "$BUILD/good" "$BUILD/good2"; echo "second build" > "$BUILD/good2/CHANGES"
 KEY=/etc/agentgw/release-signing.key
 SHA_A=$(awk '$1=="good"{print $2}' "$BUILD/list")
-SHA_B=aaaa$(echo "$SHA_A" | cut -c5-)
+SHA_B=$(printf '%s-b' "$SHA_A" | sha1sum | cut -c1-12)   # a second commit id for the second build
 run agentgw release add "$BUILD/good" --sha "$SHA_A" --label a --sign-key $KEY
 run agentgw release add "$BUILD/good2" --sha "$SHA_B" --label b --sign-key $KEY
 for v in crash unhealthy wrongsha; do
