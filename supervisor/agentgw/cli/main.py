@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 
 import click
 
@@ -62,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(rv)
     except AgentgwError as exc:
         if debug:
+            import traceback  # only with --debug: it costs ~25 ms at start-up
+
             traceback.print_exc()
         click.echo(f"error: {exc.message}", err=True)
         if exc.hint:
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         if debug:
+            import traceback  # only with --debug: it costs ~25 ms at start-up
+
             traceback.print_exc()
         message = exc.format_message().replace("\n", " ")
         click.echo(f"error: {message}", err=True)
