@@ -13,9 +13,9 @@ from agentgw.apply.control import Controller, exit_code
 from agentgw.apply.history import read_history, verify_history
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config.load import load_config
-from agentgw.errors import AgentgwError, Exit
+from agentgw.errors import Exit
 from agentgw.model.control import Outcome
-from agentgw.observe.units import systemd_here
+from agentgw.observe.units import check_systemd_here
 from agentgw.paths import unit_name
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
@@ -29,11 +29,7 @@ etc_option = click.option(
 @contextmanager
 def controller(app: App, etc: Path | None, as_json: bool) -> Iterator[Controller]:
     """A Controller on one D-Bus connection, closed when the command ends."""
-    if not systemd_here():
-        raise AgentgwError(
-            "systemd is not running here",
-            hint="run on the host that runs the gateways (or inside 'agentgw lab')",
-        )
+    check_systemd_here()
     from agentgw.bus import Systemd
 
     config = load_config(etc if etc is not None else app.layout.etc)

@@ -12,7 +12,7 @@ from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.observe.lint import lint_profiles
-from agentgw.observe.units import systemd_here
+from agentgw.observe.units import check_systemd_here
 
 
 @click.command("lint")
@@ -29,8 +29,7 @@ def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None
     Requires/PartOf/BindsTo between instances, `systemd-analyze verify` clean, and the
     `systemd-analyze security` exposure at or under exposure_threshold. Exit 3 on any finding.
     """
-    if not systemd_here():
-        raise AgentgwError("systemd is not running here", hint="run on the gateway host")
+    check_systemd_here()
     config = load_config(etc if etc is not None else app.layout.etc)
     names = [profile] if profile else list(config.profiles)
     unknown = [n for n in names if n not in config.profiles]

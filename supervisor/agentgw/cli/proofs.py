@@ -13,7 +13,7 @@ from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model.proof import ProofRecord
-from agentgw.observe.units import systemd_here
+from agentgw.observe.units import check_systemd_here
 
 etc_option = click.option(
     "--etc",
@@ -52,11 +52,7 @@ def verify(
     properties. Exits 3 when a profile is not isolated (a check failed, the host cannot
     enforce a boundary, or convenience mode).
     """
-    if not systemd_here():
-        raise AgentgwError(
-            "systemd is not running here",
-            hint="run on the host that runs the gateways (or inside 'agentgw lab')",
-        )
+    check_systemd_here()
     from agentgw.bus import Systemd
     from agentgw.proofs.verify import verify_profiles
 

@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -29,24 +29,12 @@ from agentgw.observe.status import status_now
 from agentgw.paths import Layout
 from agentgw.registry.app import create_app
 from agentgw.registry.auth import connection_of, with_connection
+from agentgw.sdnotify import notify
 
 log = get_logger(__name__)
 
 SOCKET_MODE = 0o666
 BACKLOG = 1024
-
-
-def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not run by a notify unit."""
-    address = environ.get("NOTIFY_SOCKET", "")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
-    return True
 
 
 class PeerCredProtocol(H11Protocol):

@@ -34,6 +34,7 @@ from agentgw.sandbox import backend, image
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
+from agentgw.sdnotify import notify
 
 log = get_logger(__name__)
 
@@ -41,19 +42,6 @@ SOCKET_MODE = 0o660
 SOCKET_DIR_MODE = 0o755
 BACKLOG = 64
 _CAP_VERSION_3 = 0x20080522
-
-
-def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Send ``state`` (e.g. ``READY=1``) to systemd; False when not run by a notify unit."""
-    address = environ.get("NOTIFY_SOCKET", "")
-    if not address:
-        return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
-    return True
 
 
 def uid_of(name: str) -> int | None:
