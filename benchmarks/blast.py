@@ -1,8 +1,9 @@
 """Part 1 of the soak: one fault at a time in profile A, while profile B is measured.
 
 B's /health is sampled from here (source-bound to B's own address, as its unit's IP filter
-requires) and ``agentgw status --json`` is run throughout, in a baseline window before, a window
-while the fault runs, and a baseline window after A is restored. Each check reads where the
+requires), and ``agentgw status --json`` and the registry's /v1/profiles are asked throughout, in
+a baseline window before, a window while the fault runs, and a baseline window after A is
+restored. Each check reads where the
 limit acts (the unit's cgroup files, /proc/<pid>/limits, the journal); a limit systemd accepted
 but this kernel does not enforce is reported "not enforced", never counted as containment.
 """
@@ -13,6 +14,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import threading
@@ -28,6 +30,7 @@ from benchmarks.soak_host import (
     A_LIMITS,
     A_STOP_TIMEOUT_S,
     MIB,
+    REGISTRY_SOCKET,
     A,
     B,
     Host,
@@ -45,8 +48,9 @@ from benchmarks.soak_host import (
     wait_for,
 )
 
-# The test command's version: contained by limits this lab enforces, and quick.
-SHORT_FAULTS = ("forkbomb", "fillhome", "ignoreterm", "memhog")
+# The test command's version: quick, contained by limits this lab enforces, and light on CPU
+# (with no cpu controller here, a fault that burns CPU, its own or journald's, moves B's p99).
+SHORT_FAULTS = ("crashloop", "forkbomb", "fillhome", "ignoreterm")
 JOURNALD = "systemd-journald.service"
 MAX_RATIO = 2.0
 SAMPLE_S = 0.005
@@ -73,14 +77,48 @@ def p99_ms(latencies: list[float], failures: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98] * 1000
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("registry", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+def ask_registry() -> str | None:
+    """GET /v1/profiles from the registry's socket (as root: every profile); None when it
+    answered 200 with the profiles, else what went wrong."""
+    conn = UnixHTTPConnection(REGISTRY_SOCKET, timeout=10.0)
+    try:
+        conn.request("GET", "/v1/profiles")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        return f"registry: {exc}"
+    finally:
+        conn.close()
+    if response.status != 200:
+        return f"registry answered {response.status}"
+    try:
+        json.loads(body)["profiles"]
+    except (ValueError, KeyError, TypeError):
+        return "registry: no profiles in its answer"
+    return None
+
+
 @dataclass
 class Window:
-    """What B's /health and ``agentgw status`` did during one measurement window."""
+    """What B's /health, ``agentgw status`` and the registry did during one window."""
 
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
     status_s: list[float] = field(default_factory=list)
-    status_bad: list[str] = field(default_factory=list)
+    registry_s: list[float] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
 
     @property
     def p99_ms(self) -> float:
@@ -89,8 +127,8 @@ class Window:
 
 @contextmanager
 def measured(host: Host) -> Iterator[Window]:
-    """For as long as the block runs: GET B's /health every SAMPLE_S, and run ``agentgw status
-    --json`` every STATUS_EVERY_S (the same load in baseline and fault windows)."""
+    """For as long as the block runs: GET B's /health every SAMPLE_S; every STATUS_EVERY_S, run
+    ``agentgw status --json`` and ask the registry (the same load in every window)."""
     window = Window()
     stop = threading.Event()
     address, port = host.listen[B]
@@ -106,7 +144,7 @@ def measured(host: Host) -> Iterator[Window]:
                 window.failures += 1
             stop.wait(max(0.0, SAMPLE_S - elapsed))
 
-    def status() -> None:
+    def readers() -> None:
         while not stop.is_set():
             t0 = time.perf_counter()
             proc = subprocess.run([AGENTGW, "status", "--json"], capture_output=True, text=True,
@@ -115,10 +153,15 @@ def measured(host: Host) -> Iterator[Window]:
             try:
                 json.loads(proc.stdout)["profiles"]
             except (ValueError, KeyError, TypeError):
-                window.status_bad.append(f"exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+                window.bad.append(f"status exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+            t0 = time.perf_counter()
+            problem = ask_registry()
+            window.registry_s.append(time.perf_counter() - t0)
+            if problem is not None:
+                window.bad.append(problem)
             stop.wait(STATUS_EVERY_S)
 
-    threads = [threading.Thread(target=sample), threading.Thread(target=status)]
+    threads = [threading.Thread(target=sample), threading.Thread(target=readers)]
     for thread in threads:
         thread.start()
     try:
@@ -146,6 +189,8 @@ class Contained:
     held: bool
     evidence: str
     not_enforced: list[str] = field(default_factory=list)
+    # Whether the CPU that B competes with is A's own (so CPUQuota= is what protects B).
+    a_cpu: bool = True
 
 
 @dataclass
@@ -159,6 +204,12 @@ class Seen:
     cpu_used: float = 0.0
     journald_cpu: float = 0.0
     stop_s: float = 0.0
+
+
+def cpu_quota(cgroup: dict[str, str | None]) -> tuple[float, bool]:
+    """A's CPUQuota in CPUs, and whether its cgroup enforces it here (cpu.max)."""
+    quota = int(A_LIMITS["cpu_quota"].rstrip("%")) / 100
+    return quota, cgroup.get("cpu.max") == f"{int(quota * 100000)} 100000"
 
 
 def check_crashloop(seen: Seen) -> Contained:
@@ -194,7 +245,7 @@ def check_memhog(seen: Seen) -> Contained:
     events = read_text(cgroup_dir(unit(A)) / "memory.events") or ""
     oom_killed = bool(re.search(r"^oom_kill [1-9]", events, re.M))
     props = show(unit(A), "ActiveState", "NRestarts")
-    memory_max = seen.cgroup.get("memory.max") is not None
+    memory_max = seen.cgroup.get("memory.max") == str(int(A_LIMITS["memory_max"][:-1]) * MIB)
     stopped = (bool(sizes) and max(sizes) <= cap) or oom_killed
     return Contained(
         f"LimitDATA={A_LIMITS['data_max']}"
@@ -209,8 +260,7 @@ def check_memhog(seen: Seen) -> Contained:
 
 
 def check_cpuhog(seen: Seen) -> Contained:
-    quota = int(A_LIMITS["cpu_quota"].rstrip("%")) / 100
-    enforced = seen.cgroup.get("cpu.max") == f"{int(quota * 100000)} 100000"
+    quota, enforced = cpu_quota(seen.cgroup)
     return Contained(
         f"CPUQuota={A_LIMITS['cpu_quota']}" if enforced else "scheduler fair share only",
         enforced and seen.cpu_used <= quota * 1.1,
@@ -264,6 +314,8 @@ def check_logflood(seen: Seen) -> Contained:
         0 < kept <= bound,
         f"journald kept {kept} flood lines (bound {bound}); A used {seen.cpu_used:.2f} CPUs, "
         f"journald {seen.journald_cpu:.2f} (shared by every profile)",
+        # The flood's CPU is journald's, which no limit of A's unit caps.
+        a_cpu=False,
     )
 
 
@@ -297,6 +349,7 @@ class Row:
     sibling_unchanged: bool
     a_status: str
     status_max_ms: float
+    registry_max_ms: float
     result: str
     evidence: str
 
@@ -305,17 +358,26 @@ class Row:
         return self.fault_p99_ms / self.base_p99_ms
 
 
-def judge(contained: Contained, ratio: float, problems: list[str]) -> str:
-    """pass; "not enforced" when the host lacks a limit the fault needs; FAIL otherwise."""
+def judge(contained: Contained, ratio: float, cpu_enforced: bool, problems: list[str]) -> str:
+    """pass, FAIL, or "not enforced" when what failed needs a limit this host lacks: A not
+    held without one of its limits, or B slowed by A's CPU without A's CPUQuota."""
     if problems:
         return "FAIL: " + "; ".join(problems)
-    if contained.held and ratio <= MAX_RATIO:
-        return "pass"
-    why = ([] if contained.held else ["A not held"]) + (
-        [] if ratio <= MAX_RATIO else [f"B p99 {ratio:.1f}x"])
-    if contained.not_enforced:
-        return "not enforced: " + ", ".join(contained.not_enforced) + f" ({', '.join(why)})"
-    return "FAIL: " + ", ".join(why)
+    missing, failed = [], []
+    if not contained.held:
+        (missing if contained.not_enforced else failed).append("A not held")
+    if ratio > MAX_RATIO:
+        cpu_missing = contained.a_cpu and not cpu_enforced
+        (missing if cpu_missing else failed).append(f"B p99 {ratio:.1f}x")
+    if failed:
+        return "FAIL: " + ", ".join(failed + missing)
+    if missing:
+        limits = [] if contained.held else list(contained.not_enforced)
+        cpu = f"CPUQuota={A_LIMITS['cpu_quota']}"
+        if ratio > MAX_RATIO and cpu not in limits:
+            limits.append(cpu)
+        return "not enforced: " + ", ".join(limits) + f" ({', '.join(missing)})"
+    return "pass"
 
 
 def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[Row, Window]:
@@ -335,14 +397,14 @@ def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[R
     seen.cpu_used = (cpu_seconds(unit(A)) - cpu0) / elapsed
     seen.journald_cpu = (cpu_seconds(JOURNALD) - journald0) / elapsed
     contained = CHECKS[name](seen)
-    shown = a_status()
+    shown = a_status(since)
     b_after = pid_and_start(B)
     problems = []
     unchanged = b_after == b_before and b_before[0] > 0
     if not unchanged:
         problems.append(f"B pid/start {b_before} -> {b_after}")
-    if during.status_bad or not during.status_s:
-        problems.append(f"status: {(during.status_bad or ['never answered'])[0]}")
+    if during.bad or not during.status_s:
+        problems.append((during.bad or ["status never answered"])[0])
     if promote.returncode not in (0, 1):
         problems.append(f"promote exited {promote.returncode}: {promote.stderr.strip()}")
     if name == "fillhome":
@@ -364,7 +426,8 @@ def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[R
         sibling_unchanged=unchanged,
         a_status=shown,
         status_max_ms=max(during.status_s, default=float("inf")) * 1000,
-        result=judge(contained, during.p99_ms / base_ms, problems),
+        registry_max_ms=max(during.registry_s, default=float("inf")) * 1000,
+        result=judge(contained, during.p99_ms / base_ms, cpu_quota(seen.cgroup)[1], problems),
         evidence=contained.evidence,
     )
     return row, after
@@ -373,11 +436,11 @@ def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[R
 
 def table(rows: list[Row]) -> str:
     header = ["fault", "containment mechanism", "sibling p99 base->fault (ratio)",
-              "sibling pid unchanged", "A in status", "status max", "result"]
+              "sibling pid unchanged", "A in status", "status/registry max", "result"]
     cells = [
         [r.fault, r.mechanism, f"{r.base_p99_ms:.1f}->{r.fault_p99_ms:.1f} ms ({r.ratio:.2f}x)",
-         "yes" if r.sibling_unchanged else "NO", r.a_status, f"{r.status_max_ms:.0f} ms",
-         r.result]
+         "yes" if r.sibling_unchanged else "NO", r.a_status,
+         f"{r.status_max_ms:.0f}/{r.registry_max_ms:.0f} ms", r.result]
         for r in rows
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]

@@ -27,6 +27,8 @@ A, B = "api", "core"
 # the following faults are checked by.
 FAULTS = ("crashloop", "forkbomb", "memhog", "cpuhog", "fillhome", "ignoreterm", "logflood")
 CGROUP = Path("/sys/fs/cgroup")
+REGISTRY = "agentgw-registry.service"
+REGISTRY_SOCKET = "/run/agentgw/registry.sock"
 MIB = 1 << 20
 
 # A's limits in the soak: small, so each fault reaches them within seconds.
@@ -86,12 +88,9 @@ class Host:
     health: dict[str, str]
 
 
-def soak_profile(name: str, net: str | None) -> dict[str, Any]:
+def soak_profile(name: str) -> dict[str, Any]:
     """The repo's example profile with the soak's health timeout, and A's limits for A."""
     data: dict[str, Any] = yaml.safe_load((REPO / "gateways" / f"{name}.yaml").read_text())
-    if net is not None:
-        address, _, port = data["listen"].rpartition(":")
-        data["listen"] = f"{net}.{address.rsplit('.', 1)[1]}:{port}"
     data.setdefault("health", {})["timeout_s"] = HEALTH_TIMEOUT_S
     if name == A:
         data["resources"] = dict(A_LIMITS)
@@ -99,8 +98,9 @@ def soak_profile(name: str, net: str | None) -> dict[str, Any]:
     return data
 
 
-def set_up(build: Path, net: str | None) -> Host:
-    """init, keys, releases (good, broken, one per fault), the soak's profiles applied."""
+def set_up(build: Path) -> Host:
+    """init, keys, releases (good, broken, one per fault), the soak's profiles applied and on
+    release A, and the registry started."""
     releases = setup_host(build)
     shas = {"a": releases.a, "b": releases.b, "crash": releases.crash,
             "unhealthy": releases.unhealthy, "wrongsha": releases.wrongsha}
@@ -112,7 +112,7 @@ def set_up(build: Path, net: str | None) -> Host:
                     "--sign-key", str(KEY))
     listen, health = {}, {}
     for name in PROFILES:
-        data = soak_profile(name, net)
+        data = soak_profile(name)
         (ETC / "gateways" / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         address, _, port = data["listen"].rpartition(":")
         listen[name] = (address, int(port))
@@ -123,12 +123,14 @@ def set_up(build: Path, net: str | None) -> Host:
     for name in PROFILES:
         for label in ("b", "a"):
             agentgw("promote", name, shas[label], "--allow-downgrade")
+    sh("systemctl", "start", REGISTRY)
     return Host(shas, listen, health)
 
 
 def restore_repo_profiles(build: Path) -> None:
     """The repo's example profiles again, all on release A (the lab is shared with the other
     integration tests); works after a soak that failed half-way."""
+    sh("systemctl", "stop", REGISTRY, check=False)
     for name in PROFILES:
         shutil.copy(REPO / "gateways" / f"{name}.yaml", ETC / "gateways" / f"{name}.yaml")
     agentgw("apply")
@@ -182,15 +184,20 @@ def journal(profile: str, since: float, grep: str) -> list[str]:
     return [line for line in out.splitlines() if re.search(grep, line)]
 
 
-def a_status() -> str:
-    """A's row in ``agentgw status --json``: state and restarts."""
+def a_status(since: float) -> str:
+    """A's row in ``agentgw status --json`` (state, restarts), and the failures the template's
+    OnFailure= hook recorded in the history since ``since``."""
     proc = agentgw("status", A, "--json", check=False)
     try:
         row = json.loads(proc.stdout)["profiles"][0]
     except (ValueError, KeyError, IndexError):
         return f"status exited {proc.returncode}"
     text = f"{row['active_state']}/{row['sub_state']}"
-    return text + (f", {row['restarts']} restarts" if row.get("restarts") else "")
+    text += f", {row['restarts']} restarts" if row.get("restarts") else ""
+    history = json.loads(agentgw("history", A, "--json").stdout)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+    failures = [r for r in history if r.get("action") == "failure" and r.get("time", "") >= stamp]
+    return text + (f", {len(failures)} failure recorded" if failures else "")
 
 
 def links(profile: str) -> Links:

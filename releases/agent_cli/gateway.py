@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from agent_cli import pidfile
+from agent_cli import faults, pidfile
 from agent_cli.notify import notify
 from agent_cli.server import GatewayServer, Router, serve
 from agent_cli.settings import EX_CONFIG, ConfigError, Release, Settings, this_release
@@ -43,8 +43,13 @@ def run(routes: Routes, *, replace: bool) -> int:
         log(f"error: {exc}")
         return 1
     address = f"{settings.host}:{settings.port}"
+    router = routes(settings, release)
+    fault: faults.Fault | None = None
+    if faults.want_fault(release.variant):
+        fault = faults.Fault(release.variant, settings.home, log)
+        router = faults.HealthWatch(router, {"/health", settings.health_path}, fault)
     try:
-        server = GatewayServer((settings.host, settings.port), routes(settings, release))
+        server = GatewayServer((settings.host, settings.port), router)
     except OSError as exc:
         log(f"error: cannot listen on {address}: {exc.strerror}")
         return 1
@@ -57,11 +62,17 @@ def run(routes: Routes, *, replace: bool) -> int:
         return EX_CONFIG
     status = f"profile={settings.profile} sha={release.sha} variant={release.variant} on {address}"
     log(f"serving {status}")
+
+    def on_ready() -> None:
+        notify(f"READY=1\nSTATUS=serving {status}")
+        if fault is not None:
+            fault.ready()
+
     try:
         serve(
             server,
             drain_s=settings.drain_s,
-            on_ready=lambda: notify(f"READY=1\nSTATUS=serving {status}"),
+            on_ready=on_ready,
             on_stopping=lambda: notify("STOPPING=1"),
         )
     finally:

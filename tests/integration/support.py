@@ -60,7 +60,9 @@ def setup_host(build: Path) -> Releases:
     if not good2.exists():
         shutil.copytree(build / "good", good2)
         (good2 / "CHANGES").write_text("second build\n")
-    b = "b" + shas["good"][1:]
+    # B's sha is A's with another first digit: "b", unless A's already starts with "b" (then
+    # the two would be one ambiguous sha).
+    b = ("c" if shas["good"].startswith("b") else "b") + shas["good"][1:]
     labels = {"a": (build / "good", shas["good"]), "b": (good2, b)}
     for v in ("crash", "unhealthy", "wrongsha"):
         labels[v] = (build / v, shas[v])

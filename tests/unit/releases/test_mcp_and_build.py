@@ -52,7 +52,9 @@ def tree_files(root: Path) -> dict[str, bytes]:
 def test_build_makes_a_good_tree_and_one_per_variant(built: dict[str, Built]) -> None:
     """good is releases/agent_cli as is; each variant differs only by its VARIANT marker;
     VERSION holds each tree's own sha."""
-    assert sorted(built) == ["crash", "good", "unhealthy", "wrongsha"]
+    faults = (REPO / "releases" / "variants").iterdir()
+    assert sorted(built) == sorted(["good", *(path.name for path in faults)])
+    assert {"crash", "unhealthy", "wrongsha", "forkbomb", "ignoreterm"} <= set(built)
     good = tree_files(built["good"].tree)
     source = tree_files(REPO / "releases" / "agent_cli")
     assert {k.removeprefix("agent_cli/"): v for k, v in good.items() if k != "VERSION"} == {

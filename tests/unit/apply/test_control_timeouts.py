@@ -1,0 +1,48 @@
+"""How long promote waits for the restart job: the stop is part of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentgw.apply.control import READY_GRACE_S, Controller, Failed, Run
+from agentgw.config.load import load_config
+from agentgw.errors import AgentgwError
+from agentgw.paths import Layout
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class RecordingSystemd:
+    """Records the restart's timeout, then fails it (nothing after the restart is needed)."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    def enable(self, names: list[str]) -> None:
+        pass
+
+    def reset_failed(self, name: str) -> None:
+        pass
+
+    def restart(self, name: str, *, timeout: float = 90.0) -> str:
+        self.timeouts.append(timeout)
+        raise AgentgwError("recorded")
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"not expected here: {name}")
+
+
+def test_restart_wait_covers_the_units_stop_timeout(tmp_path: Path) -> None:
+    """api drains for up to 60 s (TimeoutStopSec=65): the wait for its restart job is the stop
+    timeout plus the health timeout plus the ready grace, so a slow drain, or a release that
+    ignores SIGTERM, no longer turns a promote away from it into a rollback to it."""
+    config = load_config(REPO)
+    profile = config.profiles["api"]
+    sd = RecordingSystemd()
+    controller = Controller(Layout(tmp_path), config, sd, lambda line: None)
+    with pytest.raises(Failed, match="recorded"):
+        controller.start_and_prove(Run(lambda line: None), profile, "unused")
+    assert sd.timeouts == [60 + 5 + profile.health.timeout_s + READY_GRACE_S]
