@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium
-STAMP := $(VENV)/.agentgw-installed
 
 .PHONY: setup apt venv sandbox-image test lint unit integration demo bench soak clean-lab help
 
@@ -29,15 +28,11 @@ apt:
 	fi
 
 # The venv is built from Debian's /usr/bin/python3 outside /root, so hardened units can run it.
-$(STAMP): pyproject.toml
-	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -c 'import agentgw, pystemd' && touch $(STAMP)
-
-venv: $(STAMP)
-	@$(PY) -c 'import agentgw, sys; sys.exit(0 if agentgw.__file__.startswith("$(CURDIR)/") else 1)' \
-		|| { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
+# agentgw is installed as a regular (not editable) package: the registry, broker and verify
+# units run it with PrivateTmp=/ProtectHome=, which hide a checkout under /tmp, /var/tmp or
+# /home. scripts/install-venv reinstalls it whenever the sources change.
+venv:
+	@VENV=$(VENV) scripts/install-venv
 
 lint: setup
 	$(VENV)/bin/ruff check supervisor tests benchmarks launcher releases

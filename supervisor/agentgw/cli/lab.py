@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-import agentgw
 from agentgw import run
 from agentgw.cli.context import echo_json
 from agentgw.errors import AgentgwError, Exit
@@ -15,9 +14,14 @@ from agentgw.lab.machine import DEFAULT_NAME, Lab, LabSpec, booted, why_unavaila
 
 
 def checkout() -> Path | None:
-    """The source tree agentgw runs from (an editable install), bound into every lab."""
-    top = Path(agentgw.__file__).resolve().parents[2]
-    return top if (top / "pyproject.toml").is_file() else None
+    """The agentgw checkout the caller works in (the working directory or a parent holding its
+    pyproject.toml), bound into every lab so its tests and scripts run inside unchanged."""
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file() and 'name = "agentgw"' in pyproject.read_text():
+            return directory
+    return None
 
 
 def default_binds(extra: tuple[Path, ...]) -> tuple[Path, ...]:
