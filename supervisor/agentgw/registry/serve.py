@@ -30,6 +30,7 @@ from agentgw.paths import Layout
 from agentgw.registry.app import create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
+from agentgw.unixsock import in_use
 
 log = get_logger(__name__)
 
@@ -68,15 +69,6 @@ class NotifyingServer(uvicorn.Server):
             path.unlink(missing_ok=True)
 
 
-def _in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
-
-
 def unix_listener(path: Path) -> socket.socket:
     """A listening socket at ``path`` (mode 0666); a stale socket file is replaced."""
     try:
@@ -86,7 +78,7 @@ def unix_listener(path: Path) -> socket.socket:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise usage(f"{path} exists and is not a socket", hint="remove it or pick --socket")
-        if _in_use(path):
+        if in_use(path):
             raise die(f"{path}: another process is serving on it",
                       hint="systemctl status agentgw-registry")
         path.unlink()

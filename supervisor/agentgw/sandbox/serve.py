@@ -35,6 +35,7 @@ from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
 from agentgw.sdnotify import notify
+from agentgw.unixsock import in_use
 
 log = get_logger(__name__)
 
@@ -58,15 +59,6 @@ def gid_of(name: str) -> int | None:
         return None
 
 
-def _in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(os.fspath(path))
-        except OSError:
-            return False
-    return True
-
-
 def make_listener(path: Path, gid: int | None) -> socket.socket:
     """A listening socket at ``path``, mode 0660, owned by root and group ``gid`` (unchanged
     when None: tests). A stale socket file is replaced; a served one is an error."""
@@ -77,7 +69,7 @@ def make_listener(path: Path, gid: int | None) -> socket.socket:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise die(f"{path} exists and is not a socket", hint="remove it")
-        if _in_use(path):
+        if in_use(path):
             raise die(f"{path}: another broker is serving on it",
                       hint="systemctl status agentgw-sandbox")
         path.unlink()
