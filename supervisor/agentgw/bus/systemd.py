@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -88,6 +88,8 @@ class TransientRun:
     status: int
     stdout: str
     stderr: str
+    # Service properties asked for with ``read_back``, read before the unit was forgotten.
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int | None:
@@ -413,12 +415,14 @@ class Systemd:
         properties: Mapping[str, object] | None = None,
         *,
         timeout: float = 30.0,
+        read_back: Sequence[str] = (),
     ) -> TransientRun:
         """Run ``argv`` to completion in a transient service; its exit status and output.
 
         Runs as ``Type=oneshot`` with ``RemainAfterExit`` so the exit status can be read after
         the job ends; stdout/stderr go to files this process opened, so they are captured
-        whatever the sandbox forbids. The unit is stopped and forgotten afterwards.
+        whatever the sandbox forbids. ``read_back`` names Service properties to read before
+        the unit is stopped and forgotten (what systemd actually applied).
         """
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             props: dict[str, object] = {
@@ -436,7 +440,9 @@ class Systemd:
             job = self.start_transient(name, props, argv, wait=False)
             try:
                 result = self._wait_job(job, "start", name, timeout + 10)
-                svc = self.unit_properties(name, SERVICE, ["ExecMainCode", "ExecMainStatus"])
+                svc = self.unit_properties(
+                    name, SERVICE, ["ExecMainCode", "ExecMainStatus", *read_back]
+                )
             finally:
                 self._forget(name)
             out.seek(0)
@@ -448,6 +454,7 @@ class Systemd:
                 status=_int(svc["ExecMainStatus"]),
                 stdout=out.read().decode(errors="replace"),
                 stderr=err.read().decode(errors="replace"),
+                properties={k: svc[k] for k in read_back},
             )
 
     def _forget(self, name: str) -> None:

@@ -14,13 +14,12 @@ import ipaddress
 import json
 import secrets
 import socket
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from agentgw.bus import SERVICE, UNIT
+from agentgw.bus import SERVICE, TransientRun
 from agentgw.bus.wire import SIGNATURES
 
 # The sandbox of a gateway (Service interface properties): copied onto the probe unit.
@@ -44,7 +43,6 @@ SANDBOX = COPIED + COMPARED_ONLY
 IP_LISTS = ("IPAddressDeny", "IPAddressAllow")
 PAIRS = ("DeviceAllow", "TemporaryFileSystem")
 FLAGGED_LISTS = ("SystemCallFilter", "RestrictAddressFamilies")
-EXIT_CODES = {1: "exited", 2: "killed", 3: "dumped"}
 PROBE_TIMEOUT_S = 30.0
 # How long a TCP connect may take before it counts as dropped: loopback answers in microseconds.
 CONNECT_TIMEOUT_S = 0.5
@@ -60,8 +58,10 @@ class Bus(Protocol):
         self, name: str, properties: Mapping[str, object], argv: Sequence[str], *,
         wait: bool = ..., timeout: float = ...,
     ) -> str: ...
-    def stop(self, name: str, *, timeout: float = ...) -> str: ...
-    def reset_failed(self, name: str) -> None: ...
+    def run_transient(
+        self, name: str, argv: Sequence[str], properties: Mapping[str, object] | None = ...,
+        *, timeout: float = ..., read_back: Sequence[str] = ...,
+    ) -> TransientRun: ...
 
 
 # --- pure: property values -----------------------------------------------------------------
@@ -230,17 +230,6 @@ def parse_answers(stdout: str) -> dict[str, Any] | None:
     return answers if isinstance(answers, dict) else None
 
 
-def forget(sd: Bus, name: str) -> None:
-    """Stop a probe unit and clear its failed state, so nothing of it stays loaded."""
-    state = sd.unit_properties(name, UNIT, ["ActiveState", "LoadState"])
-    if state["LoadState"] == "not-found":
-        return
-    if state["ActiveState"] not in ("inactive", "failed"):
-        sd.stop(name)
-    if sd.unit_properties(name, UNIT, ["ActiveState"])["ActiveState"] == "failed":
-        sd.reset_failed(name)
-
-
 def run_probe(
     sd: Bus,
     tag: str,
@@ -253,30 +242,11 @@ def run_probe(
     """Run the probe program in a oneshot transient unit with ``properties``; read its answers
     and, before the unit is removed, the sandbox properties systemd actually gave it."""
     name = f"agentgw-probe-{tag}-{secrets.token_hex(4)}.service"
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        props: dict[str, object] = {
-            "Description": f"agentgw verify probe ({tag})",
-            "Type": "oneshot",
-            # Keeps the finished unit (and its properties) loaded until forget().
-            "RemainAfterExit": True,
-            "StandardOutputFileDescriptor": out.fileno(),
-            "StandardErrorFileDescriptor": err.fileno(),
-            "TimeoutStartUSec": int(timeout * 1_000_000),
-            "TimeoutStopUSec": 5_000_000,
-            **properties,
-        }
-        try:
-            result = sd.start_transient(name, props, probe_argv(python, spec),
-                                        timeout=timeout + 10)
-            raw = sd.unit_properties(name, SERVICE, ["ExecMainCode", "ExecMainStatus", *SANDBOX])
-        finally:
-            forget(sd, name)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
-    code = EXIT_CODES.get(int(raw["ExecMainCode"]), "unknown")
-    status = int(raw["ExecMainStatus"])
+    props = {"Description": f"agentgw verify probe ({tag})", **properties}
+    run = sd.run_transient(
+        name, probe_argv(python, spec), props, timeout=timeout, read_back=SANDBOX
+    )
+    result, code, status, stdout, stderr = run.result, run.code, run.status, run.stdout, run.stderr
     answers = parse_answers(stdout)
     error = None
     if answers is None:
@@ -284,5 +254,5 @@ def run_probe(
         error = f"probe unit {name}: job {result}, {code} {status}: {tail}"
     return ProbeRun(
         unit=name, result=result, code=code, status=status, answers=answers, error=error,
-        sandbox=sandbox_of(raw), stderr=stderr[-2000:],
+        sandbox=sandbox_of(run.properties), stderr=stderr[-2000:],
     )
