@@ -29,17 +29,23 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
-def _trusted_key(value: str) -> str:
-    """A key file's absolute path, or the key itself (PEM, or raw base64 of its 32 bytes)."""
-    if value.startswith("/"):
-        check_abs_path(value)
-        return value
+def inline_key(value: str) -> bool:
+    """Whether a trusted_keys entry is the key itself (PEM, or base64 of its 32 bytes) rather
+    than a file path. Decided by the content, not a leading '/': base64 may start with '/'."""
     text = value.strip()
     if text.startswith(PEM_BEGIN) and text.endswith(PEM_END):
         der = _b64(text[len(PEM_BEGIN) : -len(PEM_END)])
-        if der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX):
-            return value
-    elif (raw := _b64(text)) is not None and len(raw) == 32:
+        return der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX)
+    raw = _b64(text)
+    return raw is not None and len(raw) == 32
+
+
+def _trusted_key(value: str) -> str:
+    """A key file's absolute path, or the key itself (PEM, or raw base64 of its 32 bytes)."""
+    if inline_key(value):
+        return value
+    if value.startswith("/"):
+        check_abs_path(value)
         return value
     shown = value if len(value) <= 40 else value[:40] + "..."
     raise invalid(

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agentgw.errors import die, usage
+from agentgw.model.host import inline_key
 
 FINGERPRINT_HEX = 16
 PUBLIC_SUFFIX = ".pub"
@@ -120,9 +121,10 @@ def trusted_keys(entries: Iterable[str]) -> dict[str, Ed25519PublicKey]:
     found: dict[str, Ed25519PublicKey] = {}
     hint = "fix trusted_keys in agentgw.yaml (agentgw config check)"
     for entry in entries:
-        shown = entry if entry.startswith("/") else "given inline"
+        inline = inline_key(entry)
+        shown = "given inline" if inline else entry
         data: str | bytes = entry
-        if entry.startswith("/"):
+        if not inline:
             try:
                 data = Path(entry).read_bytes()
             except OSError as exc:

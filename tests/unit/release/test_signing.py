@@ -110,3 +110,26 @@ def test_unusable_trusted_keys_fail_with_the_config_hint(tmp_path: Path) -> None
             trusted_keys([entry])
         assert raised.value.code == Exit.FAILED
         assert "trusted_keys" in raised.value.hint
+
+
+def test_inline_key_starting_with_a_slash_is_not_taken_for_a_path() -> None:
+    """Base64 can begin with '/': such an inline key is still a key (in the config model and
+    in trusted_keys), not a file path to read."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agentgw.model.host import HostConfig
+    from agentgw.proofs.signing import fingerprint, trusted_keys
+
+    raw_format = serialization.PublicFormat.Raw
+    for _ in range(5000):
+        public = Ed25519PrivateKey.generate().public_key()
+        text = base64.b64encode(public.public_bytes(serialization.Encoding.Raw, raw_format))
+        if text.startswith(b"/"):
+            break
+    entry = text.decode()
+    assert entry.startswith("/")
+    assert HostConfig.model_validate({"trusted_keys": [entry]}).trusted_keys == (entry,)
+    assert list(trusted_keys([entry])) == [fingerprint(public)]
