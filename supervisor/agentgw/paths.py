@@ -19,6 +19,11 @@ def unit_name(profile: str) -> str:
     return f"agent-gateway@{profile}.service"
 
 
+def profile_of(unit: str) -> str:
+    """The profile of an ``agent-gateway@<profile>.service`` instance name."""
+    return unit.removeprefix("agent-gateway@").removesuffix(".service")
+
+
 def user_name(profile: str) -> str:
     return f"agent-{profile}"
 

@@ -33,6 +33,7 @@ class Releases:
     crash: str
     unhealthy: str
     wrongsha: str
+    crashloop: str  # answers /health once, then exits 1 0.3 s later (and after every restart)
 
 
 def setup_host(build: Path) -> Releases:
@@ -64,7 +65,7 @@ def setup_host(build: Path) -> Releases:
     # the two would be one ambiguous sha).
     b = ("c" if shas["good"].startswith("b") else "b") + shas["good"][1:]
     labels = {"a": (build / "good", shas["good"]), "b": (good2, b)}
-    for v in ("crash", "unhealthy", "wrongsha"):
+    for v in ("crash", "unhealthy", "wrongsha", "crashloop"):
         labels[v] = (build / v, shas[v])
     for label, (src, sha) in labels.items():
         if not list((OPT / "releases").glob(f"{sha}-{label}")):
@@ -72,7 +73,8 @@ def setup_host(build: Path) -> Releases:
                     "--sign-key", str(KEY))
     agentgw("apply")
     return Releases(a=shas["good"], b=b, crash=shas["crash"],
-                    unhealthy=shas["unhealthy"], wrongsha=shas["wrongsha"])
+                    unhealthy=shas["unhealthy"], wrongsha=shas["wrongsha"],
+                    crashloop=shas["crashloop"])
 
 
 def main_pid(profile: str) -> tuple[int, str]:

@@ -24,7 +24,7 @@ import psutil
 from agentgw.apply.files import flip_symlink, fsync_dir
 from agentgw.apply.history import append_history, read_history
 from agentgw.apply.intent import clear_intent, read_intent, set_phase, write_intent
-from agentgw.apply.lock import profile_lock
+from agentgw.apply.lock import is_locked, profile_lock
 from agentgw.apply.release import releases_lock
 from agentgw.bus import ServiceStatus, UnitInfo
 from agentgw.config.load import Config
@@ -40,8 +40,14 @@ from agentgw.observe.release import (
     find_release,
     read_manifest,
 )
-from agentgw.observe.status import judge_alignment, read_environ, read_json, read_release
-from agentgw.paths import Layout, unit_name
+from agentgw.observe.status import (
+    judge_alignment,
+    parse_iso,
+    read_environ,
+    read_json,
+    read_release,
+)
+from agentgw.paths import Layout, profile_of, unit_name
 from agentgw.plan.units import STOP_MARGIN_S
 
 # Set to a phase name to make the command stop there (for the kill -9 recovery tests).
@@ -91,6 +97,7 @@ class Run:
 
     out: Callable[[str], None]
     phases: list[PhaseTime] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[list[str]]:
@@ -190,7 +197,11 @@ class Controller:
                 if previous is not None and previous != target:
                     flip_symlink(previous_link, release_target(previous))
                 flip_symlink(current_link, release_target(target))
-                d.append(f"current -> {target}" + (f", previous -> {previous}" if previous else ""))
+                if previous == target:
+                    d.append(f"current already -> {target} (restart and prove it again)")
+                else:
+                    d.append(f"current -> {target}"
+                             + (f", previous -> {previous}" if previous else ""))
             intent = set_phase(self.layout.intents, intent, "flipped")
             fault_pause("flipped")
             try:
@@ -260,6 +271,34 @@ class Controller:
             d.append(health.reason)
         if not health.ok:
             raise Failed(f"health check: {health.reason}")
+        if profile.health.settle_s > 0:
+            with run.phase("settle") as d:
+                d.append(self.settle(profile, unit, status, manifest.sha))
+
+    def settle(self, profile: Profile, unit: str, ready: ServiceStatus, sha: str) -> str:
+        """Hold ``health.settle_s``: the process must stay (same MainPID, no restart) and
+        answer again at the end, so a release that dies right after its first answer is
+        rolled back instead of committed."""
+        settle = profile.health.settle_s
+        deadline = time.monotonic() + settle
+        while True:
+            now = self.sd.service_status(unit)
+            if now.main_pid != ready.main_pid or now.n_restarts != ready.n_restarts:
+                raise Failed(
+                    f"did not settle: pid {ready.main_pid} -> {now.main_pid or 'none'} "
+                    f"({now.active_state}/{now.sub_state}, restarts {now.n_restarts}) within "
+                    f"{settle:g}s of its first healthy answer"
+                )
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        health = wait_healthy(
+            str(profile.listen.host), profile.listen.port, profile.health.path,
+            timeout=profile.health.timeout_s, expect_sha=sha,
+        )
+        if not health.ok:
+            raise Failed(f"health check after settling {settle:g}s: {health.reason}")
+        return f"pid {ready.main_pid} kept running {settle:g}s and answers again"
 
     def reset_failed(self, unit: str) -> None:
         """Reset the failed state and the start rate limit, so a crash loop of the release we
@@ -425,17 +464,43 @@ class Controller:
                 out.append(Sibling(unit=unit.name, pid=pid, started=started))
         return out
 
-    def changed_siblings(self, before: list[Sibling]) -> list[str]:
-        changed = []
+    def changed_siblings(self, before: list[Sibling], since: float) -> tuple[list[str], list[str]]:
+        """Siblings whose MainPID or start time moved: (ours to answer for, their own ops).
+
+        A sibling restarted by its own agentgw operation meanwhile (it holds its profile lock,
+        has an intent, or logged a history record since ``since``) was not disturbed by us:
+        promotes of different profiles may run concurrently.
+        """
+        changed, own = [], []
         for sib in before:
             pid = self.sd.main_pid(sib.unit)
             try:
                 started = psutil.Process(pid).create_time() if pid else 0.0
             except psutil.Error:
                 started = 0.0
-            if pid != sib.pid or started != sib.started:
-                changed.append(f"{sib.unit}: pid {sib.pid} -> {pid}")
-        return changed
+            if pid == sib.pid and started == sib.started:
+                continue
+            text = f"{sib.unit}: pid {sib.pid} -> {pid}"
+            op = self.own_operation(profile_of(sib.unit), since)
+            if op:
+                own.append(f"{text} ({op})")
+            else:
+                changed.append(text)
+        return changed, own
+
+    def own_operation(self, name: str, since: float) -> str:
+        """Which agentgw operation of profile ``name`` ran since ``since``; "" if none did."""
+        if is_locked(self.layout.locks, name):
+            return "its own agentgw operation holds its lock"
+        intent = read_intent(self.layout.intents, name)
+        if intent is not None:
+            return f"its own {intent.op}, interrupted at {intent.phase}"
+        for record in reversed(read_history(self.layout.history, name)):
+            at = parse_iso(record.time)
+            if at is None or at < since - 1:  # history times have whole seconds
+                break
+            return f"its own {record.action} ({record.result})"
+        return ""
 
     def finish(
         self,
@@ -451,8 +516,8 @@ class Controller:
         intent: Intent | None = None,
     ) -> Outcome:
         with run.phase("siblings") as d:
-            changed = self.changed_siblings(siblings)
-            d.append(describe_siblings(siblings, changed))
+            changed, own = self.changed_siblings(siblings, run.started)
+            d.append(describe_siblings(siblings, changed, own))
         outcome = Outcome.model_validate(
             {
                 "op": op,
@@ -465,6 +530,7 @@ class Controller:
                 "siblings_before": siblings,
                 "siblings_unchanged": not changed,
                 "siblings_changed": changed,
+                "siblings_own_ops": own,
                 "recovered": recovered,
                 "alignment": next(
                     (p.detail for p in reversed(run.phases) if p.name == "aligned"), ""
@@ -503,14 +569,21 @@ class Controller:
         )
 
 
-def describe_siblings(siblings: list[Sibling], changed: list[str]) -> str:
+def describe_siblings(
+    siblings: list[Sibling], changed: list[str], own: Sequence[str] = ()
+) -> str:
+    """The siblings phase's line: what moved under us, else what stayed (and what moved by
+    its own operation, which is not counted against this one)."""
     if changed:
         return "CHANGED: " + ", ".join(changed)
+    mine = "; restarted by their own operation: " + ", ".join(own) if own else ""
+    kept = len(siblings) - len(own)
     if not siblings:
         return "unchanged: none running"
-    if len(siblings) > 4:
-        return f"unchanged: MainPID and start time of all {len(siblings)} running siblings"
-    return "unchanged: " + ", ".join(f"{s.unit} pid {s.pid}" for s in siblings)
+    if kept > 4:
+        return f"unchanged: MainPID and start time of {kept} running siblings{mine}"
+    same = [s for s in siblings if not any(o.startswith(f"{s.unit}:") for o in own)]
+    return "unchanged: " + (", ".join(f"{s.unit} pid {s.pid}" for s in same) or "none") + mine
 
 
 def exit_code(outcome: Outcome) -> int:

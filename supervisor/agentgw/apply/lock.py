@@ -29,6 +29,21 @@ def holder(path: Path) -> str:
     return f"pid {info.get('pid', '?')} (started {started}, {info.get('op', '?')})"
 
 
+def is_locked(locks: Path, profile: str) -> bool:
+    """Whether some process holds ``profile``'s lock right now (a shared probe, never kept)."""
+    try:
+        fd = os.open(locks / f"{profile}.lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 @contextmanager
 def profile_lock(locks: Path, profile: str, op: str) -> Iterator[None]:
     """Hold the profile's lock for the block; exit 4 naming the holder if it is taken."""

@@ -3,8 +3,12 @@
 ``with Systemd() as sd:`` opens one system-bus connection used for every call.
 """
 
-from agentgw.bus.errmap import bus_error, error_name, mapped
-from agentgw.bus.systemd import (
+from agentgw.bus import lean
+
+lean.ensure()  # before the first pystemd import: skip pystemd's introspection layer
+
+from agentgw.bus.errmap import bus_error, error_name, mapped  # noqa: E402
+from agentgw.bus.systemd import (  # noqa: E402
     SERVICE,
     UNIT,
     ServiceStatus,

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PhaseTime(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     ms: float
@@ -16,7 +16,7 @@ class PhaseTime(BaseModel):
 
 
 class Sibling(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     unit: str
     pid: int
@@ -27,7 +27,7 @@ class Outcome(BaseModel):
     """``result``: ok; rolled_back (the target failed, the previous release runs aligned);
     failed (even the way back failed: the profile needs attention)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     op: Literal["promote", "rollback", "restart"]
     profile: str
@@ -40,4 +40,8 @@ class Outcome(BaseModel):
     siblings_before: list[Sibling] = Field(default_factory=list)
     siblings_unchanged: bool = True
     siblings_changed: list[str] = Field(default_factory=list)
+    siblings_own_ops: list[str] = Field(
+        default_factory=list,
+        description="siblings restarted meanwhile by their own agentgw operation (not counted)",
+    )
     recovered: str = ""

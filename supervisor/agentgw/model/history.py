@@ -13,7 +13,7 @@ class Intent(BaseModel):
     A command that finds an intent left by a killed one repairs first: it finishes or undoes it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     op: Literal["promote", "rollback", "restart"]
     profile: str
@@ -29,7 +29,7 @@ class Intent(BaseModel):
 class HistoryRecord(BaseModel):
     """One line of history.jsonl. ``prev`` is the sha256 of the previous line (the chain)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     seq: int
     time: str

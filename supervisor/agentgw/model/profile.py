@@ -258,7 +258,7 @@ Seconds = Annotated[StrictFloat, Field(gt=0)]
 class Frozen(BaseModel):
     """Base of every config model: immutable, and an unknown key is an error, not ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Listen(Frozen):
@@ -341,6 +341,13 @@ class Health(Frozen):
     path: HttpPath = Field(default="/health", description="the HTTP path of the health check")
     timeout_s: Seconds = Field(
         default=10.0, le=300, description="seconds to wait, above 0 and at most 300"
+    )
+    settle_s: Annotated[StrictFloat, Field(ge=0)] = Field(
+        default=0.0,
+        le=300,
+        description="after the first healthy answer, seconds the new process must keep running "
+        "(same MainPID, no restart) and still answer before the promote commits; 0 commits at "
+        "once",
     )
 
 

@@ -39,7 +39,7 @@ Boundary = Literal["hardware-virtualisation", "emulation-only"]
 class Detection(BaseModel):
     """The accelerator chosen for this kernel + QEMU + host, and why."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     backend: Backend
     machine: str
@@ -57,7 +57,7 @@ class Detection(BaseModel):
 class SelfTest(BaseModel):
     """Proof that jobs run under a different kernel than the host's, and on what backend."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     backend: Backend
     boundary: Boundary

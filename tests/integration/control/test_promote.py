@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.support import (
     AGENTGW,
+    ETC,
     OPT,
     Releases,
     agentgw,
@@ -147,3 +148,49 @@ def test_concurrent_promotes_of_one_profile_exactly_one_wins(rel: Releases) -> N
         first.stderr.close()
     agentgw("promote", "api", target, "--allow-downgrade")
     assert_aligned("api", target)
+
+
+def test_concurrent_promotes_of_different_profiles_both_succeed(rel: Releases) -> None:
+    """api and mcp promoted at the same moment, three times: each succeeds, and neither counts
+    the other's restart (its own operation) as a disturbed sibling; core is untouched."""
+    core = main_pid("core")
+    overlapped = 0
+    for _ in range(3):
+        targets = {p: rel.b if current(p).startswith(rel.a) else rel.a for p in ("api", "mcp")}
+        procs = {p: subprocess.Popen([AGENTGW, "promote", p, t, "--allow-downgrade", "--json"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for p, t in targets.items()}
+        for p, proc in procs.items():
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"{p}: {out}\n{err}"
+            record = json.loads(out)
+            assert record["siblings_unchanged"] is True and record["siblings_changed"] == []
+            overlapped += bool(record["siblings_own_ops"])
+            assert_aligned(p, targets[p])
+    # The windows did overlap (else this test proves nothing): the other's restart was seen,
+    # and put down to its own operation.
+    assert overlapped > 0
+    assert main_pid("core") == core
+    agentgw("history", "--verify")
+
+
+def test_settle_rolls_back_a_release_that_dies_after_its_first_answer(rel: Releases) -> None:
+    """With health.settle_s, a release that answers /health once and then exits is rolled
+    back instead of committed."""
+    path = ETC / "gateways" / "mcp.yaml"
+    original = path.read_text()
+    start = rel.b if current("mcp").startswith(rel.b) else rel.a
+    agentgw("promote", "mcp", start, "--allow-downgrade")
+    try:
+        path.write_text(original.replace("health:\n", "health:\n  settle_s: 1.5\n", 1))
+        assert "settle_s: 1.5" in path.read_text()
+        proc = agentgw("promote", "mcp", rel.crashloop, "--json", check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["result"] == "rolled_back"
+        assert "did not settle" in record["reason"]
+        assert [p["name"] for p in record["phases"]].count("settle") >= 1
+        assert_aligned("mcp", start)
+    finally:
+        path.write_text(original)
+    agentgw("history", "--verify")

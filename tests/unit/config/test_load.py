@@ -140,7 +140,7 @@ def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
                 "file_max": None,
                 "data_max": None,
             },
-            "health": {"path": "/health", "timeout_s": 10.0},
+            "health": {"path": "/health", "timeout_s": 10.0, "settle_s": 0.0},
             "env": {},
             "credentials": {},
             "stop_timeout_s": 30.0,
