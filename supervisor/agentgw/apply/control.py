@@ -556,7 +556,7 @@ class Controller:
         try:
             return self.config.profiles[name]
         except KeyError:
-            known = ", ".join(self.config.profiles) or "none"
+            known = ", ".join(self.config.names or self.config.profiles) or "none"
             raise usage(
                 f"no profile named {name!r}",
                 hint=f"configured profiles: {known} (files in {self.config.etc}/gateways)",

@@ -22,9 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import IO, TYPE_CHECKING
 
 from agentgw.apply.release_source import Source, open_source
 from agentgw.errors import AgentgwError, Exit, die, usage
@@ -67,6 +65,9 @@ from agentgw.proofs.signing import (
     sign,
     trusted_keys,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = get_logger(__name__)
 

@@ -27,12 +27,17 @@ etc_option = click.option(
 
 
 @contextmanager
-def controller(app: App, etc: Path | None, as_json: bool) -> Iterator[Controller]:
-    """A Controller on one D-Bus connection, closed when the command ends."""
+def controller(
+    app: App, etc: Path | None, as_json: bool, profile: str | None = None
+) -> Iterator[Controller]:
+    """A Controller on one D-Bus connection, closed when the command ends.
+
+    With ``profile``, only that profile's config file is read (see ``load_config``).
+    """
     check_systemd_here()
     from agentgw.bus import Systemd
 
-    config = load_config(etc if etc is not None else app.layout.etc)
+    config = load_config(etc if etc is not None else app.layout.etc, only=profile)
 
     def out(line: str) -> None:
         click.echo(line, err=as_json)
@@ -76,7 +81,7 @@ def promote(
     process imports exactly current = the release), healthy; then siblings unchanged. Any
     failure flips back, restarts and proves the previous release (exit 1, rolled_back).
     """
-    with controller(app, etc, as_json) as ctl:
+    with controller(app, etc, as_json, profile) as ctl:
         if not as_json:
             click.echo(f"promote {profile} -> {sha}")
         outcome = ctl.promote(profile, sha, allow_downgrade=allow_downgrade)
@@ -91,7 +96,7 @@ def promote(
 @pass_app
 def rollback(app: App, profile: str, to: str | None, etc: Path | None, as_json: bool) -> None:
     """Switch PROFILE back to its previous release (or --to SHA), with the promote proofs."""
-    with controller(app, etc, as_json) as ctl:
+    with controller(app, etc, as_json, profile) as ctl:
         outcome = ctl.rollback(profile, to)
     report(outcome, as_json)
 
@@ -103,7 +108,7 @@ def rollback(app: App, profile: str, to: str | None, etc: Path | None, as_json: 
 @pass_app
 def restart(app: App, profile: str, etc: Path | None, as_json: bool) -> None:
     """Restart PROFILE's gateway and prove it ready, aligned and healthy."""
-    with controller(app, etc, as_json) as ctl:
+    with controller(app, etc, as_json, profile) as ctl:
         outcome = ctl.restart(profile)
     report(outcome, as_json)
 
@@ -114,7 +119,7 @@ def _simple(verb: str) -> click.Command:
     @etc_option
     @pass_app
     def command(app: App, profile: str, etc: Path | None) -> None:
-        with controller(app, etc, False) as ctl:
+        with controller(app, etc, False, profile) as ctl:
             ctl.profile(profile)
             unit = unit_name(profile)
             job = getattr(ctl.sd, verb)(unit)

@@ -70,6 +70,8 @@ class Config:
     host_file: Path | None
     profiles: Mapping[str, Profile]
     profile_files: Mapping[str, Path]
+    # Every profile with a file in gateways/, loaded or not (see ``load_config(only=...)``).
+    names: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form: every setting, defaults included, with files relative to etc."""
@@ -98,8 +100,14 @@ class _Source:
     node: yaml.Node | None
 
 
-def load_config(etc: Path) -> Config:
-    """Load and validate ``etc/agentgw.yaml`` (optional) and every ``etc/gateways/*.yaml``."""
+def load_config(etc: Path, *, only: str | None = None) -> Config:
+    """Load and validate ``etc/agentgw.yaml`` (optional) and every ``etc/gateways/*.yaml``.
+
+    With ``only``, of the profiles just that one is read and validated (the others are only
+    listed in ``names``): a command acting on one profile is neither slowed down by a hundred
+    others nor blocked by a mistake in another's file. ``config check`` and ``apply`` load all,
+    and they also check that no two profiles share an address.
+    """
     if not etc.is_dir():
         raise usage(
             f"{etc}: no such config directory",
@@ -118,8 +126,11 @@ def load_config(etc: Path) -> Config:
     profiles: dict[str, Profile] = {}
     files: dict[str, Path] = {}
     sources: dict[str, _Source] = {}
-    for path in _profile_files(etc):
-        name = path.name.removesuffix(PROFILE_SUFFIX)
+    paths = _profile_files(etc)
+    names = tuple(path.name.removesuffix(PROFILE_SUFFIX) for path in paths)
+    for path, name in zip(paths, names, strict=True):
+        if only is not None and name != only:
+            continue
         source = _read_yaml(etc, path)
         profiles[name] = _load_profile(name, source)
         files[name] = path
@@ -131,6 +142,7 @@ def load_config(etc: Path) -> Config:
         host_file=host_file,
         profiles=MappingProxyType(dict(sorted(profiles.items()))),
         profile_files=MappingProxyType(dict(sorted(files.items()))),
+        names=names,
     )
 
 

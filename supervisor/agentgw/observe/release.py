@@ -14,8 +14,8 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from agentgw.errors import AgentgwError, Exit, usage
@@ -49,6 +49,9 @@ from agentgw.proofs.signing import (
     trusted_keys,
     verify,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 CHUNK = 1 << 20
 SLOTS: tuple[Slot, ...] = ("current", "previous")

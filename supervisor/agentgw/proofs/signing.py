@@ -3,6 +3,10 @@
 Private keys are PKCS#8 PEM files (0600), public keys SubjectPublicKeyInfo PEM; a public key may
 also be given as base64 of its 32 raw bytes (the host config allows both). A key's fingerprint
 is the first 16 hex digits of the sha256 of its raw bytes.
+
+cryptography is imported where a key is used, not with this module: its import costs ~20 ms,
+and commands that only pass through here (a promote of an unsigned release under a policy that
+does not require signatures) never touch a key.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from agentgw.errors import die, usage
 from agentgw.model.host import inline_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 FINGERPRINT_HEX = 16
 PUBLIC_SUFFIX = ".pub"
@@ -33,6 +40,8 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -42,6 +51,8 @@ def encode_public_key(key: Ed25519PublicKey) -> str:
 
 
 def render_private_key(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -50,6 +61,8 @@ def render_private_key(key: Ed25519PrivateKey) -> bytes:
 
 
 def render_public_key(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -57,6 +70,10 @@ def render_public_key(key: Ed25519PublicKey) -> bytes:
 
 def parse_public_key(data: str | bytes) -> Ed25519PublicKey:
     """A public key from PEM or from base64 of its 32 bytes; ValueError if it is neither."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = data.decode("ascii", errors="replace") if isinstance(data, bytes) else data
     text = text.strip()
     if text.startswith(PEM_MARK):
@@ -94,6 +111,10 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -143,6 +164,8 @@ def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
 
 def verify(key: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is ``key``'s signature over exactly ``data``."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(signature, data)
     except InvalidSignature:
@@ -155,6 +178,8 @@ def generate_keypair(out: Path) -> str:
 
     Never overwrites: an existing key may be the only copy. Returns the key's fingerprint.
     """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = out.with_name(out.name + PUBLIC_SUFFIX)
     for path in (out, public):
         if path.exists() or path.is_symlink():
