@@ -104,6 +104,36 @@ def test_config_is_frozen_and_sorted(tmp_path: Path) -> None:
         config.profiles["mid"].mode = "script"
 
 
+def test_only_reads_the_named_profile(tmp_path: Path) -> None:
+    """``only=``: that profile is loaded and validated, the others are only named, so a broken
+    file elsewhere (and an address clash with it) does not stop a one-profile command."""
+    etc = write(tmp_path, {
+        "gateways/api.yaml": BASE,
+        "gateways/core.yaml": "mode: cli\nlisten: 127.77.0.2:8080\n",  # same address as api
+        "gateways/bad.yaml": "mode: [not yaml",
+    })
+    config = load_config(etc, only="api")
+    assert list(config.profiles) == ["api"]
+    assert config.names == ("api", "bad", "core")
+    with pytest.raises(AgentgwError):
+        load_config(etc)
+    with pytest.raises(AgentgwError):
+        load_config(etc, only="bad")
+
+
+@pytest.mark.parametrize("value", ["-1", "301", "'2'"])
+def test_health_settle_bounds(tmp_path: Path, value: str) -> None:
+    """settle_s is a number of seconds from 0 to 300; 0 is the default."""
+    etc = write(tmp_path, {"gateways/api.yaml": BASE + f"health:\n  settle_s: {value}\n"})
+    with pytest.raises(AgentgwError) as info:
+        load_config(etc)
+    assert info.value.code == Exit.USAGE and "settle_s" in info.value.message
+    ok = write(tmp_path / "ok", {"gateways/api.yaml": BASE + "health:\n  settle_s: 2.5\n"})
+    assert load_config(ok).profiles["api"].health.settle_s == 2.5
+    assert load_config(write(tmp_path / "d", {"gateways/api.yaml": BASE})).profiles[
+        "api"].health.settle_s == 0.0
+
+
 def test_inline_trusted_keys(tmp_path: Path) -> None:
     """A trusted key may be a path, a PEM public key, or base64 of the 32 raw key bytes."""
     public = Ed25519PrivateKey.generate().public_key()
