@@ -4,25 +4,35 @@ Exit 3 when a shown profile is definitely not aligned ("no"). "unknown" — not 
 promoted yet, systemd unreachable, /proc unreadable without root — is not a failure: it is
 reported, with its reason, and the exit stays 0, so a host with a stopped profile still has a
 passing status while a running profile on the wrong runtime never does.
+
+Where the registry runs (``agentgw-registry.service``), the rows come from it: it holds a warm
+snapshot and vouches that it is current (systemd's unit signals and the files' identities, see
+:mod:`agentgw.registry.app`), so the command needs neither D-Bus nor the config loader. Without
+a registry, or with ``--etc``/``--root``, the command computes the rows itself; ``source`` in
+the JSON says which.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agentgw.cli.context import App, pass_app
-from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit, usage
-from agentgw.model.status import COLUMNS, ProfileList, ProfileStatus
-from agentgw.observe.status import iso, status_now
+
+if TYPE_CHECKING:
+    from agentgw.model.status import ProfileStatus
 
 
 def render_table(statuses: Sequence[ProfileStatus]) -> str:
     """The status table with aligned columns, then one line per profile that is not aligned."""
+    from agentgw.model.status import COLUMNS
+
     rows = [[c.upper() for c in COLUMNS]] + [list(s.cells().values()) for s in statuses]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -44,13 +54,49 @@ def exit_code(statuses: Sequence[ProfileStatus]) -> Exit:
     return Exit.VERIFY if any(s.aligned.state == "no" for s in statuses) else Exit.OK
 
 
+def not_aligned(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Profiles of JSON status rows whose alignment is "no"."""
+    return [str(r.get("profile")) for r in rows if (r.get("aligned") or {}).get("state") == "no"]
+
+
+def from_registry(app: App) -> dict[str, Any] | None:
+    """The registry's current ``/v1/profiles`` document, or None (no registry here)."""
+    from agentgw.registry.client import get_current
+
+    body = get_current(app.layout.registry_socket, "/v1/profiles")
+    if body is None:
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("profiles"), list) else None
+
+
+def computed(app: App, etc: Path | None) -> dict[str, Any]:
+    """The same document, computed by this command (config, D-Bus, /proc and files)."""
+    from agentgw.config.load import load_config
+    from agentgw.model.status import ProfileList
+    from agentgw.observe.status import iso, status_now
+
+    config = load_config(etc if etc is not None else app.layout.etc)
+    taken = time.time()
+    doc = ProfileList(
+        generated_at=iso(taken),
+        isolation_mode=config.host.isolation,
+        profiles=tuple(status_now(app.layout, config)),
+        source="direct",
+    )
+    return doc.model_dump(mode="json")
+
+
 @click.command("status")
 @click.argument("profile", required=False)
 @click.option(
     "--etc",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Config directory [default: ROOT/etc/agentgw].",
+    help="Config directory [default: ROOT/etc/agentgw]; computes the rows here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the status records as JSON.")
 @pass_app
@@ -58,28 +104,36 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
     """One row per profile: state, pid, uptime, restarts, memory, release, aligned, isolation,
     last promote.
 
-    Exits 3 when a profile shown is not aligned; "unknown" (not running, nothing promoted,
-    systemd unreachable) does not fail.
+    Asks the running registry (agentgw-registry.service) for a current snapshot, else computes
+    the rows itself. Exits 3 when a profile shown is not aligned; "unknown" (not running,
+    nothing promoted, systemd unreachable) does not fail.
     """
-    config = load_config(etc if etc is not None else app.layout.etc)
-    if profile is not None and profile not in config.profiles:
-        known = ", ".join(config.profiles) or "none"
-        raise usage(f"no profile {profile!r}", hint=f"known profiles: {known}")
-    taken = time.time()
-    statuses = [s for s in status_now(app.layout, config) if profile in (None, s.profile)]
+    doc = None
+    if etc is None and app.layout.root == Path("/"):
+        doc = from_registry(app)
+        if doc is not None:
+            doc["source"] = "registry"
+    if doc is None:
+        doc = computed(app, etc)
+    rows: list[dict[str, Any]] = doc["profiles"]
+    if profile is not None:
+        rows = [r for r in rows if r.get("profile") == profile]
+        if not rows:
+            known = ", ".join(str(r.get("profile")) for r in doc["profiles"]) or "none"
+            raise usage(f"no profile {profile!r}", hint=f"known profiles: {known}")
+        doc["profiles"] = rows
     if as_json:
-        doc = ProfileList(
-            generated_at=iso(taken), isolation_mode=config.host.isolation, profiles=tuple(statuses)
-        )
-        click.echo(doc.model_dump_json(indent=2))
-    elif statuses:
-        click.echo(render_table(statuses))
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif rows:
+        from agentgw.model.status import ProfileList
+
+        click.echo(render_table(ProfileList.model_validate(doc).profiles))
     else:
         click.echo("no profiles: add gateways/<name>.yaml")
-    code = exit_code(statuses)
-    if code != Exit.OK:
-        bad = ", ".join(s.profile for s in statuses if s.aligned.state == "no")
+    bad = not_aligned(rows)
+    if bad:
         raise AgentgwError(
-            f"not aligned: {bad}", hint="see the reasons above; 'agentgw restart' re-proves",
-            code=code,
+            f"not aligned: {', '.join(bad)}",
+            hint="see the reasons above; 'agentgw restart' re-proves",
+            code=Exit.VERIFY,
         )

@@ -118,6 +118,11 @@ class ProfileList(Frozen):
     generated_at: str = Field(description="ISO UTC time the snapshot was taken")
     isolation_mode: Literal["production", "convenience"]
     profiles: tuple[ProfileStatus, ...]
+    source: Literal["registry", "direct"] | None = Field(
+        default=None,
+        description="agentgw status only: answered by the running registry, or computed by "
+        "the command itself (no registry, or --etc/--root given)",
+    )
 
 
 def human_duration(seconds: float | None) -> str:

@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,6 +388,35 @@ def read_promotes(history: Path) -> dict[str, PromoteInfo]:
         return _promotes(os.fspath(history), (st.st_ino, st.st_size, st.st_mtime_ns))
     except OSError:
         return {}
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def status_inputs(layout: Layout, etc: Path, profiles: Iterable[str]) -> tuple[object, ...]:
+    """The identity (inode, size, mtime, ctime, by lstat) of every file a status is read from.
+
+    Equal tuples mean :func:`collect_status` would read the same files: the config (a profile
+    added or removed changes its directory), the history log, each profile's ``current`` and
+    ``previous`` symlinks (a flip replaces them), its launch record and its proof record.
+    Release manifests are immutable, and what only systemd knows is watched by
+    :class:`agentgw.bus.watch.UnitWatch`. About 5 ``lstat`` calls per profile.
+    """
+    paths = [etc / "agentgw.yaml", etc / "gateways", layout.history]
+    for profile in profiles:
+        paths += [
+            etc / "gateways" / f"{profile}.yaml",
+            layout.current(profile),
+            layout.previous(profile),
+            layout.logs(profile) / LAUNCH_RECORD,
+            layout.proofs / f"{profile}.json",
+        ]
+    return tuple(_identity(path) for path in paths)
 
 
 def read_units(sd: UnitReader | None) -> tuple[dict[str, ServiceStatus] | None, str]:

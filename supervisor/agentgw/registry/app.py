@@ -3,16 +3,25 @@
 Every request is answered from a :class:`Snapshot` (config, profile statuses, releases,
 sandbox) that is at most ``ttl`` seconds old; rendered bodies are memoised per snapshot and per
 caller visibility, so a busy ``/v1/profiles`` costs neither D-Bus calls nor re-serialisation.
+
+A request with ``Cache-Control: no-cache`` (``agentgw status`` sends it) is answered from a
+snapshot only if that snapshot is provably current: no gateway unit changed since it was taken
+(systemd's signals, counted by :class:`agentgw.bus.watch.UnitWatch`), none of the files it was
+read from changed (:func:`agentgw.observe.status.status_inputs`), and it is younger than
+``FRESH_S`` (uptimes and proof ages move with the clock). Otherwise a new one is taken first.
 Only GET and HEAD exist: :class:`Gate` answers every other method 405 before routing.
 Errors are JSON: ``{"error", "hint", "status"}``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,13 +59,20 @@ from agentgw.registry.openapi import openapi_document
 from agentgw.registry.page import render_page
 from agentgw.registry.reads import read_proof, read_releases, read_sandbox
 
+if TYPE_CHECKING:
+    from agentgw.bus.watch import UnitWatch
+
 JSON = "application/json"
 READ_METHODS = ("GET", "HEAD")
 COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The page has no scripts and no external assets; the browser is told so too.
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
+# A revalidated snapshot is reused this long at most: only time-derived fields can be older.
+FRESH_S = 1.0
+
 ConfigLoader = Callable[[], Config]
+InputsReader = Callable[[Config], object]
 SnapshotProvider = Callable[[Config], Sequence[ProfileStatus]]
 
 
@@ -117,6 +133,8 @@ class Snapshot:
     releases: tuple[ReleaseEntry, ...] | Refused
     sandbox: SandboxReport
     taken: float
+    # What the snapshot was read at: (unit watch generation, status_inputs); None: unknown.
+    stamp: object = None
     memo: dict[tuple[str, frozenset[str] | None], bytes] = field(default_factory=dict)
 
     def visible(self, caller: Caller) -> tuple[ProfileStatus, ...]:
@@ -145,8 +163,13 @@ class Registry:
         accounts: Accounts,
         clock: Callable[[], float],
         now: Callable[[], float],
+        watch: UnitWatch | None = None,
+        inputs: InputsReader | None = None,
     ) -> None:
         self.layout = layout
+        self.watch = watch
+        self._inputs = inputs
+        self._clock = clock
         self._config_loader = config_loader
         self._provider = snapshot_provider
         self._token = token
@@ -155,8 +178,16 @@ class Registry:
         self.snapshots = TTLCache(self._take, ttl, clock=clock)
         self._openapi = json.dumps(openapi_document()).encode()
 
+    def _stamp(self, config: Config) -> object:
+        """Where the host stands now, as far as a snapshot can tell; None when it cannot."""
+        if self.watch is None or self._inputs is None:
+            return None
+        return (self.watch.generation, self._inputs(config))
+
     def _take(self) -> Snapshot:
         config = self._config_loader()
+        # Before reading: a change while reading makes the next comparison fail, never pass.
+        stamp = self._stamp(config)
         taken = self._now()
         statuses = tuple(self._provider(config))
         releases: tuple[ReleaseEntry, ...] | Refused
@@ -170,10 +201,35 @@ class Registry:
             releases=releases,
             sandbox=read_sandbox(self.layout, taken),
             taken=taken,
+            stamp=stamp,
         )
 
+    def poll_watch(self) -> None:
+        """Count the unit signals received so far; a broken watch is dropped (every
+        revalidation then takes a new snapshot)."""
+        if self.watch is None:
+            return
+        try:
+            self.watch.poll()
+        except AgentgwError:
+            watch, self.watch = self.watch, None
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(watch.fileno())
+            watch.close()
+
+    async def revalidated(self) -> Snapshot:
+        """The held snapshot if it is provably current (see the module doc), else a new one."""
+        self.poll_watch()
+        held = self.snapshots.peek()
+        if held is not None:
+            snap, age = held
+            if age < FRESH_S and snap.stamp is not None and snap.stamp == self._stamp(snap.config):
+                return snap
+        return await self.snapshots.reload()
+
     async def _context(self, request: Request) -> tuple[Snapshot, Caller]:
-        snap = await self.snapshots.get()
+        fresh = "no-cache" in request.headers.get("cache-control", "").lower()
+        snap = await (self.revalidated() if fresh else self.snapshots.get())
         caller = authorize(
             connection_in(request.scope),
             request.headers.get("authorization"),
@@ -305,8 +361,14 @@ def create_app(
     accounts: Accounts | None = None,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], float] = time.time,
+    watch: UnitWatch | None = None,
+    inputs: InputsReader | None = None,
 ) -> Starlette:
-    """The registry app. ``snapshot_provider(config)`` gives the statuses (collect_status)."""
+    """The registry app. ``snapshot_provider(config)`` gives the statuses (collect_status).
+
+    With a ``watch`` (open) and ``inputs``, ``Cache-Control: no-cache`` requests are answered
+    from a revalidated snapshot; the watch's socket is read whenever it is readable.
+    """
     registry = Registry(
         layout,
         config_loader,
@@ -316,6 +378,8 @@ def create_app(
         accounts=accounts if accounts is not None else SystemAccounts(),
         clock=clock,
         now=now,
+        watch=watch,
+        inputs=inputs,
     )
     get = ["GET"]  # starlette adds HEAD to every GET route
     routes = [
@@ -329,8 +393,25 @@ def create_app(
         Route("/v1/sandbox", registry.sandbox, methods=get),
         Route("/metrics", registry.metrics, methods=get),
     ]
+
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watch = registry.watch
+        if watch is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        fd = watch.fileno()
+        loop.add_reader(fd, registry.poll_watch)
+        try:
+            yield
+        finally:
+            loop.remove_reader(fd)
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(Gate)],
         exception_handlers={HTTPException: _on_http_error, AgentgwError: _on_agentgw_error},
     )

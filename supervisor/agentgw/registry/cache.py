@@ -89,6 +89,15 @@ class TTLCache(Generic[T]):
             lambda: self._reload(unless_younger_than=self._ttl)
         )
 
+    def peek(self) -> tuple[T, float] | None:
+        """The value held and its age in seconds, without loading anything."""
+        held = self._held
+        return None if held is None else (held.value, self._age(held))
+
+    async def reload(self) -> T:
+        """Load a new value now (in a worker thread), whatever the age of the one held."""
+        return await anyio.to_thread.run_sync(lambda: self._reload(unless_younger_than=0.0))
+
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Block until no background reload runs (tests and benchmarks use it)."""
         deadline = time.monotonic() + timeout

@@ -16,21 +16,26 @@ import socket
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from agentgw.config.load import load_config
-from agentgw.errors import die, usage
+from agentgw.errors import AgentgwError, die, usage
 from agentgw.log import get_logger
 from agentgw.model.profile import Listen
-from agentgw.observe.status import status_now
+from agentgw.observe.status import status_inputs, status_now
+from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout
 from agentgw.registry.app import create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
 from agentgw.unixsock import in_use
+
+if TYPE_CHECKING:
+    from agentgw.bus.watch import UnitWatch
 
 log = get_logger(__name__)
 
@@ -134,7 +139,7 @@ def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         http=PeerCredProtocol,
-        lifespan="off",
+        lifespan="on",  # the app's lifespan watches the unit-signal socket
         access_log=False,
         proxy_headers=False,
         server_header=False,
@@ -148,6 +153,20 @@ def run_server(
 ) -> None:
     """Serve ``app`` on ``sockets`` until SIGTERM/SIGINT, then remove the ``remove`` files."""
     NotifyingServer(uvicorn_config(app), remove).run(sockets=list(sockets))
+
+
+def open_watch(layout: Layout) -> UnitWatch | None:
+    """A watch of the gateway units where systemd manages ``layout``; None elsewhere, or when
+    it cannot subscribe (then every ``no-cache`` request takes a new snapshot)."""
+    if layout.root != Path("/") or not systemd_here():
+        return None
+    from agentgw.bus.watch import UnitWatch
+
+    try:
+        return UnitWatch().open()
+    except AgentgwError as exc:
+        log.warning("unit_watch_unavailable", error=exc.message)
+        return None
 
 
 def serve(
@@ -174,8 +193,10 @@ def serve(
             hint="add the TCP drop-in described in agentgw-registry.service "
             "(PrivateNetwork=no, AF_INET, IPAddressAllow=localhost)",
         )
+    watch = open_watch(layout)
     app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c),
-                     token=token, ttl=ttl)
+                     token=token, ttl=ttl, watch=watch,
+                     inputs=lambda c: status_inputs(layout, etc, c.profiles))
     sockets: list[socket.socket] = []
     owned: list[Path] = []
     try:
@@ -188,6 +209,8 @@ def serve(
                  tcp=str(tcp) if tcp else None)
         run_server(app, sockets, owned)
     finally:
+        if watch is not None:
+            watch.close()
         for sock in sockets:
             sock.close()
         for path in owned:

@@ -299,3 +299,41 @@ def test_tcp_needs_the_dropin_and_the_token(
         sh("systemctl", "daemon-reload")
         sh("systemctl", "reset-failed", UNIT, check=False)
         sh("systemctl", "restart", UNIT, check=False)
+
+
+def systemd_main_pid(profile: str) -> int:
+    return int(sh("systemctl", "show", "-P", "MainPID", f"agent-gateway@{profile}.service").stdout)
+
+
+def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Releases) -> None:
+    """With the registry running, `agentgw status` is its answer (source "registry"), and a
+    restart made behind agentgw's back (systemctl) shows at once: the registry re-reads when
+    systemd signalled a change, never serving the old MainPID. It agrees with the rows the
+    command computes itself (source "direct", with --etc)."""
+    for _ in range(3):
+        sh("systemctl", "restart", "agent-gateway@api.service")
+        doc = json.loads(agentgw("status", "api", "--json").stdout)
+        assert doc["source"] == "registry"
+        (row,) = doc["profiles"]
+        assert row["main_pid"] == systemd_main_pid("api") > 0
+        assert row["aligned"]["state"] == "yes", row["aligned"]
+    direct = json.loads(agentgw("status", "--json", "--etc", str(ETC)).stdout)
+    served = json.loads(agentgw("status", "--json").stdout)
+    assert (direct["source"], served["source"]) == ("direct", "registry")
+
+    def key(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(p["profile"], p["main_pid"], p["restarts"], (p["release"] or {}).get("name"),
+                 p["aligned"]["state"], p["isolation"]["state"]) for p in doc["profiles"]]
+
+    assert key(direct) == key(served)
+
+
+def test_status_without_the_registry_computes_the_rows(registry: int) -> None:
+    """The registry stopped: status still answers, computing the rows itself."""
+    sh("systemctl", "stop", UNIT)
+    try:
+        doc = json.loads(agentgw("status", "--json").stdout)
+        assert doc["source"] == "direct"
+        assert {p["profile"] for p in doc["profiles"]} == {"api", "core", "mcp"}
+    finally:
+        sh("systemctl", "start", UNIT)
