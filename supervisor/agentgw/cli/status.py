@@ -59,22 +59,26 @@ def not_aligned(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [str(r.get("profile")) for r in rows if (r.get("aligned") or {}).get("state") == "no"]
 
 
-def from_registry(app: App) -> dict[str, Any] | None:
-    """The registry's current ``/v1/profiles`` document, or None (no registry here)."""
+def from_registry(app: App) -> tuple[dict[str, Any], str] | None:
+    """The registry's current ``/v1/profiles``: the document and its text, or None (no
+    registry here, or it did not answer 200 with a profile list)."""
     from agentgw.registry.client import get_current
 
     body = get_current(app.layout.registry_socket, "/v1/profiles")
     if body is None:
         return None
     try:
-        doc = json.loads(body)
+        text = body.decode()
+        doc = json.loads(text)
     except ValueError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("profiles"), list) else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("profiles"), list):
+        return None
+    return doc, text
 
 
-def computed(app: App, etc: Path | None) -> dict[str, Any]:
-    """The same document, computed by this command (config, D-Bus, /proc and files)."""
+def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
+    """The same document (and its text), computed by this command: config, D-Bus, /proc."""
     from agentgw.config.load import load_config
     from agentgw.model.status import ProfileList
     from agentgw.observe.status import iso, status_now
@@ -87,7 +91,7 @@ def computed(app: App, etc: Path | None) -> dict[str, Any]:
         profiles=tuple(status_now(app.layout, config)),
         source="direct",
     )
-    return doc.model_dump(mode="json")
+    return doc.model_dump(mode="json"), doc.model_dump_json(indent=2)
 
 
 @click.command("status")
@@ -108,13 +112,10 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
     the rows itself. Exits 3 when a profile shown is not aligned; "unknown" (not running,
     nothing promoted, systemd unreachable) does not fail.
     """
-    doc = None
+    found = None
     if etc is None and app.layout.root == Path("/"):
-        doc = from_registry(app)
-        if doc is not None:
-            doc["source"] = "registry"
-    if doc is None:
-        doc = computed(app, etc)
+        found = from_registry(app)
+    doc, text = found if found is not None else computed(app, etc)
     rows: list[dict[str, Any]] = doc["profiles"]
     if profile is not None:
         rows = [r for r in rows if r.get("profile") == profile]
@@ -122,8 +123,9 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
             known = ", ".join(str(r.get("profile")) for r in doc["profiles"]) or "none"
             raise usage(f"no profile {profile!r}", hint=f"known profiles: {known}")
         doc["profiles"] = rows
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
     if as_json:
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        click.echo(text.rstrip("\n"))
     elif rows:
         from agentgw.model.status import ProfileList
 

@@ -120,8 +120,8 @@ class ProfileList(Frozen):
     profiles: tuple[ProfileStatus, ...]
     source: Literal["registry", "direct"] | None = Field(
         default=None,
-        description="agentgw status only: answered by the running registry, or computed by "
-        "the command itself (no registry, or --etc/--root given)",
+        description="registry: served by the running registry; direct: computed by agentgw "
+        "status itself (no registry, or --etc/--root given)",
     )
 
 

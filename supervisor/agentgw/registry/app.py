@@ -267,7 +267,8 @@ class Registry:
                 generated_at=iso(snap.taken),
                 isolation_mode=snap.config.host.isolation,
                 profiles=snap.visible(caller),
-            ).model_dump_json().encode()
+                source="registry",
+            ).model_dump_json(indent=2).encode()
 
         return _json(self._memo(snap, caller, "profiles", render))
 

@@ -131,3 +131,26 @@ def test_peer_credentials_reach_the_app_through_uvicorn(host: Host) -> None:
             refused = get_as(path, "setpriv", "--reuid=65534", "--regid=65534",
                              "--clear-groups")
             assert 403 == refused["status"]
+
+
+def test_status_client_through_the_real_server(host: Host, tmp_path: Path) -> None:
+    """agentgw status's own client against the registry's uvicorn: the 200 body of an
+    HTTP/1.0 GET (the profile list, marked source "registry"); None for a refused caller's
+    kind of answer, a path nothing listens on, and malformed or truncated responses."""
+    from agentgw.registry.client import get_current, parse_response
+
+    app = create_app(host.layout, lambda: host.config, lambda c: [], ttl=1.0)
+    path = tmp_path / "registry.sock"
+    with real_server(app, path):
+        body = get_current(path, "/v1/profiles")
+        assert body is not None
+        doc = json.loads(body)
+        assert doc["source"] == "registry" and doc["isolation_mode"] == "production"
+        assert get_current(path, "/v1/nothing-here") is None  # 404
+    assert get_current(path, "/v1/profiles") is None  # nobody listens
+    assert get_current(tmp_path / "absent.sock", "/v1/profiles") is None
+    assert parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}") == b"{}"
+    assert parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n{}") is None
+    assert parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}") is None
+    assert parse_response(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\n{}") is None
+    assert parse_response(b"garbage") is None
