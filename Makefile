@@ -59,7 +59,7 @@ bench: setup
 # The long version of tests/integration/blast: every fault, 200 cycles. SOAK_ARGS passes options
 # (e.g. SOAK_ARGS='--cycles 50 --seed 7').
 soak: setup
-	$(AGENTGW) lab run --name agentgw-soak-$$$$ -- $(PY) $(CURDIR)/benchmarks/soak.py $(SOAK_ARGS)
+	$(AGENTGW) lab run --cgroups hybrid --name agentgw-soak-$$$$ -- $(PY) $(CURDIR)/benchmarks/soak.py $(SOAK_ARGS)
 
 clean-lab: setup
 	$(AGENTGW) lab down --all

@@ -39,6 +39,7 @@ from benchmarks.soak_host import (
     cgroup_limits,
     cpu_seconds,
     journal,
+    oom_kills,
     pid_and_start,
     read_text,
     rlimit,
@@ -209,7 +210,9 @@ class Seen:
 def cpu_quota(cgroup: dict[str, str | None]) -> tuple[float, bool]:
     """A's CPUQuota in CPUs, and whether its cgroup enforces it here (cpu.max)."""
     quota = int(A_LIMITS["cpu_quota"].rstrip("%")) / 100
-    return quota, cgroup.get("cpu.max") == f"{int(quota * 100000)} 100000"
+    value, _, period = (cgroup.get("cpu.max") or "").partition(" ")
+    enforced = value.isdigit() and period.isdigit() and int(value) == round(quota * int(period))
+    return quota, enforced
 
 
 def check_crashloop(seen: Seen) -> Contained:
@@ -242,8 +245,10 @@ def check_memhog(seen: Seen) -> Contained:
     cap = int(A_LIMITS["data_max"].rstrip("M"))
     refused = journal(A, seen.since, r"fault memhog: allocation refused at \d+ MiB")
     sizes = [int(m.group(1)) for line in refused if (m := re.search(r"at (\d+) MiB", line))]
-    events = read_text(cgroup_dir(unit(A)) / "memory.events") or ""
-    oom_killed = bool(re.search(r"^oom_kill [1-9]", events, re.M))
+    # The cgroup's OOM count is gone with the cgroup once A failed; systemd's record of the
+    # SIGKILL stays (nothing else here sends A a SIGKILL while it allocates).
+    oom_killed = oom_kills(unit(A)) > 0 or bool(
+        journal(A, seen.since, r"(killed by the OOM killer|code=killed, status=9/KILL)"))
     props = show(unit(A), "ActiveState", "NRestarts")
     memory_max = seen.cgroup.get("memory.max") == str(int(A_LIMITS["memory_max"][:-1]) * MIB)
     stopped = (bool(sizes) and max(sizes) <= cap) or oom_killed
@@ -386,8 +391,11 @@ def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[R
     b_before = pid_and_start(B)
     since = time.time() - 1
     promote = agentgw("promote", A, host.shas[name], "--allow-downgrade", "--json", check=False)
+    # The limits as applied, read while A surely has a cgroup (a crashing fault's unit may be
+    # between restarts, or failed, once it settled).
+    limits = cgroup_limits(A)
     time.sleep(SETTLE_S)
-    seen = Seen(since, pid_and_start(A)[0], cgroup_limits(A), window_s)
+    seen = Seen(since, pid_and_start(A)[0], limits, window_s)
     cpu0, journald0, t0 = cpu_seconds(unit(A)), cpu_seconds(JOURNALD), time.monotonic()
     with measured(host) as during:
         act(name, seen)

@@ -36,7 +36,7 @@ A_LIMITS: dict[str, Any] = {
     "memory_max": "256M",
     "cpu_quota": "50%",
     "tasks_max": 64,
-    "data_max": "256M",
+    "data_max": "512M",
     "file_max": "64M",
 }
 A_STOP_TIMEOUT_S = 2.0
@@ -151,14 +151,51 @@ def pid_and_start(profile: str) -> tuple[int, int]:
     return pid, int(stat.rpartition(")")[2].split()[19]) if stat else 0
 
 
-def cgroup_dir(name: str) -> Path:
-    return CGROUP / show(name, "ControlGroup")["ControlGroup"].lstrip("/")
+def unified_root() -> Path:
+    """Where cgroup2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified in a hybrid lab."""
+    hybrid = CGROUP / "unified"
+    return hybrid if (hybrid / "cgroup.procs").exists() else CGROUP
+
+
+def cgroup_dir(name: str, controller: str | None = None) -> Path:
+    """The unit's cgroup in the cgroup2 tree, or in ``controller``'s v1 hierarchy if the host
+    (a hybrid lab) has one mounted."""
+    path = show(name, "ControlGroup")["ControlGroup"].lstrip("/")
+    if controller is not None and (CGROUP / controller / "cgroup.procs").exists():
+        return CGROUP / controller / path
+    return unified_root() / path
+
+
+# v1 "no limit" values are near 2^63 (rounded to a page); cgroup2 writes "max".
+V1_UNLIMITED = 1 << 62
 
 
 def cgroup_limits(profile: str) -> dict[str, str | None]:
-    """The unit's cgroup limit files; a file is absent when its controller is not enabled."""
-    cg = cgroup_dir(unit(profile))
-    return {name: read_text(cg / name) for name in ("memory.max", "pids.max", "cpu.max")}
+    """The unit's memory.max, pids.max and cpu.max as cgroup2 writes them, read where the
+    limit acts: the cgroup2 files, or the v1 controllers' (memory.limit_in_bytes, pids.max,
+    cpu.cfs_quota_us/cfs_period_us) in a hybrid lab. None: that controller does not act here.
+    """
+    name = unit(profile)
+    v2 = cgroup_dir(name)
+    found = {f: read_text(v2 / f) for f in ("memory.max", "pids.max", "cpu.max")}
+    memory = read_text(cgroup_dir(name, "memory") / "memory.limit_in_bytes")
+    if found["memory.max"] is None and memory is not None:
+        found["memory.max"] = "max" if int(memory) >= V1_UNLIMITED else memory
+    if found["pids.max"] is None:
+        found["pids.max"] = read_text(cgroup_dir(name, "pids") / "pids.max")
+    cpu = cgroup_dir(name, "cpu")
+    quota, period = read_text(cpu / "cpu.cfs_quota_us"), read_text(cpu / "cpu.cfs_period_us")
+    if found["cpu.max"] is None and quota is not None and period is not None:
+        found["cpu.max"] = f"{'max' if int(quota) < 0 else quota} {period}"
+    return found
+
+
+def oom_kills(name: str) -> int:
+    """How many times the kernel's OOM killer acted in the unit's memory cgroup."""
+    text = (read_text(cgroup_dir(name) / "memory.events")
+            or read_text(cgroup_dir(name, "memory") / "memory.oom_control") or "")
+    match = re.search(r"^oom_kill (\d+)", text, re.M)
+    return int(match.group(1)) if match else 0
 
 
 def cpu_seconds(name: str) -> float:

@@ -57,6 +57,16 @@ bpf_option = click.option(
     help="Boot without bpf() allowed: IPAddressDeny= is then NOT enforced (for sabotage tests).",
 )
 
+cgroups_option = click.option(
+    "--cgroups",
+    type=click.Choice(["unified", "hybrid"]),
+    default="unified",
+    show_default=True,
+    help="unified: cgroup v2 only (on hosts that keep cpu/memory/pids on v1, CPUQuota=, "
+    "MemoryMax= and TasksMax= are then not enforced inside); hybrid: cgroup2 plus those v1 "
+    "controllers delegated read-write, so they are.",
+)
+
 
 @click.group()
 def lab() -> None:
@@ -71,13 +81,15 @@ def lab() -> None:
 @name_option
 @bind_option
 @bpf_option
-def lab_up(name: str, binds: tuple[Path, ...], no_bpf: bool) -> None:
+@cgroups_option
+def lab_up(name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str) -> None:
     """Boot a lab and wait until its systemd is running; prints the boot time."""
-    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf)
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups)
     machine = Lab.up(spec)
     click.echo(
         f"lab {name} up in {machine.state.boot_seconds:.2f}s "
-        f"(init pid {machine.state.leader_pid}, bpf {'allowed' if spec.bpf else 'blocked'})"
+        f"(init pid {machine.state.leader_pid}, bpf {'allowed' if spec.bpf else 'blocked'}, "
+        f"cgroups {cgroups})"
     )
 
 
@@ -100,13 +112,16 @@ def lab_exec(name: str, cwd: Path | None, argv: tuple[str, ...]) -> None:
 @name_option
 @bind_option
 @bpf_option
+@cgroups_option
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(name: str, binds: tuple[Path, ...], no_bpf: bool, argv: tuple[str, ...]) -> None:
+def lab_run(
+    name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str, argv: tuple[str, ...]
+) -> None:
     """Boot a lab, run ARGV inside, and tear the lab down whatever happens (also on Ctrl-C).
 
     Exits with ARGV's exit code.
     """
-    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf)
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups)
     with booted(spec) as machine:
         click.echo(f"lab {name} up in {machine.state.boot_seconds:.2f}s", err=True)
         result = machine.exec(list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False)
@@ -137,6 +152,7 @@ def lab_status(as_json: bool) -> None:
                 "alive": bool(machine and machine.alive()),
                 "init_pid": machine.state.leader_pid if machine else None,
                 "bpf": machine.state.bpf if machine else None,
+                "cgroups": machine.state.cgroups if machine else None,
                 "boot_seconds": machine.state.boot_seconds if machine else None,
             }
         )

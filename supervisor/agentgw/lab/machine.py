@@ -23,6 +23,7 @@ import psutil
 
 from agentgw import run
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.lab import cgroups
 from agentgw.log import get_logger
 
 log = get_logger(__name__)
@@ -32,6 +33,7 @@ DEFAULT_NAME = "agentgw-lab"
 TARGET = "agentgw-lab.target"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 IN_LAB_ENV = "AGENTGW_IN_LAB"
+CGROUP_MODES = ("unified", "hybrid")
 
 # nspawn processes this process started: kept so they are reaped, not dropped while running.
 _CHILDREN: dict[int, run.Popen] = {}
@@ -81,7 +83,13 @@ def check_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class LabSpec:
-    """What to boot. ``bpf`` allows the bpf() syscall so IPAddressDeny= is enforced (LAB.md)."""
+    """What to boot. ``bpf`` allows the bpf() syscall so IPAddressDeny= is enforced (LAB.md).
+
+    ``cgroups``: ``unified`` (cgroup v2 only: the IP firewall works; on a host that keeps the
+    resource controllers on v1, CPUQuota=/MemoryMax=/TasksMax= do not) or ``hybrid`` (cgroup2
+    plus the host's v1 cpu, cpuacct, memory and pids, delegated read-write: all of them work;
+    see :mod:`agentgw.lab.cgroups`).
+    """
 
     name: str = DEFAULT_NAME
     binds: tuple[Path, ...] = ()
@@ -90,6 +98,7 @@ class LabSpec:
     kvm: bool = True
     private_network: bool = True
     boot_timeout: float = 90.0
+    cgroups: str = "unified"
 
 
 @dataclass
@@ -102,6 +111,9 @@ class LabState:
     bpf: bool = True
     binds: list[str] = field(default_factory=list)
     boot_seconds: float = 0.0
+    cgroups: str = "unified"
+    # The lab's own cgroups on the host (removed at teardown).
+    groups: list[str] = field(default_factory=list)
 
 
 def _mounted(path: Path) -> bool:
@@ -166,6 +178,9 @@ class Lab:
         """Boot a lab and wait until its systemd reports ``running``. Cleans up on any failure."""
         check_available()
         check_name(spec.name)
+        if spec.cgroups not in CGROUP_MODES:
+            raise usage(f"unknown cgroup mode {spec.cgroups!r}",
+                        hint="--cgroups unified (default) or hybrid")
         existing = cls.find(spec.name, spec.base)
         if existing is not None and existing.alive():
             raise AgentgwError(
@@ -181,6 +196,7 @@ class Lab:
             dir=os.fspath(lab_dir),
             bpf=spec.bpf,
             binds=[os.fspath(b) for b in spec.binds],
+            cgroups=spec.cgroups,
         )
         lab = cls(state)
         t0 = time.monotonic()
@@ -230,11 +246,34 @@ class Lab:
             argv.append("--bind=/dev/kvm")
         for bind in spec.binds:
             argv.append(f"--bind={os.fspath(bind)}:{os.fspath(bind)}")
-        argv += ["--boot", "--", f"systemd.unit={TARGET}"]
         env = dict(os.environ)
-        # cgroup v2 inside: without it IPAddressDeny= is silently not enforced (LAB.md).
-        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
-        proc = run.spawn(argv, log_path=self.dir / "console.log", env=env)
+        found = cgroups.hierarchies()
+        if spec.cgroups == "hybrid":
+            missing = cgroups.missing_for_hybrid(found)
+            if missing:
+                raise usage(
+                    "a hybrid lab needs the host's v1 hierarchies of "
+                    f"{', '.join(cgroups.DELEGATED)} and a cgroup2 mount; missing: "
+                    + ", ".join(missing),
+                    hint="boot with --cgroups unified (the resource limits then are not "
+                    "enforced inside)",
+                )
+            # nspawn picks hybrid from the host when not told otherwise; PID 1 is the shell
+            # that makes the delegated controllers writable, then execs systemd.
+            env.pop("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", None)
+            argv += ["--kill-signal=SIGRTMIN+3", "--", "/bin/sh", "-c",
+                     cgroups.init_script(cgroups.DELEGATED, TARGET)]
+        else:
+            # cgroup v2 inside: without it IPAddressDeny= is silently not enforced (LAB.md).
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+            argv += ["--boot", "--", f"systemd.unit={TARGET}"]
+        groups = [h.group(spec.name) for h in cgroups.wanted(found, spec.cgroups == "hybrid")]
+        self.state.groups = [os.fspath(g) for g in groups]
+        self._write_state()
+        cgroups.create(groups)
+        env["AGENTGW_LAB_CGROUPS"] = " ".join(self.state.groups)
+        wrapped = ["/bin/sh", "-c", cgroups.enter_script(), "sh", *argv]
+        proc = run.spawn(wrapped, log_path=self.dir / "console.log", env=env)
         _CHILDREN[proc.pid] = proc
         self.state.nspawn_pid = proc.pid
         self.state.nspawn_started = psutil.Process(proc.pid).create_time()
@@ -355,6 +394,10 @@ class Lab:
             lab._stop()
         for mount in (lab_dir / "root", lab_dir / "ovl"):
             cls._umount(mount)
+        if lab is not None:
+            left = cgroups.remove(Path(g) for g in lab.state.groups)
+            if left:
+                log.warning("lab_cgroups_left", name=name, groups=[os.fspath(g) for g in left])
         shutil.rmtree(lab_dir, ignore_errors=True)
         if lab_dir.exists():
             raise AgentgwError(
