@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,6 @@ from agentgw.model.control import Outcome, PhaseTime, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
 from agentgw.model.release import ReleasePolicy
-from agentgw.observe.health import wait_healthy
 from agentgw.observe.release import (
     check_promotable,
     current_manifest,
@@ -89,6 +89,18 @@ def fault_pause(phase: str) -> None:
         print(f"agentgw: paused at {phase}", file=sys.stderr, flush=True)
         while True:
             time.sleep(60)
+
+
+def warm_up() -> None:
+    """Import and build what the phases after the restart need (the HTTP client of the health
+    check, the outcome and history records), in a thread, while the restart job runs: the wait
+    for it releases the GIL, and a promote spends ~200 ms there. Joined before those phases."""
+    import agentgw.observe.health  # noqa: F401 - imported for its module load only
+    from agentgw.model.history import HistoryRecord
+
+    with contextlib.suppress(Exception):  # an error here resurfaces where the model is used
+        Outcome.model_rebuild(force=True)
+        HistoryRecord.model_rebuild(force=True)
 
 
 @dataclass
@@ -238,12 +250,17 @@ class Controller:
         stop_s = profile.stop_timeout_s + STOP_MARGIN_S
         timeout = stop_s + profile.health.timeout_s + READY_GRACE_S
         with run.phase("restart") as d:
+            warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
             try:
                 self.sd.enable([unit])
                 self.reset_failed(unit)
+                warm.start()
                 result = self.sd.restart(unit, timeout=timeout)
             except AgentgwError as exc:
                 raise Failed(exc.message) from exc
+            finally:
+                if warm.ident is not None:
+                    warm.join()
             d.append(f"job {result}")
         if intent is not None:
             intent = set_phase(self.layout.intents, intent, "restarted")
@@ -260,6 +277,8 @@ class Controller:
             set_phase(self.layout.intents, intent, "health-wait")
         fault_pause("health-wait")
         with run.phase("healthy") as d:
+            from agentgw.observe.health import wait_healthy
+
             manifest = read_manifest(self.layout.releases / release)
             health = wait_healthy(
                 str(profile.listen.host),
@@ -279,6 +298,8 @@ class Controller:
         """Hold ``health.settle_s``: the process must stay (same MainPID, no restart) and
         answer again at the end, so a release that dies right after its first answer is
         rolled back instead of committed."""
+        from agentgw.observe.health import wait_healthy
+
         settle = profile.health.settle_s
         deadline = time.monotonic() + settle
         while True:
