@@ -299,25 +299,35 @@ def check_ignoreterm(seen: Seen) -> Contained:
     )
 
 
-def journald_bound(window_s: float) -> int:
-    """The most lines journald keeps from one unit in ``window_s``: RateLimitBurst (10000 unless
-    configured) per RateLimitIntervalSec (30 s), times its free-space factor
-    (log2(bytes) - 16) / 4, taken here over the journal filesystem's whole size."""
+def journald_bound(span_s: float) -> int:
+    """The most lines journald keeps from one unit in ``span_s`` seconds: RateLimitBurst (10000
+    unless configured) per RateLimitIntervalSec (30 s), times its free-space factor
+    (log2(bytes) - 16) / 4, taken here over the journal filesystem's whole size. A span can
+    overlap floor(span / 30) + 2 of journald's intervals (they start with a unit's first
+    message, not on ours)."""
     conf = read_text(Path("/etc/systemd/journald.conf")) or ""
     match = re.search(r"^RateLimitBurst=(\d+)", conf, re.M)
     burst = int(match.group(1)) if match else 10000
     fs = os.statvfs("/var/log/journal")
     factor = max(1.0, ((fs.f_blocks * fs.f_frsize).bit_length() - 1 - 16) / 4)
-    return int(burst * factor) * (int(window_s // 30) + 1)
+    return int(burst * factor) * (int(span_s // 30) + 2)
 
 
 def check_logflood(seen: Seen) -> Contained:
     kept = len(journal(A, seen.since, r"^agent_cli: fault logflood x"))
-    bound = journald_bound(seen.window_s)
+    bound = journald_bound(time.time() - seen.since)
+    # None kept is containment too when journald says it suppressed them (A flooded again
+    # within the interval its earlier flood had used up).
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen.since))
+    suppressed = re.findall(
+        rf"Suppressed (\d+) messages from \S*{re.escape(unit(A))}",
+        sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", JOURNALD,
+           check=False))
     return Contained(
         "journald per-unit rate limit (storage)",
-        0 < kept <= bound,
-        f"journald kept {kept} flood lines (bound {bound}); A used {seen.cpu_used:.2f} CPUs, "
+        kept <= bound and (kept > 0 or bool(suppressed)),
+        f"journald kept {kept} flood lines (bound {bound}), suppressed "
+        f"{sum(int(n) for n in suppressed)}; A used {seen.cpu_used:.2f} CPUs, "
         f"journald {seen.journald_cpu:.2f} (shared by every profile)",
         # The flood's CPU is journald's, which no limit of A's unit caps.
         a_cpu=False,

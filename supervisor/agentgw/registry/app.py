@@ -254,7 +254,8 @@ class Registry:
 
     # -- routes ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        return _json(Health(version=__version__).model_dump_json().encode())
+        health = Health(version=__version__, unit_watch=self.watch is not None)
+        return _json(health.model_dump_json().encode())
 
     async def openapi(self, request: Request) -> Response:
         return _json(self._openapi)

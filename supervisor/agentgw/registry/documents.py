@@ -16,6 +16,11 @@ from agentgw.model.release import ProfileUse
 class Health(Frozen):
     status: Literal["ok"] = "ok"
     version: str
+    unit_watch: bool = Field(
+        default=False,
+        description="systemd's unit signals are watched: a no-cache request (agentgw status) "
+        "reuses a snapshot while nothing changed; false: every such request takes a new one",
+    )
 
 
 class ReleaseEntry(Frozen):

@@ -310,6 +310,9 @@ def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Re
     restart made behind agentgw's back (systemctl) shows at once: the registry re-reads when
     systemd signalled a change, never serving the old MainPID. It agrees with the rows the
     command computes itself (source "direct", with --etc)."""
+    # The watch is live under the hardened unit (else every status would re-read, still
+    # correct, but this test would not show the signals doing their job).
+    assert get_json(None, "/health")[1]["unit_watch"] is True
     for _ in range(3):
         sh("systemctl", "restart", "agent-gateway@api.service")
         doc = json.loads(agentgw("status", "api", "--json").stdout)

@@ -94,3 +94,11 @@ def test_a_broken_watch_is_dropped_and_every_revalidation_retakes(tmp_path: Path
     client.get("/v1/profiles", headers=NO_CACHE)
     client.get("/v1/profiles", headers=NO_CACHE)
     assert watch.closed and len(loads) == 3
+
+
+def test_health_says_whether_the_units_are_watched(tmp_path: Path) -> None:
+    client, watch, _, _, _ = make(tmp_path)
+    assert client.get("/health").json()["unit_watch"] is True
+    watch.broken = True
+    client.get("/v1/profiles", headers=NO_CACHE)
+    assert client.get("/health").json()["unit_watch"] is False
