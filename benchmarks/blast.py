@@ -314,7 +314,13 @@ def journald_bound(span_s: float) -> int:
 
 
 def check_logflood(seen: Seen) -> Contained:
-    kept = len(journal(A, seen.since, r"^agent_cli: fault logflood x"))
+    def kept_lines() -> int:
+        return len(journal(A, seen.since, r"^agent_cli: fault logflood x"))
+
+    # journald works through its backlog of the flood for a while (~1 CPU): what it keeps is
+    # counted once the lines are there, not while it still reads them.
+    wait_for(lambda: kept_lines() > 0, 20, every=1.0)
+    kept = kept_lines()
     bound = journald_bound(time.time() - seen.since)
     # None kept is containment too when journald says it suppressed them (A flooded again
     # within the interval its earlier flood had used up).
