@@ -95,10 +95,11 @@ def warm_up() -> None:
     """Import and build what the phases after the restart need (the HTTP client of the health
     check, the outcome and history records), in a thread, while the restart job runs: the wait
     for it releases the GIL, and a promote spends ~200 ms there. Joined before those phases."""
-    import agentgw.observe.health  # noqa: F401 - imported for its module load only
-    from agentgw.model.history import HistoryRecord
+    # An error here is not reported: it resurfaces where the module or model is used.
+    with contextlib.suppress(Exception):
+        import agentgw.observe.health  # noqa: F401 - imported for its module load only
+        from agentgw.model.history import HistoryRecord
 
-    with contextlib.suppress(Exception):  # an error here resurfaces where the model is used
         Outcome.model_rebuild(force=True)
         HistoryRecord.model_rebuild(force=True)
 

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from agentgw.apply.release_source import Source, open_source
 from agentgw.errors import AgentgwError, Exit, die, usage
 from agentgw.log import get_logger
 from agentgw.model.release import FileEntry, Manifest, ManifestSignature, ReleasePolicy
@@ -68,6 +67,8 @@ from agentgw.proofs.signing import (
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agentgw.apply.release_source import Source
 
 log = get_logger(__name__)
 
@@ -311,6 +312,9 @@ def add_release(
     policy = policy or ReleasePolicy()
     name = release_name(check_sha(sha), check_label(label))
     signer = _signer(sign_key, policy)
+    # Here, not at the top: tarfile, lzma and zlib are for adding, not for promote.
+    from agentgw.apply.release_source import open_source
+
     with open_source(src) as source:
         planned = plan_tree(source.entries, os.fspath(src))
         target = layout.releases / name
