@@ -135,6 +135,11 @@ def measured(host: Host) -> Iterator[Window]:
     address, port = host.listen[B]
 
     def sample() -> None:
+        # B's clients are not on A's CPU (they are remote, or other profiles, which the soak
+        # keeps off it): nor is this one, or it would time its own wake-ups behind A's hog.
+        spare = set(range(os.cpu_count() or 1)) - set(A_LIMITS.get("cpus") or [])
+        if spare and A_LIMITS.get("cpus"):
+            os.sched_setaffinity(0, spare)
         while not stop.is_set():
             t0 = time.perf_counter()
             ok = get_health(address, port, host.health[B])
@@ -264,12 +269,26 @@ def check_memhog(seen: Seen) -> Contained:
     )
 
 
+def allowed_cpus(pid: int) -> str | None:
+    """A live process's CPU affinity as the kernel holds it (e.g. "1" or "0-1")."""
+    for line in (read_text(Path(f"/proc/{pid}/status")) or "").splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def check_cpuhog(seen: Seen) -> Contained:
     quota, enforced = cpu_quota(seen.cgroup)
+    cpus = A_LIMITS.get("cpus")
+    wanted = ",".join(map(str, cpus)) if cpus else None
+    pinned = wanted is not None and allowed_cpus(seen.pid) == wanted
+    mechanisms = ([f"CPUQuota={A_LIMITS['cpu_quota']}"] if enforced else []) + (
+        [f"CPUAffinity={wanted}"] if pinned else [])
     return Contained(
-        f"CPUQuota={A_LIMITS['cpu_quota']}" if enforced else "scheduler fair share only",
-        enforced and seen.cpu_used <= quota * 1.1,
-        f"A used {seen.cpu_used:.2f} CPUs (quota {quota:.2f})",
+        ", ".join(mechanisms) or "scheduler fair share only",
+        enforced and seen.cpu_used <= quota * 1.1 and (wanted is None or pinned),
+        f"A used {seen.cpu_used:.2f} CPUs (quota {quota:.2f}) on CPUs "
+        f"{allowed_cpus(seen.pid) or '?'}",
         [] if enforced else [f"CPUQuota={A_LIMITS['cpu_quota']}"],
     )
 

@@ -329,6 +329,13 @@ class Resources(Frozen):
         description="LimitDATA=, heap and private memory per process (thread stacks count), "
         "enforced even where the cgroup memory controller is not; null for none",
     )
+    cpus: tuple[Annotated[StrictInt, Field(ge=0, le=4095)], ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="CPUAffinity=, the CPU numbers the gateway may run on, e.g. [1]; the "
+        "kernel holds it (sched_setaffinity) with or without cgroup controllers, so a profile "
+        "that burns CPU leaves the others' CPUs alone; null for all CPUs",
+    )
 
     @property
     def memory_max_bytes(self) -> int | None:

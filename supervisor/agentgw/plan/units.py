@@ -71,6 +71,8 @@ def render_dropin(
         f"MemoryMax={profile.resources.memory_max}",
         f"TasksMax={profile.resources.tasks_max}",
         f"CPUQuota={profile.resources.cpu_quota}",
+        *([f"CPUAffinity={' '.join(map(str, profile.resources.cpus))}"]
+          if profile.resources.cpus else []),
         f"MemoryDenyWriteExecute={'yes' if profile.memory_deny_write_execute else 'no'}",
     ]
     lines += render_rlimits(profile, host)

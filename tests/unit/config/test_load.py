@@ -134,6 +134,18 @@ def test_health_settle_bounds(tmp_path: Path, value: str) -> None:
         "api"].health.settle_s == 0.0
 
 
+def test_resources_cpus(tmp_path: Path) -> None:
+    """resources.cpus: CPU numbers for CPUAffinity=; an empty list, a negative number or text
+    is refused (exit 2, the field named)."""
+    ok = write(tmp_path / "ok", {"gateways/api.yaml": BASE + "resources:\n  cpus: [1, 0]\n"})
+    assert load_config(ok).profiles["api"].resources.cpus == (1, 0)
+    for i, bad in enumerate(("[]", "[-1]", "['1']", "1")):
+        etc = write(tmp_path / str(i), {"gateways/api.yaml": BASE + f"resources:\n  cpus: {bad}\n"})
+        with pytest.raises(AgentgwError) as info:
+            load_config(etc)
+        assert info.value.code == Exit.USAGE and "cpus" in info.value.message, bad
+
+
 def test_inline_trusted_keys(tmp_path: Path) -> None:
     """A trusted key may be a path, a PEM public key, or base64 of the 32 raw key bytes."""
     public = Ed25519PrivateKey.generate().public_key()
@@ -169,6 +181,7 @@ def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
                 "tasks_max": 512,
                 "file_max": None,
                 "data_max": None,
+                "cpus": None,
             },
             "health": {"path": "/health", "timeout_s": 10.0, "settle_s": 0.0},
             "env": {},

@@ -62,3 +62,15 @@ def test_convenience_mode_has_no_nproc_limit() -> None:
         "CPUQuota=100%",
         "LimitFSIZE=1G",
     ]
+
+
+def test_cpus_become_cpu_affinity() -> None:
+    """resources.cpus pins the gateway (CPUAffinity=); absent, no line: every CPU."""
+
+    def dropin(resources: dict[str, Any]) -> list[str]:
+        profile = Profile.model_validate(
+            {"name": "api", "mode": "cli", "listen": "127.77.0.3:8080", "resources": resources})
+        return render_dropin(profile, HostConfig(), Layout(Path("/")), []).splitlines()
+
+    assert "CPUAffinity=1 3" in dropin({"cpus": [1, 3]})
+    assert not [line for line in dropin({}) if line.startswith("CPUAffinity")]
