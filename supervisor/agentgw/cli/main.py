@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -83,3 +85,40 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(0)
+
+
+def exit_status(code: object) -> int:
+    """The process exit status Python gives ``sys.exit(code)`` (a text is printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run() -> NoReturn:
+    """The ``agentgw`` console script: :func:`main`, then exit without tearing the interpreter
+    down.
+
+    Finalising the ~300 modules a command imports costs 15-20 ms of every command (measured:
+    importing what promote imports takes 205 ms with the normal exit, 187 ms with this one).
+    Nothing is owed to that teardown: every ``with`` block and ``finally`` of the command ran
+    inside :func:`main`, and output and logging are flushed here. Tests call :func:`main` and
+    get ``SystemExit`` as usual.
+    """
+    try:
+        main()
+        status = 0
+    except SystemExit as exc:
+        status = exit_status(exc.code)
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (agentgw status | head): nothing to add
+            pass
+    os._exit(status)
