@@ -13,7 +13,7 @@ from agentgw.apply.host import UnitControl, apply_actions
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config.load import Config, load_config
 from agentgw.model.actions import Action
-from agentgw.observe.host import HostState, observe_host
+from agentgw.observe.host import HostState, check_cpus, host_cpus, observe_host
 from agentgw.observe.units import systemd_here, unit_states
 from agentgw.paths import Layout, unit_name
 from agentgw.plan.host import (
@@ -119,7 +119,9 @@ etc_option = click.option(
 
 
 def _config(app: App, etc: Path | None) -> Config:
-    return load_config(etc if etc is not None else app.layout.etc)
+    config = load_config(etc if etc is not None else app.layout.etc)
+    check_cpus(config.profiles, host_cpus())
+    return config
 
 
 @click.command("plan")

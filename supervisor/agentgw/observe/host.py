@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentgw.errors import usage
+from agentgw.model.profile import Profile
 from agentgw.paths import Layout
 
 TMP_SUFFIX = ".agentgw-tmp"
@@ -123,3 +125,22 @@ def _which(tool: str) -> Path | None:
         return Path(tool)
     found = shutil.which(tool, path=os.defpath + ":/usr/local/bin:/usr/sbin:/sbin")
     return Path(found).resolve() if found else None
+
+
+def host_cpus() -> frozenset[int]:
+    """The CPUs processes may run on here (what CPUAffinity= can name)."""
+    return frozenset(os.sched_getaffinity(0))
+
+
+def check_cpus(profiles: Mapping[str, Profile], available: frozenset[int]) -> None:
+    """Refuse (exit 2) a ``resources.cpus`` naming a CPU this host does not have: systemd
+    would accept the drop-in and then fail every start of the unit."""
+    for name, profile in profiles.items():
+        missing = sorted(set(profile.resources.cpus or ()) - available)
+        if missing:
+            have = ", ".join(map(str, sorted(available)))
+            raise usage(
+                f"gateways/{name}.yaml: resources.cpus: CPU {', '.join(map(str, missing))} "
+                "is not on this host",
+                hint=f"this host has CPUs {have}",
+            )

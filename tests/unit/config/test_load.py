@@ -238,3 +238,17 @@ def test_env_control_chars_refused(prefix: str, bad: str, suffix: str) -> None:
 def test_env_printable_round_trips(value: str) -> None:
     """Any value without control characters is accepted and loads back unchanged."""
     assert load_env_value(value).profiles["api"].env == {"V": value}
+
+
+def test_plan_refuses_cpus_this_host_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CPU CPUAffinity= could not give would fail every start of the unit: plan and apply
+    say so first (exit 2, one line and a hint, nothing written)."""
+    write(tmp_path, {"gateways/api.yaml": BASE + "resources:\n  cpus: [4095]\n"})
+    code, out, err = agentgw(["--root", str(tmp_path), "plan"], capsys)
+    assert code == 2
+    assert err.startswith("error: gateways/api.yaml: resources.cpus: CPU 4095 is not on this")
+    assert "hint: this host has CPUs 0" in err
+    code, _, err = agentgw(["--root", str(tmp_path), "apply"], capsys)
+    assert code == 2 and not (tmp_path / "opt").exists()
