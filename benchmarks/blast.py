@@ -281,14 +281,15 @@ def check_cpuhog(seen: Seen) -> Contained:
     quota, enforced = cpu_quota(seen.cgroup)
     cpus = A_LIMITS.get("cpus")
     wanted = ",".join(map(str, cpus)) if cpus else None
-    pinned = wanted is not None and allowed_cpus(seen.pid) == wanted
+    allowed = allowed_cpus(seen.pid)
+    pinned = wanted is not None and allowed == wanted
     mechanisms = ([f"CPUQuota={A_LIMITS['cpu_quota']}"] if enforced else []) + (
         [f"CPUAffinity={wanted}"] if pinned else [])
     return Contained(
         ", ".join(mechanisms) or "scheduler fair share only",
         enforced and seen.cpu_used <= quota * 1.1 and (wanted is None or pinned),
         f"A used {seen.cpu_used:.2f} CPUs (quota {quota:.2f}) on CPUs "
-        f"{allowed_cpus(seen.pid) or '?'}",
+        f"{allowed or '?'}",
         [] if enforced else [f"CPUQuota={A_LIMITS['cpu_quota']}"],
     )
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
+from collections.abc import Callable
 from pathlib import Path
+
+from agentgw.errors import AgentgwError, die
 
 
 def in_use(path: Path) -> bool:
@@ -15,3 +19,45 @@ def in_use(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def listen(
+    path: Path,
+    *,
+    mode: int,
+    dir_mode: int,
+    backlog: int,
+    who: str,
+    unit: str,
+    not_socket: Callable[..., AgentgwError],
+    not_socket_hint: str,
+    fail_hint: str,
+    gid: int | None = None,
+) -> socket.socket:
+    """A listening socket at ``path`` with ``mode`` (and group ``gid``, if given).
+
+    A stale socket file is replaced; one that ``who`` (another server) still serves is an
+    error naming ``unit``; anything else at ``path`` is ``not_socket(message, hint=...)``.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise not_socket(f"{path} exists and is not a socket", hint=not_socket_hint)
+        if in_use(path):
+            raise die(f"{path}: {who} is serving on it", hint=f"systemctl status {unit}")
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, mode)
+        if gid is not None:
+            os.chown(path, 0, gid)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise die(f"cannot listen on {path}: {exc.strerror}", hint=fail_hint) from exc
+    return sock

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config import load_config
 
 
@@ -16,12 +16,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Config directory [default: ROOT/etc/agentgw].",
-)
+@etc_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the validated config as JSON.")
 @pass_app
 def check(app: App, etc: Path | None, as_json: bool) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +20,18 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def etc_option(note: str = "") -> Callable[[F], F]:
+    """``--etc DIR``, the config directory every config-reading command takes."""
+    return click.option(
+        "--etc",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Config directory [default: ROOT/etc/agentgw]" + (f"; {note}" if note else "") + ".",
+    )
 
 
 def echo_json(data: Any) -> None:

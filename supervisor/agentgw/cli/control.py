@@ -11,7 +11,7 @@ import click
 
 from agentgw.apply.control import Controller, exit_code
 from agentgw.apply.history import read_history, verify_history
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit
 from agentgw.model.control import Outcome
@@ -19,11 +19,6 @@ from agentgw.observe.units import check_systemd_here
 from agentgw.paths import unit_name
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-etc_option = click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read the config from here (default: <root>/etc/agentgw).",
-)
 
 
 @contextmanager
@@ -69,7 +64,7 @@ def report(outcome: Outcome, as_json: bool) -> None:
 @click.argument("profile")
 @click.argument("sha")
 @click.option("--allow-downgrade", is_flag=True, help="Allow a release older than current.")
-@etc_option
+@etc_option()
 @json_option
 @pass_app
 def promote(
@@ -91,7 +86,7 @@ def promote(
 @click.command("rollback")
 @click.argument("profile")
 @click.option("--to", "to", metavar="SHA", help="Release to return to (default: previous).")
-@etc_option
+@etc_option()
 @json_option
 @pass_app
 def rollback(app: App, profile: str, to: str | None, etc: Path | None, as_json: bool) -> None:
@@ -103,7 +98,7 @@ def rollback(app: App, profile: str, to: str | None, etc: Path | None, as_json: 
 
 @click.command("restart")
 @click.argument("profile")
-@etc_option
+@etc_option()
 @json_option
 @pass_app
 def restart(app: App, profile: str, etc: Path | None, as_json: bool) -> None:
@@ -116,7 +111,7 @@ def restart(app: App, profile: str, etc: Path | None, as_json: bool) -> None:
 def _simple(verb: str) -> click.Command:
     @click.command(verb, help=f"{verb.capitalize()} PROFILE's gateway and wait for the job.")
     @click.argument("profile")
-    @etc_option
+    @etc_option()
     @pass_app
     def command(app: App, profile: str, etc: Path | None) -> None:
         with controller(app, etc, False, profile) as ctl:

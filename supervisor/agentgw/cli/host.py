@@ -10,7 +10,7 @@ import click
 
 from agentgw.apply.history import append_history
 from agentgw.apply.host import UnitControl, apply_actions
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import Config, load_config
 from agentgw.model.actions import Action
 from agentgw.observe.host import HostState, check_cpus, host_cpus, observe_host
@@ -111,11 +111,6 @@ def init(app: App, as_json: bool) -> None:
     report(actions, as_json=as_json, applied=True)
 
 
-etc_option = click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read agentgw.yaml and gateways/*.yaml from here (default: <root>/etc/agentgw).",
-)
 
 
 def _config(app: App, etc: Path | None) -> Config:
@@ -125,7 +120,7 @@ def _config(app: App, etc: Path | None) -> Config:
 
 
 @click.command("plan")
-@etc_option
+@etc_option()
 @click.option("--prune", is_flag=True, help="Also plan the removal of profiles not configured.")
 @click.option("--json", "as_json", is_flag=True, help="Print the actions as JSON.")
 @pass_app
@@ -145,7 +140,7 @@ def plan(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
 
 
 @click.command("apply")
-@etc_option
+@etc_option()
 @click.option(
     "--prune",
     is_flag=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config import load_config
 from agentgw.errors import AgentgwError, Exit, usage
 from agentgw.plan.envfile import render_env
@@ -30,12 +30,7 @@ BANNER_PREFIX = "agentgw-launch "
     is_flag=True,
     help="Resolve and print; required (systemd starts gateways: agentgw start).",
 )
-@click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Config directory [default: ROOT/etc/agentgw].",
-)
+@etc_option()
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the banner, its fields and the argv as JSON."
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.observe.lint import lint_profiles
@@ -17,11 +17,7 @@ from agentgw.observe.units import check_systemd_here
 
 @click.command("lint")
 @click.argument("profile", required=False)
-@click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read the config from here (default: <root>/etc/agentgw).",
-)
+@etc_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @pass_app
 def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None:

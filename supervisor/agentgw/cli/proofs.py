@@ -9,17 +9,12 @@ from pathlib import Path
 
 import click
 
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model.proof import ProofRecord
 from agentgw.observe.units import check_systemd_here
 
-etc_option = click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read the config from here (default: <root>/etc/agentgw).",
-)
 MARK = {"passed": "ok", "failed": "FAILED", "not-enforced": "NOT ENFORCED"}
 
 
@@ -39,7 +34,7 @@ def render_record(record: ProofRecord, path: Path) -> str:
     is_flag=True,
     help="First restart each profile and prove its siblings' MainPIDs unchanged.",
 )
-@etc_option
+@etc_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the signed records as JSON.")
 @pass_app
 def verify(
@@ -118,7 +113,7 @@ def attest_verify(app: App, file: Path, pubkey: Path | None, as_json: bool) -> N
 
 @click.command("onfailure")
 @click.argument("profile")
-@etc_option
+@etc_option()
 @pass_app
 def onfailure(app: App, profile: str, etc: Path | None) -> None:
     """Record that PROFILE's gateway failed (history; the webhook, if configured).

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from agentgw.cli.context import App, pass_app
+from agentgw.cli.context import App, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import usage
 from agentgw.model.profile import LISTEN_HINT, Listen
@@ -43,12 +43,7 @@ def _listen(text: str) -> Listen:
     help="Also serve on this loopback address [default: registry.tcp]; needs "
     "registry.token_file.",
 )
-@click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Config directory [default: ROOT/etc/agentgw].",
-)
+@etc_option()
 @pass_app
 def serve_command(
     app: App, socket_path: Path | None, tcp: str | None, etc: Path | None

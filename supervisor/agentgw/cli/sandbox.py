@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from agentgw.cli.context import App, echo_json, pass_app
+from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit, die, usage
 from agentgw.log import get_logger
@@ -105,8 +105,7 @@ def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> Non
 
 @sandbox.command("serve")
 @cache_option
-@click.option("--etc", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Config directory [default: ROOT/etc/agentgw].")
+@etc_option()
 @click.option("--records", default=None, metavar="FILE|-",
               help="Append exec records here; '-': to stdout, which the unit opens in append "
               "mode [default: ROOT/var/lib/agentgw/sandbox/execs.jsonl].")

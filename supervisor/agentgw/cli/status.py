@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agentgw.cli.context import App, pass_app
+from agentgw.cli.context import App, etc_option, pass_app
 from agentgw.errors import AgentgwError, Exit, usage
 
 if TYPE_CHECKING:
@@ -96,12 +96,7 @@ def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
 
 @click.command("status")
 @click.argument("profile", required=False)
-@click.option(
-    "--etc",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Config directory [default: ROOT/etc/agentgw]; computes the rows here.",
-)
+@etc_option("computes the rows here")
 @click.option("--json", "as_json", is_flag=True, help="Print the status records as JSON.")
 @pass_app
 def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None:

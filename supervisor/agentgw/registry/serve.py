@@ -13,7 +13,6 @@ import asyncio
 import errno
 import os
 import socket
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from agentgw.paths import Layout
 from agentgw.registry.app import create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
-from agentgw.unixsock import in_use
+from agentgw.unixsock import listen
 
 if TYPE_CHECKING:
     from agentgw.bus.watch import UnitWatch
@@ -76,26 +75,10 @@ class NotifyingServer(uvicorn.Server):
 
 def unix_listener(path: Path) -> socket.socket:
     """A listening socket at ``path`` (mode 0666); a stale socket file is replaced."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise usage(f"{path} exists and is not a socket", hint="remove it or pick --socket")
-        if in_use(path):
-            raise die(f"{path}: another process is serving on it",
-                      hint="systemctl status agentgw-registry")
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, SOCKET_MODE)
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise die(f"cannot listen on {path}: {exc.strerror}", hint="run as root") from exc
-    return sock
+    return listen(path, mode=SOCKET_MODE, dir_mode=0o755, backlog=BACKLOG,
+                  who="another process", unit="agentgw-registry",
+                  not_socket=usage, not_socket_hint="remove it or pick --socket",
+                  fail_hint="run as root")
 
 
 def tcp_listener(host: str, port: int) -> socket.socket:

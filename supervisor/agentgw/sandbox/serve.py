@@ -21,7 +21,6 @@ import pwd
 import shutil
 import signal
 import socket
-import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +34,7 @@ from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
 from agentgw.sdnotify import notify
-from agentgw.unixsock import in_use
+from agentgw.unixsock import listen
 
 log = get_logger(__name__)
 
@@ -62,30 +61,10 @@ def gid_of(name: str) -> int | None:
 def make_listener(path: Path, gid: int | None) -> socket.socket:
     """A listening socket at ``path``, mode 0660, owned by root and group ``gid`` (unchanged
     when None: tests). A stale socket file is replaced; a served one is an error."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        path.parent.mkdir(mode=SOCKET_DIR_MODE, parents=True, exist_ok=True)
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise die(f"{path} exists and is not a socket", hint="remove it")
-        if in_use(path):
-            raise die(f"{path}: another broker is serving on it",
-                      hint="systemctl status agentgw-sandbox")
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, SOCKET_MODE)
-        if gid is not None:
-            os.chown(path, 0, gid)
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        path.unlink(missing_ok=True)
-        raise die(f"cannot listen on {path}: {exc.strerror}",
-                  hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)") from exc
-    return sock
+    return listen(path, mode=SOCKET_MODE, dir_mode=SOCKET_DIR_MODE, backlog=BACKLOG,
+                  gid=gid, who="another broker", unit="agentgw-sandbox",
+                  not_socket=die, not_socket_hint="remove it",
+                  fail_hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)")
 
 
 class _CapHeader(ctypes.Structure):

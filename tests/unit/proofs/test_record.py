@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.cli.main import main
 from agentgw.model.proof import ProofRecord
 from agentgw.observe.status import Read, judge_isolation, parse_iso
 from agentgw.paths import Layout
@@ -23,6 +22,7 @@ from agentgw.proofs.record import (
 )
 from agentgw.proofs.signing import fingerprint, generate_keypair, load_public_key
 from tests.unit.proofs.support import sample_record
+from tests.unit.release.support import cli
 
 
 @pytest.fixture
@@ -106,15 +106,6 @@ def test_status_reads_the_written_record_as_isolated(layout: Layout) -> None:
                               proof=Read(data=json.loads(path.read_text())),
                               started=proved - 1, now=proved + 5)
     assert ("isolated", "2 checks passed") == (verdict.state, verdict.reason)
-
-
-def cli(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(["--root", str(root), *args])
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def test_attest_verify_exit_codes(layout: Layout, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,11 @@ is the production app; only the kernel's answer to SO_PEERCRED is made up.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
@@ -133,3 +138,19 @@ def host(tmp_path: Path) -> Iterator[Host]:
                      clock=clock, now=lambda: NOW)
     yield Host(layout, cfg, clock, app, provided)
 
+
+
+@contextmanager
+def running(server: uvicorn.Server, sockets: list[socket.socket]) -> Iterator[None]:
+    """``server`` serving ``sockets`` in a thread for the block; stopped and joined after."""
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -22,7 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from agentgw.registry.auth import Connection, Peer, with_connection
-from tests.unit.registry.conftest import Host
+from tests.unit.registry.conftest import Host, running
 
 REPO = Path(__file__).resolve().parents[3]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,17 +41,10 @@ def serving(app: ASGIApp) -> Iterator[str]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_config=None,
                                            access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        with running(server, [sock]):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         sock.close()
 
 

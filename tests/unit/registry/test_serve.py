@@ -14,8 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +31,7 @@ from agentgw.registry.serve import (
     unix_listener,
     uvicorn_config,
 )
-from tests.unit.registry.conftest import Host
+from tests.unit.registry.conftest import Host, running
 
 CLIENT = r"""
 import socket, sys
@@ -93,18 +91,8 @@ def test_tcp_connections_have_nodelay() -> None:
 def real_server(app: ASGIApp, path: Path) -> Iterator[None]:
     """The registry's uvicorn server on a unix socket, in a thread, removed afterwards."""
     server = NotifyingServer(uvicorn_config(app), remove=[path])
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [unix_listener(path)]},
-                              daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
+    with running(server, [unix_listener(path)]):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
     assert not path.exists(), "the socket file is removed at shutdown"
 
 
