@@ -17,6 +17,7 @@ import re
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +27,14 @@ from pathlib import Path
 
 from tests.integration.support import AGENTGW, OPT, agentgw
 
+from agentgw.paths import journald_unit, log_namespace
 from benchmarks.soak_host import (
     A_LIMITS,
+    A_LOGS,
     A_STOP_TIMEOUT_S,
     MIB,
     REGISTRY_SOCKET,
+    REPO,
     A,
     B,
     Host,
@@ -46,6 +50,7 @@ from benchmarks.soak_host import (
     sh,
     show,
     unit,
+    unit_limits,
     wait_for,
 )
 
@@ -57,17 +62,6 @@ MAX_RATIO = 2.0
 SAMPLE_S = 0.005
 STATUS_EVERY_S = 1.0
 SETTLE_S = 1.5
-
-
-def get_health(address: str, port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(address, port, timeout=2.0, source_address=(address, 0))
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
 
 
 def p99_ms(latencies: list[float], failures: int) -> float:
@@ -128,27 +122,12 @@ class Window:
 
 @contextmanager
 def measured(host: Host) -> Iterator[Window]:
-    """For as long as the block runs: GET B's /health every SAMPLE_S; every STATUS_EVERY_S, run
-    ``agentgw status --json`` and ask the registry (the same load in every window)."""
+    """For as long as the block runs: GET B's /health every SAMPLE_S (benchmarks/sampler.py, a
+    process of its own); every STATUS_EVERY_S, run ``agentgw status --json`` and ask the
+    registry (the same load in every window)."""
     window = Window()
     stop = threading.Event()
     address, port = host.listen[B]
-
-    def sample() -> None:
-        # B's clients are not on A's CPU (they are remote, or other profiles, which the soak
-        # keeps off it): nor is this one, or it would time its own wake-ups behind A's hog.
-        spare = set(range(os.cpu_count() or 1)) - set(A_LIMITS.get("cpus") or [])
-        if spare and A_LIMITS.get("cpus"):
-            os.sched_setaffinity(0, spare)
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            ok = get_health(address, port, host.health[B])
-            elapsed = time.perf_counter() - t0
-            if ok:
-                window.latencies.append(elapsed)
-            else:
-                window.failures += 1
-            stop.wait(max(0.0, SAMPLE_S - elapsed))
 
     def readers() -> None:
         while not stop.is_set():
@@ -167,15 +146,29 @@ def measured(host: Host) -> Iterator[Window]:
                 window.bad.append(problem)
             stop.wait(STATUS_EVERY_S)
 
-    threads = [threading.Thread(target=sample), threading.Thread(target=readers)]
-    for thread in threads:
-        thread.start()
+    # B's clients are not on A's CPU (they are remote, or other profiles, which the soak keeps
+    # off it): nor is the sampler, or it would time its own wake-ups behind A's hog.
+    spare = sorted(set(range(os.cpu_count() or 1)) - set(A_LIMITS.get("cpus") or []))
+    pin = ",".join(map(str, spare)) if spare and A_LIMITS.get("cpus") else ""
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.sampler", address, str(port), host.health[B],
+         str(SAMPLE_S), pin],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert sampler.stdout is not None
+    reader = threading.Thread(target=readers)
     try:
+        if sampler.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the sampler did not start (exit {sampler.wait()})")
+        reader.start()
         yield window
     finally:
         stop.set()
-        for thread in threads:
-            thread.join()
+        if reader.is_alive():
+            reader.join()
+        sampler.terminate()
+        out, _ = sampler.communicate(timeout=30)
+    sampled = json.loads(out)
+    window.latencies, window.failures = sampled["latencies"], sampled["failures"]
 
 
 def measure(host: Host, seconds: float) -> Window:
@@ -209,6 +202,8 @@ class Seen:
     window_s: float
     cpu_used: float = 0.0
     journald_cpu: float = 0.0
+    shared_journald_cpu: float = 0.0
+    journald_limits: dict[str, str | None] = field(default_factory=dict)
     stop_s: float = 0.0
 
 
@@ -320,43 +315,64 @@ def check_ignoreterm(seen: Seen) -> Contained:
 
 
 def journald_bound(span_s: float) -> int:
-    """The most lines journald keeps from one unit in ``span_s`` seconds: RateLimitBurst (10000
-    unless configured) per RateLimitIntervalSec (30 s), times its free-space factor
-    (log2(bytes) - 16) / 4, taken here over the journal filesystem's whole size. A span can
-    overlap floor(span / 30) + 2 of journald's intervals (they start with a unit's first
-    message, not on ours)."""
-    conf = read_text(Path("/etc/systemd/journald.conf")) or ""
-    match = re.search(r"^RateLimitBurst=(\d+)", conf, re.M)
-    burst = int(match.group(1)) if match else 10000
+    """The most lines A's journald keeps from A in ``span_s`` seconds: its RateLimitBurst per
+    RateLimitIntervalSec (30 s), times journald's free-space factor (log2(bytes) - 16) / 4,
+    taken here over the journal filesystem's whole size. A span can overlap floor(span / 30)
+    + 2 of journald's intervals (they start with a unit's first message, not on ours)."""
+    burst = A_LOGS["rate_limit_burst"]
     fs = os.statvfs("/var/log/journal")
     factor = max(1.0, ((fs.f_blocks * fs.f_frsize).bit_length() - 1 - 16) / 4)
     return int(burst * factor) * (int(span_s // 30) + 2)
 
 
 def check_logflood(seen: Seen) -> Contained:
-    def kept_lines() -> int:
-        return len(journal(A, seen.since, r"^agent_cli: fault logflood x"))
+    """A's lines go to A's own journald (LogNamespace=), which reads them on A's CPU within
+    its own quota; the journald every other unit logs to never sees them."""
+    flood = r"^agent_cli: fault logflood x"
 
-    # journald works through its backlog of the flood for a while (~1 CPU): what it keeps is
-    # counted once the lines are there, not while it still reads them.
+    def kept_lines() -> int:
+        return len(journal(A, seen.since, flood))
+
+    # The journald works through its backlog for a moment: what it keeps is counted once the
+    # lines are there, not while it still reads them.
     wait_for(lambda: kept_lines() > 0, 20, every=1.0)
     kept = kept_lines()
     bound = journald_bound(time.time() - seen.since)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen.since))
+    said = sh("journalctl", f"--namespace={log_namespace(A)}", "--no-pager", "-o", "cat",
+              "--since", stamp, check=False)
+    suppressed = re.findall(rf"Suppressed (\d+) messages from \S*{re.escape(unit(A))}", said)
     # None kept is containment too when journald says it suppressed them (A flooded again
     # within the interval its earlier flood had used up).
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen.since))
-    suppressed = re.findall(
-        rf"Suppressed (\d+) messages from \S*{re.escape(unit(A))}",
-        sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", JOURNALD,
-           check=False))
+    rate_held = kept <= bound and (kept > 0 or bool(suppressed))
+    shared = sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", unit(A),
+                check=False)
+    leaked = sum(1 for line in shared.splitlines() if re.search(flood, line))
+    quota = int(A_LOGS["cpu_quota"].rstrip("%")) / 100
+    cpu_max = seen.journald_limits.get("cpu.max") or ""
+    value, _, period = cpu_max.partition(" ")
+    enforced = value.isdigit() and period.isdigit() and int(value) == round(quota * int(period))
+    cpus = A_LIMITS.get("cpus")
+    wanted = ",".join(map(str, cpus)) if cpus else None
+    pid = int(show(journald_unit(A), "MainPID")["MainPID"])
+    allowed = allowed_cpus(pid) if pid else None
+    pinned = wanted is None or allowed == wanted
+    mechanisms = [f"LogNamespace={log_namespace(A)}",
+                  f"RateLimitBurst={A_LOGS['rate_limit_burst']}/30s"]
+    if enforced:
+        mechanisms.append(f"journald CPUQuota={A_LOGS['cpu_quota']}")
+    if wanted is not None and allowed == wanted:
+        mechanisms.append(f"journald CPUAffinity={wanted}")
     return Contained(
-        "journald per-unit rate limit (storage)",
-        kept <= bound and (kept > 0 or bool(suppressed)),
-        f"journald kept {kept} flood lines (bound {bound}), suppressed "
-        f"{sum(int(n) for n in suppressed)}; A used {seen.cpu_used:.2f} CPUs, "
-        f"journald {seen.journald_cpu:.2f} (shared by every profile)",
-        # The flood's CPU is journald's, which no limit of A's unit caps.
-        a_cpu=False,
+        ", ".join(mechanisms),
+        rate_held and leaked == 0 and enforced and pinned
+        and seen.journald_cpu <= quota * 1.1,
+        f"A's journald kept {kept} flood lines (bound {bound}), suppressed "
+        f"{sum(int(n) for n in suppressed)}, used {seen.journald_cpu:.2f} CPUs (quota "
+        f"{quota:.2f}) on CPUs {allowed or '?'}; flood lines in the shared journal: {leaked}; "
+        f"shared journald used {seen.shared_journald_cpu:.2f} CPUs; A used "
+        f"{seen.cpu_used:.2f} CPUs",
+        [] if enforced else [f"journald CPUQuota={A_LOGS['cpu_quota']}"],
     )
 
 
@@ -431,15 +447,19 @@ def run_fault(host: Host, name: str, window_s: float, before: Window) -> tuple[R
     # between restarts, or failed, once it settled).
     limits = cgroup_limits(A)
     time.sleep(SETTLE_S)
-    seen = Seen(since, pid_and_start(A)[0], limits, window_s)
-    cpu0, journald0, t0 = cpu_seconds(unit(A)), cpu_seconds(JOURNALD), time.monotonic()
+    seen = Seen(since, pid_and_start(A)[0], limits, window_s,
+                journald_limits=unit_limits(journald_unit(A)))
+    journald = journald_unit(A)
+    cpu0, t0 = cpu_seconds(unit(A)), time.monotonic()
+    journald0, shared0 = cpu_seconds(journald), cpu_seconds(JOURNALD)
     with measured(host) as during:
         act(name, seen)
         # Long enough for a fair p99 whatever the action took.
         time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
     elapsed = time.monotonic() - t0
     seen.cpu_used = (cpu_seconds(unit(A)) - cpu0) / elapsed
-    seen.journald_cpu = (cpu_seconds(JOURNALD) - journald0) / elapsed
+    seen.journald_cpu = (cpu_seconds(journald) - journald0) / elapsed
+    seen.shared_journald_cpu = (cpu_seconds(JOURNALD) - shared0) / elapsed
     contained = CHECKS[name](seen)
     shown = a_status(since)
     b_after = pid_and_start(B)

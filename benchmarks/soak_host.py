@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from tests.integration.support import ETC, KEY, OPT, PROFILES, agentgw, setup_host
 
+from agentgw.paths import log_namespace
+
 REPO = Path(__file__).resolve().parents[1]
 A, B = "api", "core"
 # logflood last: journald's rate limit of A's unit lasts 30 s and would swallow the log lines
@@ -43,6 +45,8 @@ A_LIMITS: dict[str, Any] = {
     # delay every wake-up on the CPU it holds: measured 3-4x).
     "cpus": [os.cpu_count() - 1] if (os.cpu_count() or 1) > 1 else None,
 }
+# A's own journal: a small burst, so a flood hits the rate limit at once.
+A_LOGS: dict[str, Any] = {"max_use": "64M", "rate_limit_burst": 1000, "cpu_quota": "25%"}
 A_STOP_TIMEOUT_S = 2.0
 # Every profile's: an unhealthy release is rolled back after this long.
 HEALTH_TIMEOUT_S = 3.0
@@ -103,13 +107,41 @@ def soak_profile(name: str) -> dict[str, Any]:
         data.setdefault("resources", {})["cpus"] = others
     if name == A:
         data["resources"] = dict(A_LIMITS)
+        data["logs"] = dict(A_LOGS)
         data["stop_timeout_s"] = A_STOP_TIMEOUT_S
     return data
 
 
+SYSTEM_CONF = Path("/etc/systemd/system.conf.d/50-agentgw-soak.conf")
+
+
+def partition_cpus() -> str | None:
+    """Keep the host's other work off A's CPUs, as an operator who gives a profile that may run
+    hot CPUs of its own does: systemd's default CPUAffinity= (system.conf, re-read by
+    daemon-reexec) for every unit without its own, and the same affinity for what already runs
+    (this soak included, the operator's session). A's gateway and A's journald keep theirs
+    (their own CPUAffinity=). Without it, a hog held to its quota on its own CPU still pushes
+    everything unpinned onto B's CPU, and B's baseline (taken while that work could use A's CPU
+    too) is not the host B has while A runs hot. Returns the CPUs, None when A is not pinned."""
+    others = [c for c in range(os.cpu_count() or 1) if c not in (A_LIMITS["cpus"] or [])]
+    if not A_LIMITS["cpus"] or not others:
+        return None
+    cpus = " ".join(map(str, others))
+    SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+    SYSTEM_CONF.write_text(f"[Manager]\nCPUAffinity={cpus}\n")
+    sh("systemctl", "daemon-reexec")
+    for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+        try:
+            os.sched_setaffinity(int(task.name), set(others))
+        except OSError:
+            pass  # gone, or a kernel thread of the host's
+    return cpus
+
+
 def set_up(build: Path) -> Host:
-    """init, keys, releases (good, broken, one per fault), the soak's profiles applied and on
-    release A, and the registry started."""
+    """The host's CPUs partitioned (A's for A), init, keys, releases (good, broken, one per
+    fault), the soak's profiles applied and on release A, and the registry started."""
+    partition_cpus()
     releases = setup_host(build)
     shas = {"a": releases.a, "b": releases.b, "crash": releases.crash,
             "unhealthy": releases.unhealthy, "wrongsha": releases.wrongsha}
@@ -180,11 +212,14 @@ V1_UNLIMITED = 1 << 62
 
 
 def cgroup_limits(profile: str) -> dict[str, str | None]:
-    """The unit's memory.max, pids.max and cpu.max as cgroup2 writes them, read where the
+    return unit_limits(unit(profile))
+
+
+def unit_limits(name: str) -> dict[str, str | None]:
+    """A unit's memory.max, pids.max and cpu.max as cgroup2 writes them, read where the
     limit acts: the cgroup2 files, or the v1 controllers' (memory.limit_in_bytes, pids.max,
     cpu.cfs_quota_us/cfs_period_us) in a hybrid lab. None: that controller does not act here.
     """
-    name = unit(profile)
     v2 = cgroup_dir(name)
     found = {f: read_text(v2 / f) for f in ("memory.max", "pids.max", "cpu.max")}
     memory = read_text(cgroup_dir(name, "memory") / "memory.limit_in_bytes")
@@ -223,10 +258,11 @@ def rlimit(pid: int, name: str) -> str | None:
 
 
 def journal(profile: str, since: float, grep: str) -> list[str]:
-    """Lines of the profile's unit, and of systemd about it, since a wall-clock time."""
+    """Lines of the profile's unit (its own journal) and of systemd about it, since a
+    wall-clock time."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-    out = sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", unit(profile),
-             check=False)
+    out = sh("journalctl", f"--namespace=+{log_namespace(profile)}", "--no-pager", "-o", "cat",
+             "--since", stamp, "-u", unit(profile), check=False)
     return [line for line in out.splitlines() if re.search(grep, line)]
 
 

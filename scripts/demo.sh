@@ -61,7 +61,7 @@ run agentgw status
 
 step "AGENT_LAUNCH_DRYRUN=1: what the launcher would exec for api"
 run /opt/agent/_lib/launch --env-file /opt/agent/gateways/api/env
-run journalctl -u agent-gateway@api.service -o cat --no-pager | grep agentgw-launch | tail -1
+run agentgw logs api -o cat --no-pager | grep agentgw-launch | tail -1
 
 step "promote api to B: aligned, siblings untouched"
 run agentgw promote api "$SHA_B"

@@ -28,6 +28,16 @@ def user_name(profile: str) -> str:
     return f"agent-{profile}"
 
 
+def log_namespace(profile: str) -> str:
+    """The profile's journal namespace (LogNamespace=); its journald is
+    ``systemd-journald@<namespace>.service``."""
+    return f"agentgw-{profile}"
+
+
+def journald_unit(profile: str) -> str:
+    return f"systemd-journald@{log_namespace(profile)}.service"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every host path agentgw reads or writes, under ``root``."""
@@ -69,6 +79,16 @@ class Layout:
 
     def dropin(self, profile: str) -> Path:
         return self.dropin_dir(profile) / "50-agentgw.conf"
+
+    def journald_conf(self, profile: str) -> Path:
+        """The profile's journald settings (journald.conf(5) reads journald@<namespace>.conf)."""
+        return self._p(f"etc/systemd/journald@{log_namespace(profile)}.conf")
+
+    def journald_dropin_dir(self, profile: str) -> Path:
+        return self.unit_dir / f"{journald_unit(profile)}.d"
+
+    def journald_dropin(self, profile: str) -> Path:
+        return self.journald_dropin_dir(profile) / "50-agentgw.conf"
 
     # runtime trees
     @property

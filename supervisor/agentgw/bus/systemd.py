@@ -29,6 +29,7 @@ from agentgw.bus import wire
 from agentgw.bus.errmap import mapped
 from agentgw.errors import AgentgwError
 from agentgw.log import get_logger
+from agentgw.paths import profile_of
 
 log = get_logger(__name__)
 
@@ -368,7 +369,7 @@ class Systemd:
                     raise AgentgwError(
                         f"{action} {name} did not finish within {timeout:g}s ({job} is still "
                         "queued or running)",
-                        hint=f"see 'systemctl status {name}' and 'journalctl -u {name}'",
+                        hint=f"see 'systemctl status {name}' and {logs_command(name)}",
                     )
                 # Short slices: a wake-up lost between process() and the wait costs little.
                 # select(), not pystemd's wait(): it releases the GIL, so other threads run
@@ -469,3 +470,9 @@ class Systemd:
         if self.unit_properties(name, UNIT, ["ActiveState"])["ActiveState"] == "failed":
             self.reset_failed(name)
 
+
+def logs_command(unit: str) -> str:
+    """Where a unit's output is read: a gateway's is in its profile's own journal."""
+    if unit.startswith("agent-gateway@"):
+        return f"'agentgw logs {profile_of(unit)}'"
+    return f"'journalctl -u {unit}'"

@@ -15,7 +15,7 @@ from agentgw.config.load import Config, load_config
 from agentgw.model.actions import Action
 from agentgw.observe.host import HostState, check_cpus, host_cpus, observe_host
 from agentgw.observe.units import systemd_here, unit_states
-from agentgw.paths import Layout, unit_name
+from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.host import (
     Observed,
     init_dirs,
@@ -23,6 +23,7 @@ from agentgw.plan.host import (
     plan_init,
     plan_profiles,
     profile_dirs,
+    profile_files,
     render_plan,
 )
 from agentgw.plan.units import launcher_source
@@ -62,10 +63,11 @@ def observe_for_apply(
     for name in every:
         dirs += [d for d, *_ in profile_dirs(name, config.host, layout)]
         dirs += [layout.current(name), layout.previous(name)]
-        files += [layout.env_file(name), layout.dropin(name)]
+        files += profile_files(name, layout)
     tools = sorted({t for p in config.profiles.values() for t in p.denied_tools})
     state = observe_host(layout, dirs=dirs, files=files, tools=tools)
-    units = unit_states([unit_name(n) for n in every]) if units_wanted else None
+    wanted = [u for n in every for u in (unit_name(n), journald_unit(n))]
+    units = unit_states(wanted) if units_wanted else None
     return to_observed(state, units), every
 
 

@@ -224,6 +224,17 @@ def _limit(value: str) -> str:
     return value
 
 
+def _journal_size(value: str) -> str:
+    """SystemMaxUse= of a profile's journal: a size of at least 1M (no 'infinity': the cap is
+    the point)."""
+    size = size_bytes(value)
+    if size is None:
+        raise invalid(f"{_short(value)} is not a size", "a size such as 256M or 1G")
+    if size < 1024**2:
+        raise invalid(f"{value} is too small for a journal", "at least 1M, e.g. 256M")
+    return value
+
+
 def _percent(value: str) -> str:
     match = PERCENT_RE.fullmatch(value)
     if match is None or not 1 <= int(match.group(1)) <= 10000:
@@ -250,6 +261,7 @@ EnvValue = Annotated[str, AfterValidator(_env_value)]
 CredentialName = Annotated[str, AfterValidator(_credential_name)]
 Size = Annotated[str, AfterValidator(_size)]
 Limit = Annotated[str, AfterValidator(_limit)]
+JournalSize = Annotated[str, AfterValidator(_journal_size)]
 Percent = Annotated[str, AfterValidator(_percent)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 Seconds = Annotated[StrictFloat, Field(gt=0)]
@@ -342,6 +354,31 @@ class Resources(Frozen):
         return size_bytes(self.memory_max)
 
 
+class Logs(Frozen):
+    """The profile's own journal (LogNamespace=): what it keeps and what its journald may use.
+
+    A gateway's stdout and stderr go to a journald instance of its own, so a flood is read, rate
+    limited and stored within this profile's budget, never by the journald every unit shares.
+    """
+
+    max_use: JournalSize = Field(
+        default="256M",
+        description="SystemMaxUse= of the profile's journal: the disk its logs may take, oldest "
+        "dropped first, e.g. 256M",
+    )
+    rate_limit_burst: StrictInt = Field(
+        default=10000,
+        ge=0,
+        le=10_000_000,
+        description="RateLimitBurst=: lines kept per 30 s before journald drops them (0: no "
+        "limit)",
+    )
+    cpu_quota: Percent = Field(
+        default="25%",
+        description="CPUQuota= of the profile's journald, which runs on the profile's cpus",
+    )
+
+
 class Health(Frozen):
     """The HTTP check run against ``listen`` after a start or promote."""
 
@@ -377,7 +414,11 @@ class Profile(Frozen):
     )
     resources: Resources = Field(
         default_factory=Resources,
-        description="memory_max, cpu_quota, tasks_max, file_max, data_max",
+        description="memory_max, cpu_quota, tasks_max, file_max, data_max, cpus",
+    )
+    logs: Logs = Field(
+        default_factory=Logs,
+        description="max_use, rate_limit_burst, cpu_quota of the profile's own journal",
     )
     health: Health = Field(
         default_factory=Health, description="path and timeout_s of the health check"

@@ -127,9 +127,32 @@ def _which(tool: str) -> Path | None:
     return Path(found).resolve() if found else None
 
 
-def host_cpus() -> frozenset[int]:
-    """The CPUs processes may run on here (what CPUAffinity= can name)."""
+CPU_SOURCES = (Path("/sys/fs/cgroup/cpuset.cpus.effective"), Path("/sys/devices/system/cpu/online"))
+
+
+def host_cpus(sources: tuple[Path, ...] = CPU_SOURCES) -> frozenset[int]:
+    """The CPUs a unit may be pinned to here (what CPUAffinity= can name): the cgroup's
+    effective cpuset, else the online CPUs. Not this process's own affinity: run from a session
+    the operator keeps off some CPUs, agentgw may still give those to a profile."""
+    for source in sources:
+        try:
+            cpus = parse_cpu_list(source.read_text())
+        except (OSError, ValueError):
+            continue
+        if cpus:
+            return cpus
     return frozenset(os.sched_getaffinity(0))
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """The kernel's CPU list format: "0-3,5" -> {0, 1, 2, 3, 5}; "" -> empty."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
 
 
 def check_cpus(profiles: Mapping[str, Profile], available: frozenset[int]) -> None:

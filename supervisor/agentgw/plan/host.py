@@ -20,11 +20,13 @@ from agentgw.model.actions import (
 )
 from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
-from agentgw.paths import Layout, unit_name
+from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.envfile import render_env
 from agentgw.plan.units import (
     SANDBOX_UNIT,
     render_dropin,
+    render_journald_conf,
+    render_journald_dropin,
     render_template,
     sandbox_client_source,
 )
@@ -190,6 +192,17 @@ def profile_dirs(
         (layout.home(profile), user, user, 0o700),
         (layout.logs(profile), user, user, 0o700),
         (layout.dropin_dir(profile), ROOT, ROOT, 0o755),
+        (layout.journald_dropin_dir(profile), ROOT, ROOT, 0o755),
+    ]
+
+
+def profile_files(profile: str, layout: Layout) -> list[Path]:
+    """The files ``plan_profiles`` writes for a profile (observe them to plan it)."""
+    return [
+        layout.env_file(profile),
+        layout.dropin(profile),
+        layout.journald_conf(profile),
+        layout.journald_dropin(profile),
     ]
 
 
@@ -251,8 +264,20 @@ def plan_profiles(
             ROOT,
             0o644,
         )
-        actions += env + dropin
-        reload = reload or bool(dropin)
+        journal = want_file(
+            observed, layout.journald_conf(name), render_journald_conf(profile), ROOT, ROOT, 0o644
+        ) + want_file(
+            observed,
+            layout.journald_dropin(name),
+            render_journald_dropin(profile),
+            ROOT,
+            ROOT,
+            0o644,
+        )
+        actions += env + dropin + journal
+        reload = reload or bool(dropin) or bool(journal)
+        if journal:
+            unit_ops += plan_journald(name, observed)
         unit_ops += plan_unit(name, layout, observed, changed=bool(env or dropin))
     if prune:
         for gone in sorted(observed.profiles_on_host - set(profiles)):
@@ -283,10 +308,24 @@ def plan_unit(name: str, layout: Layout, observed: Observed, *, changed: bool) -
     return ops
 
 
+def plan_journald(name: str, observed: Observed) -> list[Action]:
+    """The profile's journald reads its settings when it starts: restart it if it runs (its
+    fd store keeps the gateway's log stream across the restart); else it starts with them."""
+    if observed.units is None:
+        return []
+    unit = journald_unit(name)
+    active, _ = observed.units.get(unit, ("", ""))
+    if active in ("active", "activating", "reloading"):
+        return [UnitAction(verb="restart", unit=unit, why="its journal settings changed")]
+    return []
+
+
 def plan_prune(
     name: str, layout: Layout, observed: Observed, stamp: str
 ) -> tuple[list[Action], bool]:
-    """Stop and disable a removed profile; archive its home and logs; drop its generated files."""
+    """Stop and disable a removed profile; archive its home and logs; drop its generated files.
+
+    Its journal (/var/log/journal/<machine-id>.agentgw-<name>) is kept where it is."""
     unit = unit_name(name)
     actions: list[Action] = []
     if observed.units is not None:
@@ -303,13 +342,17 @@ def plan_prune(
         layout.env_file(name),
         layout.dropin(name),
         layout.dropin_dir(name),
+        layout.journald_conf(name),
+        layout.journald_dropin(name),
+        layout.journald_dropin_dir(name),
         layout.current(name),
         layout.previous(name),
         layout.profile_dir(name),
     ):
         if path in observed.paths:
             actions.append(RemovePath(path=path, why="profile removed"))
-    return actions, layout.dropin(name) in observed.paths
+    generated = (layout.dropin(name), layout.journald_dropin(name))
+    return actions, any(path in observed.paths for path in generated)
 
 
 def render_plan(actions: Sequence[Action]) -> str:

@@ -52,10 +52,8 @@ def assert_aligned(profile: str, release_prefix: str) -> None:
     launch = json.loads((OPT / "gateways" / profile / "logs/launch.json").read_text())
     manifest = json.loads((link.resolve() / "manifest.json").read_text())
     assert launch["pid"] == pid and launch["sha"] == manifest["sha"]
-    journal = subprocess.run(
-        ["journalctl", "-u", f"agent-gateway@{profile}.service", "-o", "cat", "--no-pager"],
-        capture_output=True, text=True,
-    ).stdout
+    # The gateway's own journal (LogNamespace=), read as users do: agentgw logs.
+    journal = agentgw("logs", profile, "-o", "cat", "--no-pager").stdout
     banner = [line for line in journal.splitlines() if line.startswith("agentgw-launch ")]
     assert banner and f"sha={manifest['sha']}" in banner[-1]
 

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import ipaddress
 import json
+import os
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from agentgw.config import Config, load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model import HostConfig, Listen, Profile
+from agentgw.observe.host import host_cpus, parse_cpu_list
 
 from .support import BASE, agentgw, write
 
@@ -146,6 +148,22 @@ def test_resources_cpus(tmp_path: Path) -> None:
         assert info.value.code == Exit.USAGE and "cpus" in info.value.message, bad
 
 
+def test_logs(tmp_path: Path) -> None:
+    """logs: the journal's size cap, rate limit and journald quota; nonsense is a usage error."""
+    ok = write(tmp_path / "ok", {"gateways/api.yaml": BASE + (
+        "logs:\n  max_use: 64M\n  rate_limit_burst: 500\n  cpu_quota: 10%\n")})
+    logs = load_config(ok).profiles["api"].logs
+    assert (logs.max_use, logs.rate_limit_burst, logs.cpu_quota) == ("64M", 500, "10%")
+    bad_values = ("max_use: 512K", "max_use: infinity", "max_use: lots", "rate_limit_burst: -1",
+                  "rate_limit_burst: '5'", "cpu_quota: 0%", "cpu_quota: 20", "size: 1M")
+    for i, bad in enumerate(bad_values):
+        etc = write(tmp_path / str(i), {"gateways/api.yaml": BASE + f"logs:\n  {bad}\n"})
+        with pytest.raises(AgentgwError) as info:
+            load_config(etc)
+        key = bad.split(":")[0]
+        assert info.value.code == Exit.USAGE and key in info.value.message, bad
+
+
 def test_inline_trusted_keys(tmp_path: Path) -> None:
     """A trusted key may be a path, a PEM public key, or base64 of the 32 raw key bytes."""
     public = Ed25519PrivateKey.generate().public_key()
@@ -183,6 +201,7 @@ def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
                 "data_max": None,
                 "cpus": None,
             },
+            "logs": {"max_use": "256M", "rate_limit_burst": 10000, "cpu_quota": "25%"},
             "health": {"path": "/health", "timeout_s": 10.0, "settle_s": 0.0},
             "env": {},
             "credentials": {},
@@ -252,3 +271,22 @@ def test_plan_refuses_cpus_this_host_lacks(
     assert "hint: this host has CPUs 0" in err
     code, _, err = agentgw(["--root", str(tmp_path), "apply"], capsys)
     assert code == 2 and not (tmp_path / "opt").exists()
+
+
+def test_host_cpus_are_the_cpuset_or_online_cpus_not_our_affinity(tmp_path: Path) -> None:
+    """An operator's session kept off some CPUs may still pin a profile to them: the CPUs that
+    count are the cgroup's effective cpuset, else the online ones, in the kernel's list form."""
+    cpuset, online = tmp_path / "cpuset.cpus.effective", tmp_path / "online"
+    online.write_text("0-3,6\n")
+    assert host_cpus((cpuset, online)) == {0, 1, 2, 3, 6}
+    cpuset.write_text("1,3-4\n")
+    assert host_cpus((cpuset, online)) == {1, 3, 4}
+    cpuset.write_text("\n")  # no cpuset controller here: the next source
+    assert host_cpus((cpuset, online)) == {0, 1, 2, 3, 6}
+    assert parse_cpu_list("") == frozenset()
+    pinned = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(pinned)})
+        assert host_cpus() >= pinned
+    finally:
+        os.sched_setaffinity(0, pinned)

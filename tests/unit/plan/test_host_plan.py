@@ -156,6 +156,25 @@ def test_units_start_once_a_release_is_promoted(tmp_path: Path) -> None:
     assert verbs == [("daemon-reload", ""), ("restart", "agent-gateway@api.service")]
 
 
+def test_journal_settings_restart_a_running_journald_only(tmp_path: Path) -> None:
+    """A changed journald.conf of the profile: reload, restart its journald if it runs (the
+    gateway keeps running: its stream survives in journald's fd store); none if it is idle."""
+    cfg, layout = config(tmp_path), Layout(tmp_path)
+    base = after(plan_profiles(cfg.profiles, cfg.host, layout, empty({})), empty({}))
+    paths = dict(base.paths)
+    paths[layout.journald_conf("api")] = ("file", "root", "root", 0o644, "stale\n")
+    for state, expected in (
+        ("active", [("daemon-reload", ""), ("restart", "systemd-journald@agentgw-api.service")]),
+        ("inactive", [("daemon-reload", "")]),
+    ):
+        units = {"systemd-journald@agentgw-api.service": (state, "static")}
+        observed = Observed(users=base.users, groups=base.groups, paths=paths, units=units)
+        actions = plan_profiles(cfg.profiles, cfg.host, layout, observed)
+        assert [(a.verb, a.unit) for a in actions if isinstance(a, UnitAction)] == expected
+        written = [a.path for a in actions if isinstance(a, WriteFile)]
+        assert written == [layout.journald_conf("api")]
+
+
 def test_prune_archives_data_and_never_deletes_it(tmp_path: Path) -> None:
     """A profile on the host but not configured: stopped, disabled, home and logs archived."""
     cfg, layout = config(tmp_path), Layout(tmp_path)
@@ -163,6 +182,7 @@ def test_prune_archives_data_and_never_deletes_it(tmp_path: Path) -> None:
         layout.home("old"): ("dir", "agent-old", "agent-old", 0o700, None),
         layout.logs("old"): ("dir", "agent-old", "agent-old", 0o700, None),
         layout.env_file("old"): ("file", "root", "agent-old", 0o640, "X=1\n"),
+        layout.journald_conf("old"): ("file", "root", "root", 0o644, "[Journal]\n"),
         layout.profile_dir("old"): ("dir", "root", "root", 0o755, None),
     }
     units = {"agent-gateway@old.service": ("active", "enabled")}
@@ -180,6 +200,7 @@ def test_prune_archives_data_and_never_deletes_it(tmp_path: Path) -> None:
         "UnitAction",
         "ArchiveDir",
         "ArchiveDir",
+        "RemovePath",
         "RemovePath",
         "RemovePath",
     ]

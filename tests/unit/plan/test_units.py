@@ -9,7 +9,7 @@ from typing import Any
 from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
 from agentgw.paths import Layout
-from agentgw.plan.units import render_dropin
+from agentgw.plan.units import render_dropin, render_journald_conf, render_journald_dropin
 
 LIMITS = ("MemoryMax=", "TasksMax=", "CPUQuota=", "LimitNPROC=", "LimitDATA=", "LimitFSIZE=")
 
@@ -74,3 +74,25 @@ def test_cpus_become_cpu_affinity() -> None:
 
     assert "CPUAffinity=1 3" in dropin({"cpus": [1, 3]})
     assert not [line for line in dropin({}) if line.startswith("CPUAffinity")]
+
+
+def test_logs_go_to_the_profiles_own_journal() -> None:
+    """LogNamespace= in the drop-in; the namespace's journald.conf caps size and rate; its
+    journald runs on the profile's CPUs within the logs' CPU quota."""
+    profile = Profile.model_validate({
+        "name": "api", "mode": "cli", "listen": "127.77.0.3:8080", "resources": {"cpus": [1]},
+        "logs": {"max_use": "64M", "rate_limit_burst": 500, "cpu_quota": "10%"}})
+    assert "LogNamespace=agentgw-api" in render_dropin(
+        profile, HostConfig(), Layout(Path("/")), []).splitlines()
+    conf = render_journald_conf(profile).splitlines()
+    assert conf[1:] == ["[Journal]", "Storage=persistent", "SystemMaxUse=64M",
+                        "RateLimitIntervalSec=30s", "RateLimitBurst=500"]
+    assert render_journald_dropin(profile).splitlines()[1:] == [
+        "[Service]", "CPUQuota=10%", "CPUAffinity=1"]
+    unpinned = profile.model_copy(update={"resources": profile.resources.model_copy(
+        update={"cpus": None})})
+    assert render_journald_dropin(unpinned).splitlines()[1:] == ["[Service]", "CPUQuota=10%"]
+    assert Layout(Path("/")).journald_conf("api") == Path(
+        "/etc/systemd/journald@agentgw-api.conf")
+    assert Layout(Path("/")).journald_dropin("api") == Path(
+        "/etc/systemd/system/systemd-journald@agentgw-api.service.d/50-agentgw.conf")
