@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from tests.integration.support import ETC, KEY, OPT, PROFILES, agentgw, setup_host
 
+from agentgw.observe.host import host_cpus
 from agentgw.paths import log_namespace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +139,20 @@ def partition_cpus() -> str | None:
     return cpus
 
 
+def unpartition_cpus() -> None:
+    """Undo ``partition_cpus`` (the lab is shared with the other integration tests)."""
+    if not SYSTEM_CONF.exists():
+        return
+    SYSTEM_CONF.unlink()
+    sh("systemctl", "daemon-reexec")
+    every = set(host_cpus())
+    for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
+        try:
+            os.sched_setaffinity(int(task.name), every)
+        except OSError:
+            pass
+
+
 def set_up(build: Path) -> Host:
     """The host's CPUs partitioned (A's for A), init, keys, releases (good, broken, one per
     fault), the soak's profiles applied and on release A, and the registry started."""
@@ -170,8 +185,10 @@ def set_up(build: Path) -> Host:
 
 def restore_repo_profiles(build: Path) -> None:
     """The repo's example profiles again, all on release A (the lab is shared with the other
-    integration tests); works after a soak that failed half-way."""
+    integration tests), the CPUs no longer partitioned; works after a soak that failed
+    half-way."""
     sh("systemctl", "stop", REGISTRY, check=False)
+    unpartition_cpus()
     for name in PROFILES:
         shutil.copy(REPO / "gateways" / f"{name}.yaml", ETC / "gateways" / f"{name}.yaml")
     agentgw("apply")
