@@ -176,6 +176,13 @@ def leaks(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             found.append(f"{key}: added {sorted(new - old)}, removed {sorted(old - new)}")
         elif key == "temp files" and new:
             found.append(f"temp files: {new}")
+        elif key == "fds":
+            # A leak is growth. PID 1 also holds one fd per live log stream for the journalds
+            # (their fd store), so a stream that ended during the run may leave one fewer.
+            grown = {name: (old.get(name, 0), n) for name, n in new.items()
+                     if n > old.get(name, 0)}
+            if grown:
+                found.append(f"fds grew: {grown}")
         elif key not in ("files", "units", "temp files") and old != new:
             found.append(f"{key}: {old} -> {new}")
     return found

@@ -1,0 +1,120 @@
+"""Each profile logs to a journal of its own (LogNamespace=agentgw-<profile>): its output is
+there and not in the journal every other unit shares, ``agentgw logs`` reads it, its journald
+runs with the profile's limits, and journald holds it to the profile's size cap."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.support import (
+    ETC,
+    KEY,
+    OPT,
+    REPO,
+    Releases,
+    agentgw,
+    main_pid,
+    setup_host,
+)
+
+pytestmark = pytest.mark.integration
+
+PROFILE = "mcp"
+UNIT = f"agent-gateway@{PROFILE}.service"
+JOURNALD = f"systemd-journald@agentgw-{PROFILE}.service"
+CAP_MIB = 8
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def show(unit: str, prop: str) -> str:
+    return sh("systemctl", "show", "-P", prop, unit).strip()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Releases, Path]]:
+    path = tmp_path_factory.mktemp("build")
+    releases = setup_host(path)
+    for p in ("core", "api", "mcp"):
+        agentgw("promote", p, releases.a, "--allow-downgrade")
+    yield releases, path
+
+
+def test_output_goes_to_the_profiles_own_journal(build: tuple[Releases, Path]) -> None:
+    """The launcher's banner is in the profile's journal (read with agentgw logs), not in the
+    shared one; its journald runs with the logs' CPU quota."""
+    assert show(UNIT, "LogNamespace") == f"agentgw-{PROFILE}"
+    releases, _ = build
+    assert main_pid(PROFILE)[0] > 0
+    own = agentgw("logs", PROFILE, "-o", "cat", "--no-pager").stdout
+    banner = [line for line in own.splitlines() if line.startswith("agentgw-launch ")]
+    assert banner and f"sha={releases.a}" in banner[-1], own[-2000:]
+    shared = sh("journalctl", "-u", UNIT, "-o", "cat", "--no-pager")
+    assert not [line for line in shared.splitlines() if line.startswith("agentgw-launch ")]
+    assert show(JOURNALD, "ActiveState") == "active"
+    assert show(JOURNALD, "CPUQuotaPerSecUSec") == "250ms"  # logs.cpu_quota: 25%
+
+
+def journal_bytes() -> int:
+    """Bytes of the profile's journal files on disk."""
+    machine = Path("/etc/machine-id").read_text().strip()
+    root = Path("/var/log/journal") / f"{machine}.agentgw-{PROFILE}"
+    return sum(p.stat().st_size for p in root.glob("*.journal*") if p.is_file())
+
+
+def test_a_flood_is_held_to_the_profiles_journal_size_cap(build: tuple[Releases, Path]) -> None:
+    """With logs.max_use 8M and no rate limit, a release that floods stderr fills the journal
+    past the cap; journald deletes its oldest files and the journal stays within the cap. The
+    other profiles' journals and the shared one do not take the flood."""
+    releases, path = build
+    sha = (path / "logflood" / "VERSION").read_text().strip()
+    if not list((OPT / "releases").glob(f"{sha}-logflood")):
+        agentgw("release", "add", str(path / "logflood"), "--sha", sha, "--label", "logflood",
+                "--sign-key", str(KEY))
+    config = ETC / "gateways" / f"{PROFILE}.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["logs"] = {"max_use": f"{CAP_MIB}M", "rate_limit_burst": 0}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        agentgw("apply")
+        conf = Path(f"/etc/systemd/journald@agentgw-{PROFILE}.conf").read_text()
+        assert f"SystemMaxUse={CAP_MIB}M" in conf and "RateLimitBurst=0" in conf
+        agentgw("promote", PROFILE, sha, "--allow-downgrade", check=False)
+        deadline, most, deleted = time.monotonic() + 90, 0, ""
+        while time.monotonic() < deadline:
+            most = max(most, journal_bytes())
+            said = sh("journalctl", f"--namespace=agentgw-{PROFILE}", "-o", "cat",
+                      "--no-pager", "--since", since)
+            deleted = "\n".join(re.findall(r"^Deleted archived journal .*$", said, re.M))
+            if deleted:
+                break
+            time.sleep(0.5)
+        # Let journald go on past the first deletion, then stop the flood.
+        for _ in range(10):
+            most = max(most, journal_bytes())
+            time.sleep(0.5)
+        flooded = sh("journalctl", f"--namespace=agentgw-{PROFILE}", "-o", "cat",
+                     "--no-pager", "--since", since, "-g", "fault logflood x", "-q")
+    finally:
+        agentgw("promote", PROFILE, releases.a, "--allow-downgrade", check=False)
+        shutil.copy(REPO / "gateways" / f"{PROFILE}.yaml", config)
+        agentgw("apply")
+    assert deleted, "journald never deleted an archived file: the flood did not reach the cap"
+    assert most <= CAP_MIB << 20, f"journal reached {most} bytes, cap {CAP_MIB} MiB"
+    assert flooded.count("\n") > 1000
+    # The shared journal: journalctl -g exits 1 when nothing matches.
+    shared = subprocess.run(
+        ["journalctl", "-o", "cat", "--no-pager", "--since", since, "-g", "fault logflood x",
+         "-q"], capture_output=True, text=True)
+    assert (shared.returncode, shared.stdout) == (1, "")
