@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +99,25 @@ def status_json(profile: str) -> dict[str, object]:
     row = doc["profiles"][0]
     assert isinstance(row, dict)
     return row
+
+
+@contextmanager
+def all_promoted(build: Path) -> Iterator[Releases]:
+    """The host of ``setup_host`` with all three profiles running release A.
+
+    The lab is shared by the session: a profile that had no release promoted before is
+    stopped, disabled and unpromoted again afterwards, as later modules expect to find it.
+    """
+    unpromoted = [p for p in PROFILES if not (OPT / "gateways" / p / "current").is_symlink()]
+    releases = setup_host(build)
+    for p in PROFILES:
+        agentgw("promote", p, releases.a, "--allow-downgrade")
+    try:
+        yield releases
+    finally:
+        for p in unpromoted:
+            unit = f"agent-gateway@{p}.service"
+            for verb in ("stop", "disable", "reset-failed"):
+                subprocess.run(["systemctl", verb, unit], capture_output=True, check=False)
+            for link in ("current", "previous"):
+                (OPT / "gateways" / p / link).unlink(missing_ok=True)

@@ -21,8 +21,8 @@ from tests.integration.support import (
     REPO,
     Releases,
     agentgw,
+    all_promoted,
     main_pid,
-    setup_host,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,8 @@ def show(unit: str, prop: str) -> str:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Releases, Path]]:
     path = tmp_path_factory.mktemp("build")
-    releases = setup_host(path)
-    for p in ("core", "api", "mcp"):
-        agentgw("promote", p, releases.a, "--allow-downgrade")
-    yield releases, path
+    with all_promoted(path) as releases:
+        yield releases, path
 
 
 def test_output_goes_to_the_profiles_own_journal(build: tuple[Releases, Path]) -> None:

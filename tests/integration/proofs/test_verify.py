@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from agentgw.model.proof import CHECK_NAMES
-from tests.integration.support import ETC, OPT, PROFILES, Releases, agentgw, setup_host
+from tests.integration.support import ETC, OPT, PROFILES, Releases, agentgw, all_promoted
 
 pytestmark = pytest.mark.integration
 
@@ -36,22 +36,10 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def rel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
-    """The lab host of support.py with all three profiles running release A.
-
-    The lab is shared by the session: a profile that had no release promoted before is
-    stopped, disabled and unpromoted again afterwards, as later modules expect to find it.
-    """
-    unpromoted = [p for p in PROFILES if not (OPT / "gateways" / p / "current").is_symlink()]
-    releases = setup_host(tmp_path_factory.mktemp("build"))
-    for p in PROFILES:
-        agentgw("promote", p, releases.a, "--allow-downgrade")
-    yield releases
-    for p in unpromoted:
-        unit = f"agent-gateway@{p}.service"
-        for verb in ("stop", "disable", "reset-failed"):
-            subprocess.run(["systemctl", verb, unit], capture_output=True, check=False)
-        for link in ("current", "previous"):
-            (OPT / "gateways" / p / link).unlink(missing_ok=True)
+    """The lab host of support.py with all three profiles running release A (see
+    support.all_promoted)."""
+    with all_promoted(tmp_path_factory.mktemp("build")) as releases:
+        yield releases
 
 
 def verify(*args: str) -> tuple[int, dict[str, Record]]:
