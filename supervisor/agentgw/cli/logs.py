@@ -15,11 +15,14 @@ from agentgw.errors import AgentgwError, usage
 from agentgw.paths import log_namespace, unit_name
 
 
-def journalctl_argv(profile: str, extra: tuple[str, ...]) -> list[str]:
+def journalctl_argv(profile: str, extra: tuple[str, ...], *, as_json: bool = False) -> list[str]:
     """The profile's own journal interleaved with the default one (``+``: systemd's lines
-    about the unit, such as starts, stops and failures, are there), for its unit."""
+    about the unit, such as starts, stops and failures, are there), for its unit. ``--json``
+    (ours, also after PROFILE) is journalctl's ``-o json``: one JSON object per entry."""
+    wants_json = as_json or "--json" in extra
+    rest = [arg for arg in extra if arg != "--json"]
     return ["journalctl", f"--namespace=+{log_namespace(profile)}", "-u", unit_name(profile),
-            *extra]
+            *(["-o", "json"] if wants_json else []), *rest]
 
 
 @click.command(
@@ -27,10 +30,13 @@ def journalctl_argv(profile: str, extra: tuple[str, ...]) -> list[str]:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @etc_option()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per entry (-o json).")
 @click.argument("profile")
 @click.argument("journalctl_args", nargs=-1, type=click.UNPROCESSED)
 @pass_app
-def logs(app: App, etc: Path | None, profile: str, journalctl_args: tuple[str, ...]) -> None:
+def logs(
+    app: App, etc: Path | None, as_json: bool, profile: str, journalctl_args: tuple[str, ...]
+) -> None:
     """Show PROFILE's gateway output and systemd's lines about its unit.
 
     Each profile logs to a journal of its own (LogNamespace=agentgw-PROFILE), read, rate
@@ -47,7 +53,7 @@ def logs(app: App, etc: Path | None, profile: str, journalctl_args: tuple[str, .
             f"no profile named {profile!r}",
             hint=f"configured profiles: {known} (files in {config.etc}/gateways)",
         )
-    argv = journalctl_argv(profile, journalctl_args)
+    argv = journalctl_argv(profile, journalctl_args, as_json=as_json)
     if shutil.which(argv[0]) is None:
         raise AgentgwError("journalctl is not installed", hint="apt-get install systemd")
     sys.stdout.flush()

@@ -38,6 +38,16 @@ def test_logs_reads_the_profiles_namespace_and_passes_arguments_on(tmp_path: Pat
         "-n", "5", "-o", "cat", "--no-pager"]
 
 
+def test_logs_json_is_journalctls_json_output(tmp_path: Path) -> None:
+    etc = etc_with_api(tmp_path)
+    for args in (("--json", "api", "-n", "1"), ("api", "-n", "1", "--json")):
+        proc = run(tmp_path, "logs", "--etc", str(etc), *args)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines() == [
+            "--namespace=+agentgw-api", "-u", "agent-gateway@api.service", "-o", "json",
+            "-n", "1"]
+
+
 def test_logs_of_an_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
     etc = etc_with_api(tmp_path)
     proc = run(tmp_path, "logs", "--etc", str(etc), "nope", "-f")
