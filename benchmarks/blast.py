@@ -44,6 +44,7 @@ from benchmarks.soak_host import (
     cpu_seconds,
     journal,
     oom_kills,
+    other_cpus,
     pid_and_start,
     read_text,
     rlimit,
@@ -148,8 +149,7 @@ def measured(host: Host) -> Iterator[Window]:
 
     # B's clients are not on A's CPU (they are remote, or other profiles, which the soak keeps
     # off it): nor is the sampler, or it would time its own wake-ups behind A's hog.
-    spare = sorted(set(range(os.cpu_count() or 1)) - set(A_LIMITS.get("cpus") or []))
-    pin = ",".join(map(str, spare)) if spare and A_LIMITS.get("cpus") else ""
+    pin = ",".join(map(str, other_cpus()))
     sampler = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.sampler", address, str(port), host.health[B],
          str(SAMPLE_S), pin],
@@ -207,9 +207,10 @@ class Seen:
     stop_s: float = 0.0
 
 
-def cpu_quota(cgroup: dict[str, str | None]) -> tuple[float, bool]:
-    """A's CPUQuota in CPUs, and whether its cgroup enforces it here (cpu.max)."""
-    quota = int(A_LIMITS["cpu_quota"].rstrip("%")) / 100
+def cpu_quota(cgroup: dict[str, str | None], percent: str | None = None) -> tuple[float, bool]:
+    """A CPUQuota (``percent``, default A's) in CPUs, and whether the cgroup whose limits are
+    ``cgroup`` enforces it here (cpu.max)."""
+    quota = int((percent or A_LIMITS["cpu_quota"]).rstrip("%")) / 100
     value, _, period = (cgroup.get("cpu.max") or "").partition(" ")
     enforced = value.isdigit() and period.isdigit() and int(value) == round(quota * int(period))
     return quota, enforced
@@ -272,11 +273,16 @@ def allowed_cpus(pid: int) -> str | None:
     return None
 
 
+def a_pinning(pid: int) -> tuple[str | None, str | None]:
+    """A's CPUs as the soak pins them (None: not pinned), and ``pid``'s affinity as the kernel
+    holds it (equal when the pin acts)."""
+    cpus = A_LIMITS.get("cpus")
+    return (",".join(map(str, cpus)) if cpus else None), (allowed_cpus(pid) if pid else None)
+
+
 def check_cpuhog(seen: Seen) -> Contained:
     quota, enforced = cpu_quota(seen.cgroup)
-    cpus = A_LIMITS.get("cpus")
-    wanted = ",".join(map(str, cpus)) if cpus else None
-    allowed = allowed_cpus(seen.pid)
+    wanted, allowed = a_pinning(seen.pid)
     pinned = wanted is not None and allowed == wanted
     mechanisms = ([f"CPUQuota={A_LIMITS['cpu_quota']}"] if enforced else []) + (
         [f"CPUAffinity={wanted}"] if pinned else [])
@@ -348,14 +354,8 @@ def check_logflood(seen: Seen) -> Contained:
     shared = sh("journalctl", "--no-pager", "-o", "cat", "--since", stamp, "-u", unit(A),
                 check=False)
     leaked = sum(1 for line in shared.splitlines() if re.search(flood, line))
-    quota = int(A_LOGS["cpu_quota"].rstrip("%")) / 100
-    cpu_max = seen.journald_limits.get("cpu.max") or ""
-    value, _, period = cpu_max.partition(" ")
-    enforced = value.isdigit() and period.isdigit() and int(value) == round(quota * int(period))
-    cpus = A_LIMITS.get("cpus")
-    wanted = ",".join(map(str, cpus)) if cpus else None
-    pid = int(show(journald_unit(A), "MainPID")["MainPID"])
-    allowed = allowed_cpus(pid) if pid else None
+    quota, enforced = cpu_quota(seen.journald_limits, A_LOGS["cpu_quota"])
+    wanted, allowed = a_pinning(int(show(journald_unit(A), "MainPID")["MainPID"]))
     pinned = wanted is None or allowed == wanted
     mechanisms = [f"LogNamespace={log_namespace(A)}",
                   f"RateLimitBurst={A_LOGS['rate_limit_burst']}/30s"]

@@ -97,14 +97,21 @@ class Host:
     health: dict[str, str]
 
 
+def other_cpus() -> list[int]:
+    """The CPUs A is not pinned to; empty when A is not pinned (or this host has one CPU)."""
+    if not A_LIMITS["cpus"]:
+        return []
+    return [c for c in range(os.cpu_count() or 1) if c not in A_LIMITS["cpus"]]
+
+
 def soak_profile(name: str) -> dict[str, Any]:
     """The repo's example profile with the soak's health timeout; A's limits for A, and the
     CPUs A does not have for the others (the layout an operator gives a profile that may run
     hot: a CPU of its own)."""
     data: dict[str, Any] = yaml.safe_load((REPO / "gateways" / f"{name}.yaml").read_text())
     data.setdefault("health", {})["timeout_s"] = HEALTH_TIMEOUT_S
-    others = [c for c in range(os.cpu_count() or 1) if c not in (A_LIMITS["cpus"] or [])]
-    if name != A and A_LIMITS["cpus"] and others:
+    others = other_cpus()
+    if name != A and others:
         data.setdefault("resources", {})["cpus"] = others
     if name == A:
         data["resources"] = dict(A_LIMITS)
@@ -116,27 +123,21 @@ def soak_profile(name: str) -> dict[str, Any]:
 SYSTEM_CONF = Path("/etc/systemd/system.conf.d/50-agentgw-soak.conf")
 
 
-def partition_cpus() -> str | None:
+def partition_cpus() -> None:
     """Keep the host's other work off A's CPUs, as an operator who gives a profile that may run
     hot CPUs of its own does: systemd's default CPUAffinity= (system.conf, re-read by
     daemon-reexec) for every unit without its own, and the same affinity for what already runs
     (this soak included, the operator's session). A's gateway and A's journald keep theirs
     (their own CPUAffinity=). Without it, a hog held to its quota on its own CPU still pushes
     everything unpinned onto B's CPU, and B's baseline (taken while that work could use A's CPU
-    too) is not the host B has while A runs hot. Returns the CPUs, None when A is not pinned."""
-    others = [c for c in range(os.cpu_count() or 1) if c not in (A_LIMITS["cpus"] or [])]
-    if not A_LIMITS["cpus"] or not others:
-        return None
-    cpus = " ".join(map(str, others))
+    too) is not the host B has while A runs hot. Nothing to do when A is not pinned."""
+    others = other_cpus()
+    if not others:
+        return
     SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
-    SYSTEM_CONF.write_text(f"[Manager]\nCPUAffinity={cpus}\n")
+    SYSTEM_CONF.write_text(f"[Manager]\nCPUAffinity={' '.join(map(str, others))}\n")
     sh("systemctl", "daemon-reexec")
-    for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
-        try:
-            os.sched_setaffinity(int(task.name), set(others))
-        except OSError:
-            pass  # gone, or a kernel thread of the host's
-    return cpus
+    pin_all(set(others))
 
 
 def unpartition_cpus() -> None:
@@ -145,12 +146,16 @@ def unpartition_cpus() -> None:
         return
     SYSTEM_CONF.unlink()
     sh("systemctl", "daemon-reexec")
-    every = set(host_cpus())
+    pin_all(set(host_cpus()))
+
+
+def pin_all(cpus: set[int]) -> None:
+    """Every thread in the lab (its own PID namespace) on ``cpus``."""
     for task in Path("/proc").glob("[0-9]*/task/[0-9]*"):
         try:
-            os.sched_setaffinity(int(task.name), every)
+            os.sched_setaffinity(int(task.name), cpus)
         except OSError:
-            pass
+            pass  # gone meanwhile
 
 
 def set_up(build: Path) -> Host:

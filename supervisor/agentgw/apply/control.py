@@ -575,14 +575,7 @@ class Controller:
 
     # -- helpers ---------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
-        try:
-            return self.config.profiles[name]
-        except KeyError:
-            known = ", ".join(self.config.names or self.config.profiles) or "none"
-            raise usage(
-                f"no profile named {name!r}",
-                hint=f"configured profiles: {known} (files in {self.config.etc}/gateways)",
-            ) from None
+        return self.config.profile(name)
 
     def policy(self) -> ReleasePolicy:
         host = self.config.host

@@ -113,8 +113,6 @@ def init(app: App, as_json: bool) -> None:
     report(actions, as_json=as_json, applied=True)
 
 
-
-
 def _config(app: App, etc: Path | None) -> Config:
     config = load_config(etc if etc is not None else app.layout.etc)
     check_cpus(config.profiles, host_cpus())

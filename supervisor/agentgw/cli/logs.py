@@ -11,7 +11,7 @@ import click
 
 from agentgw.cli.context import App, etc_option, pass_app
 from agentgw.config.load import load_config
-from agentgw.errors import AgentgwError, usage
+from agentgw.errors import AgentgwError
 from agentgw.paths import log_namespace, unit_name
 
 
@@ -46,13 +46,7 @@ def logs(
 
     where ARGS are passed to journalctl unchanged, e.g. -f, -n 50, -o cat, --since today.
     """
-    config = load_config(etc if etc is not None else app.layout.etc, only=profile)
-    if profile not in config.profiles:
-        known = ", ".join(config.names) or "none"
-        raise usage(
-            f"no profile named {profile!r}",
-            hint=f"configured profiles: {known} (files in {config.etc}/gateways)",
-        )
+    load_config(etc if etc is not None else app.layout.etc, only=profile).profile(profile)
     argv = journalctl_argv(profile, journalctl_args, as_json=as_json)
     if shutil.which(argv[0]) is None:
         raise AgentgwError("journalctl is not installed", hint="apt-get install systemd")

@@ -73,6 +73,17 @@ class Config:
     # Every profile with a file in gateways/, loaded or not (see ``load_config(only=...)``).
     names: tuple[str, ...] = ()
 
+    def profile(self, name: str) -> Profile:
+        """The loaded profile ``name``; a usage error naming the configured ones if none."""
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(self.names or self.profiles) or "none"
+            raise usage(
+                f"no profile named {name!r}",
+                hint=f"configured profiles: {known} (files in {self.etc}/gateways)",
+            ) from None
+
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form: every setting, defaults included, with files relative to etc."""
         return {

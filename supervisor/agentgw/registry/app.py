@@ -396,7 +396,6 @@ def create_app(
         Route("/metrics", registry.metrics, methods=get),
     ]
 
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         watch = registry.watch
