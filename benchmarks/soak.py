@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--faults", help=f"comma-separated, default {','.join(FAULTS)}")
     parser.add_argument("--cycles", type=int, help="default 200")
     parser.add_argument("--seed", type=int, default=int(time.time()))
-    parser.add_argument("--window", type=float, help="seconds per measurement, default 5")
+    parser.add_argument("--window", type=float, help="seconds per measurement, default 10")
     parser.add_argument("--build", type=Path, default=Path("/var/tmp/agentgw-soak-build"))
     args = parser.parse_args(argv)
     if os.environ.get("AGENTGW_IN_LAB") != "1":
@@ -289,7 +289,10 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown faults {unknown}\nhint: {','.join(FAULTS)}", file=sys.stderr)
         return 2
     cycles = args.cycles if args.cycles is not None else (20 if args.short else 200)
-    window = args.window if args.window is not None else (3.0 if args.short else 5.0)
+    # 10 s: ~2000 samples per window. With 5 s (~1000, the p99 is the 10th slowest) B's p99
+    # moved 2x between two baselines of one run, and a cpuhog row failed at 2.07x once while
+    # five 10 s rows of the same fault measured 0.85-1.23x.
+    window = args.window if args.window is not None else (3.0 if args.short else 10.0)
     report = run(faults, cycles, args.seed, window, args.build)
     print(report.render())
     return report.exit_code
