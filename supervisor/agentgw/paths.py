@@ -104,6 +104,11 @@ class Layout:
         return self.lib / "launch"
 
     @property
+    def ready_waiter(self) -> Path:
+        """ExecStartPost= of ``readiness: health`` profiles (repo: launcher/ready.py)."""
+        return self.lib / "ready"
+
+    @property
     def releases(self) -> Path:
         return self.opt / "releases"
 

@@ -27,19 +27,21 @@ from agentgw.apply.history import append_history, read_history
 from agentgw.apply.intent import clear_intent, read_intent, set_phase, write_intent
 from agentgw.apply.lock import is_locked, profile_lock
 from agentgw.apply.release import releases_lock
-from agentgw.bus import ServiceStatus, UnitInfo
+from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, usage
 from agentgw.model.control import Outcome, PhaseTime, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
 from agentgw.model.release import ReleasePolicy
+from agentgw.model.status import StartFailure
 from agentgw.observe.release import (
     check_promotable,
     current_manifest,
     find_release,
     read_manifest,
 )
+from agentgw.observe.startup import READY_RECORD, ReadyRecord, journal_tail, judge_start
 from agentgw.observe.status import (
     judge_alignment,
     parse_iso,
@@ -65,11 +67,19 @@ class Control(Protocol):
     def start(self, name: str, *, timeout: float = 90.0) -> str: ...
     def stop(self, name: str, *, timeout: float = 90.0) -> str: ...
     def reset_failed(self, name: str) -> None: ...
+    def start_facts(self, name: str) -> StartFacts: ...
     def enable(self, names: list[str]) -> None: ...
 
 
 class Failed(Exception):
-    """A step of the forward path failed; the caller rolls back."""
+    """A step of the forward path failed; the caller rolls back.
+
+    ``start`` says why the unit did not start, when that was the step (with its log lines).
+    """
+
+    def __init__(self, message: str, start: StartFailure | None = None) -> None:
+        super().__init__(message)
+        self.start = start
 
 
 def release_target(name: str) -> str:
@@ -221,7 +231,12 @@ class Controller:
                 self.start_and_prove(run, profile, target, intent=intent)
             except (Failed, AgentgwError) as exc:
                 reason = str(exc)
+                start = exc.start if isinstance(exc, Failed) else None
                 self.out(f"  failed: {reason}; rolling back")
+                if start is not None and start.log:
+                    self.out(f"  last log lines of {unit_name(name)}:")
+                    for line in start.log:
+                        self.out(f"    | {line}")
                 result = self.undo(run, profile, intent)
                 outcome = self.finish(
                     run,
@@ -234,6 +249,7 @@ class Controller:
                     siblings,
                     recovered,
                     intent=intent,
+                    start=start,
                 )
                 return outcome
             set_phase(self.layout.intents, intent, "committed")
@@ -245,11 +261,11 @@ class Controller:
         self, run: Run, profile: Profile, release: str, intent: Intent | None = None
     ) -> None:
         """Restart the unit and prove it: ready, aligned to ``release``, healthy."""
-        name, unit = profile.name, unit_name(profile.name)
+        unit = unit_name(profile.name)
         # The restart job includes the stop, and a draining (or SIGTERM-ignoring) gateway may
         # take the unit's whole TimeoutStopSec before the new one even starts.
         stop_s = profile.stop_timeout_s + STOP_MARGIN_S
-        timeout = stop_s + profile.health.timeout_s + READY_GRACE_S
+        timeout = stop_s + profile.start_timeout_s + READY_GRACE_S
         with run.phase("restart") as d:
             warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
             try:
@@ -267,9 +283,9 @@ class Controller:
             intent = set_phase(self.layout.intents, intent, "restarted")
         fault_pause("restarted")
         if result != "done":
-            raise Failed(f"restart job {result}: {self.exit_reason(unit)}")
+            raise self.start_failed(profile, run.started, f"restart job {result}")
         with run.phase("ready") as d:
-            status = self.wait_ready(unit, name, timeout)
+            status = self.wait_ready(profile, run.started, timeout)
             d.append(f"pid {status.main_pid}")
         with run.phase("aligned") as d:
             alignment = self.alignment(profile, status)
@@ -329,15 +345,16 @@ class Controller:
         with contextlib.suppress(AgentgwError):
             self.sd.reset_failed(unit)
 
-    def wait_ready(self, unit: str, name: str, timeout: float) -> ServiceStatus:
+    def wait_ready(self, profile: Profile, since: float, timeout: float) -> ServiceStatus:
         """Active, and the launcher's record names the new MainPID."""
+        name, unit = profile.name, unit_name(profile.name)
         deadline = time.monotonic() + timeout
         launch = self.layout.logs(name) / "launch.json"
         while True:
             status = self.sd.service_status(unit)
-            if status.active_state == "failed" or status.sub_state == "auto-restart":
-                raise Failed(
-                    f"unit {status.active_state}/{status.sub_state}: {self.exit_reason(unit)}"
+            if status.active_state in ("failed", "inactive") or status.sub_state == "auto-restart":
+                raise self.start_failed(
+                    profile, since, f"unit {status.active_state}/{status.sub_state}"
                 )
             if status.active_state == "active" and status.main_pid:
                 record = read_json(launch).data
@@ -364,9 +381,18 @@ class Controller:
             raise Failed(f"alignment: {verdict.reason}")
         return verdict.reason
 
-    def exit_reason(self, unit: str) -> str:
-        props = self.sd.service_status(unit)
-        return f"{props.active_state}/{props.sub_state}"
+    def start_failed(self, profile: Profile, since: float, what: str) -> Failed:
+        """The unit did not start: why (readiness waited for, what was seen, the fix), with
+        its last journal lines."""
+        name = profile.name
+        try:
+            facts = self.sd.start_facts(unit_name(name))
+        except AgentgwError as exc:
+            return Failed(f"{what}: {exc.message}")
+        ready = ReadyRecord.parse(read_json(self.layout.logs(name) / READY_RECORD).data)
+        failure = judge_start(profile, facts, ready)
+        failure = failure.model_copy(update={"log": journal_tail(name, since=since)})
+        return Failed(f"{what}: {failure.render()}", failure)
 
     # -- the way back ----------------------------------------------------------------------
     def undo(self, run: Run, profile: Profile, intent: Intent) -> str:
@@ -536,6 +562,7 @@ class Controller:
         siblings: list[Sibling],
         recovered: str,
         intent: Intent | None = None,
+        start: StartFailure | None = None,
     ) -> Outcome:
         with run.phase("siblings") as d:
             changed, own = self.changed_siblings(siblings, run.started)
@@ -557,6 +584,7 @@ class Controller:
                 "alignment": next(
                     (p.detail for p in reversed(run.phases) if p.name == "aligned"), ""
                 ),
+                "start_failure": start,
             }
         )
         detail = {
@@ -568,6 +596,8 @@ class Controller:
         }
         if intent is not None:
             detail["intent"] = f"{intent.pid}:{intent.started}"
+        if start is not None:
+            detail["start_failure"] = start.model_dump()
         append_history(self.layout.history, op, result, profile.name, **detail)
         clear_intent(self.layout.intents, profile.name)
         fault_pause("committed")
@@ -578,10 +608,7 @@ class Controller:
         return self.config.profile(name)
 
     def policy(self) -> ReleasePolicy:
-        host = self.config.host
-        return ReleasePolicy(
-            require_signature=host.require_signature, trusted_keys=host.trusted_keys
-        )
+        return ReleasePolicy.of_host(self.config.host)
 
 
 def describe_siblings(

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,6 +281,16 @@ def _versions(layout: Layout) -> list[int]:
     return versions
 
 
+def allowed_interpreters(configured: Iterable[str]) -> frozenset[str]:
+    """The configured interpreters and what each resolves to on this host (a venv made with
+    /usr/bin/python3 links to it; one made from its target links there)."""
+    allowed = set()
+    for path in configured:
+        allowed.add(path)
+        allowed.add(os.path.realpath(path))
+    return frozenset(allowed)
+
+
 def _check_releases_dir(layout: Layout) -> tuple[int, int]:
     """The owner release trees get; refuses a releases dir others could rename entries in."""
     owner = release_owner(layout)
@@ -316,7 +326,9 @@ def add_release(
     from agentgw.apply.release_source import open_source
 
     with open_source(src) as source:
-        planned = plan_tree(source.entries, os.fspath(src))
+        planned = plan_tree(
+            source.entries, os.fspath(src), allowed_interpreters(policy.interpreters)
+        )
         target = layout.releases / name
         if target.exists():
             unchanged = _existing(layout, target, _hash_source(source, planned))

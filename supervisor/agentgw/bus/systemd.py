@@ -80,6 +80,32 @@ class ServiceStatus:
 
 
 @dataclass(frozen=True)
+class StartFacts:
+    """What systemd knows of a service's last start: why it failed, if it did.
+
+    ``result`` is the Service's Result (success, timeout, exit-code, signal, core-dump,
+    start-limit-hit, resources, oom-kill, ...); ``main_code`` is "exited", "killed", "dumped"
+    or "" (the main process has not ended) and ``main_status`` its exit code or signal.
+    """
+
+    active_state: str
+    sub_state: str
+    result: str
+    main_code: str
+    main_status: int
+    main_pid: int
+    status_text: str
+    # ExecMainStartTimestamp / ExecMainExitTimestamp: microseconds since the epoch, 0 if none.
+    main_start_usec: int
+    main_exit_usec: int
+    n_restarts: int
+
+
+# siginfo's si_code of the main process's end (ExecMainCode).
+MAIN_CODES = {1: "exited", 2: "killed", 3: "dumped"}
+
+
+@dataclass(frozen=True)
 class TransientRun:
     """The outcome of a command run to completion in a transient service."""
 
@@ -289,6 +315,30 @@ class Systemd:
             n_restarts=_int(svc["NRestarts"]),
             memory_bytes=None if memory == UINT64_MAX else memory,
             invocation_id=bytes(invocation).hex(),
+        )
+
+    def start_facts(self, name: str) -> StartFacts:
+        """Why the last start of a service did (not) succeed: result, main exit, STATUS=."""
+        unit = self.unit_properties(name, UNIT, ["ActiveState", "SubState"])
+        svc = self.unit_properties(
+            name,
+            SERVICE,
+            [
+                "Result", "ExecMainCode", "ExecMainStatus", "ExecMainPID", "StatusText",
+                "ExecMainStartTimestamp", "ExecMainExitTimestamp", "NRestarts",
+            ],
+        )
+        return StartFacts(
+            active_state=_str(unit["ActiveState"]),
+            sub_state=_str(unit["SubState"]),
+            result=_str(svc["Result"]),
+            main_code=MAIN_CODES.get(_int(svc["ExecMainCode"]), ""),
+            main_status=_int(svc["ExecMainStatus"]),
+            main_pid=_int(svc["ExecMainPID"]),
+            status_text=_str(svc["StatusText"]),
+            main_start_usec=_int(svc["ExecMainStartTimestamp"]),
+            main_exit_usec=_int(svc["ExecMainExitTimestamp"]),
+            n_restarts=_int(svc["NRestarts"]),
         )
 
     # -- unit files ------------------------------------------------------------------------

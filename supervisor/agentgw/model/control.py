@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentgw.model.status import StartFailure
+
 
 class PhaseTime(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -45,3 +47,7 @@ class Outcome(BaseModel):
         description="siblings restarted meanwhile by their own agentgw operation (not counted)",
     )
     recovered: str = ""
+    start_failure: StartFailure | None = Field(
+        default=None,
+        description="why the target did not start (readiness, cause, fix, last log lines)",
+    )

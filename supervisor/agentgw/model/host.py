@@ -142,6 +142,11 @@ class HostConfig(Frozen):
         default=Path("/usr/bin/python3"),
         description="absolute path of the interpreter gateways use",
     )
+    interpreters: tuple[AbsPath, ...] = Field(
+        default=(),
+        description="more interpreters a release's own virtualenv (.venv/bin/python) may link "
+        "to; python is always allowed",
+    )
     webhook: WebhookUrl | None = Field(
         default=None,
         description="http(s) URL that gets a JSON POST when a gateway fails, or null",

@@ -439,6 +439,18 @@ class Profile(Frozen):
     memory_deny_write_execute: StrictBool = Field(
         default=True, description="true or false; false only for JIT runtimes (node, JVM)"
     )
+    readiness: Literal["health", "notify"] = Field(
+        default="health",
+        description="when the unit counts as started: health (its health check answers 200; "
+        "works for any runtime that serves HTTP) or notify (it sends READY=1 via sd_notify, from "
+        "any of its processes)",
+    )
+    start_timeout_s: Seconds = Field(
+        default=90.0,
+        le=3600,
+        description="TimeoutStartSec=: seconds the runtime has to become ready (READY=1, or its "
+        "health check answering 200), at most 3600",
+    )
 
     @model_validator(mode="after")
     def _check_mode(self) -> Profile:

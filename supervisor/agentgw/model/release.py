@@ -105,10 +105,16 @@ class ReleasePolicy(_Frozen):
 
     require_signature: bool = False
     trusted_keys: tuple[str, ...] = ()
+    # Interpreters a release's .venv/bin/python* may link to (as configured, not resolved).
+    interpreters: tuple[str, ...] = ()
 
     @classmethod
     def of_host(cls, host: HostConfig) -> ReleasePolicy:
-        return cls(require_signature=host.require_signature, trusted_keys=host.trusted_keys)
+        return cls(
+            require_signature=host.require_signature,
+            trusted_keys=host.trusted_keys,
+            interpreters=tuple(str(p) for p in (host.python, *host.interpreters)),
+        )
 
 
 class Problem(_Frozen):

@@ -70,6 +70,20 @@ class PromoteInfo(Frozen):
     timestamp: float | None = Field(default=None, description="time as seconds since the epoch")
 
 
+class StartFailure(Frozen):
+    """Why the gateway's last start failed, in words a user can act on."""
+
+    readiness: str = Field(description="what the start waited for: health or notify")
+    cause: str = Field(description="what was (not) seen, e.g. no READY=1 within 90s")
+    fix: str = Field(description="what to change or look at")
+    log: tuple[str, ...] = Field(
+        default=(), description="the unit's last journal lines (promote and history only)"
+    )
+
+    def render(self) -> str:
+        return f"{self.cause}; fix: {self.fix}"
+
+
 class ProfileStatus(Frozen):
     """One profile as it runs now."""
 
@@ -88,6 +102,9 @@ class ProfileStatus(Frozen):
     aligned: Alignment
     isolation: Isolation
     last_promote: PromoteInfo | None = None
+    start_failure: StartFailure | None = Field(
+        default=None, description="why the last start failed, while the unit is not running"
+    )
 
     @property
     def up(self) -> bool:

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from agentgw.bus import ServiceStatus, Systemd
+from agentgw.bus import ServiceStatus, StartFacts, Systemd
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
+from agentgw.model.profile import Profile
 from agentgw.model.status import (
     Alignment,
     Isolation,
@@ -28,7 +29,9 @@ from agentgw.model.status import (
     ProfileStatus,
     PromoteInfo,
     ReleaseInfo,
+    StartFailure,
 )
+from agentgw.observe.startup import READY_RECORD, ReadyRecord, judge_start, want_failure
 from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout, unit_name
 
@@ -43,6 +46,7 @@ class UnitReader(Protocol):
     """The part of :class:`agentgw.bus.Systemd` status needs (tests pass a fake)."""
 
     def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]: ...
+    def start_facts(self, name: str) -> StartFacts: ...
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ def status_of(
     promote: PromoteInfo | None,
     isolated_mode: bool,
     now: float,
+    start_failure: StartFailure | None = None,
 ) -> ProfileStatus:
     """The status record of one profile from everything read about it."""
     pid = unit.main_pid if unit is not None else 0
@@ -283,6 +288,7 @@ def status_of(
             isolated_mode=isolated_mode, profile=profile, proof=proof, started=started, now=now
         ),
         last_promote=promote,
+        start_failure=start_failure,
     )
 
 
@@ -463,9 +469,28 @@ def collect_status(
                 promote=promotes.get(profile),
                 isolated_mode=config.host.isolated,
                 now=at,
+                start_failure=read_start_failure(sd, config.profiles[profile], unit, layout),
             )
         )
     return out
+
+
+def read_start_failure(
+    sd: UnitReader | None, profile: Profile, unit: ServiceStatus | None, layout: Layout
+) -> StartFailure | None:
+    """Why the unit is down after a failed start (None while it runs or was stopped)."""
+    if sd is None or unit is None:
+        return None
+    if unit.active_state != "failed" and unit.sub_state != "auto-restart":
+        return None
+    try:
+        facts = sd.start_facts(unit.name)
+    except AgentgwError:
+        return None
+    if not want_failure(facts):
+        return None
+    ready = ReadyRecord.parse(read_json(layout.logs(profile.name) / READY_RECORD).data)
+    return judge_start(profile, facts, ready)
 
 
 class _Unreachable:
@@ -475,6 +500,9 @@ class _Unreachable:
         self.error = error
 
     def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]:
+        raise self.error
+
+    def start_facts(self, name: str) -> StartFacts:
         raise self.error
 
 

@@ -10,6 +10,8 @@ The launcher (launcher/launch) reads these variables and refuses to start on any
 - ``AGENT_LISTEN``: the profile's own loopback ``host:port``; ``AGENT_HEALTH_PATH``: its health
   check path; ``AGENT_DRAIN_S``: seconds the gateway has to drain on SIGTERM.
 - ``AGENT_PYTHON``: the host's interpreter for gateways.
+- ``PYTHONUNBUFFERED=1`` unless the profile's ``env`` sets it: the banner and the runtime's own
+  lines reach the profile's journal in order, as they happen (a pipe is block-buffered).
 
 then the profile's own ``env``, sorted by name.
 """
@@ -31,6 +33,7 @@ BARE_VALUE_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
 DOUBLE_QUOTE_ESCAPED = '"\\`$'
 # Cc: NUL, CR, LF, TAB and the rest; Zl/Zp: Unicode line breaks; Cs: not encodable as UTF-8.
 BAD_CATEGORIES = ("Cc", "Zl", "Zp", "Cs")
+UNBUFFERED = "PYTHONUNBUFFERED"
 
 
 def check_env_entry(key: str, value: str) -> None:
@@ -78,6 +81,8 @@ def runtime_env(profile: Profile, host: HostConfig, layout: Layout) -> dict[str,
     env["AGENT_HEALTH_PATH"] = profile.health.path
     env["AGENT_DRAIN_S"] = f"{profile.stop_timeout_s:g}"
     env["AGENT_PYTHON"] = str(host.python)
+    if UNBUFFERED not in profile.env:
+        env[UNBUFFERED] = "1"
     return env
 
 

@@ -24,6 +24,7 @@ from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.envfile import render_env
 from agentgw.plan.units import (
     SANDBOX_UNIT,
+    ready_waiter_source,
     render_dropin,
     render_journald_conf,
     render_journald_dropin,
@@ -134,6 +135,7 @@ def init_files(layout: Layout) -> list[Path]:
     return [
         layout.template_unit,
         layout.launcher,
+        layout.ready_waiter,
         layout.host_config,
         sandbox_client_path(layout),
         *(layout.unit_dir / name for name in SHIPPED_UNITS),
@@ -160,6 +162,7 @@ def plan_init(
     template = want_file(observed, layout.template_unit, render_template(layout), ROOT, ROOT, 0o644)
     actions += template
     actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
+    actions += want_file(observed, layout.ready_waiter, ready_waiter_source(), ROOT, ROOT, 0o755)
     if SANDBOX_USER not in observed.groups:
         actions.append(EnsureGroup(name=SANDBOX_USER))
     if SANDBOX_USER not in observed.users:

@@ -7,6 +7,7 @@ decides whether they are safe, what the manifest says, and what differs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tarfile
@@ -43,6 +44,8 @@ EXEC_MODE = 0o555
 DIR_MODE = 0o555
 SYMLINK_MODE = 0o777
 MIN_PREFIX = 7
+VENV_CFG = ".venv/pyvenv.cfg"
+VENV_LINK_RE = re.compile(r"\.venv/bin/python(?:3(?:\.[0-9]+)?)?")
 
 SHA_RE = re.compile(SHA_PATTERN)
 LABEL_RE = re.compile(LABEL_PATTERN)
@@ -235,11 +238,38 @@ def file_mode(source_mode: int) -> int:
     return EXEC_MODE if source_mode & 0o111 else FILE_MODE
 
 
-def plan_tree(entries: Sequence[SourceEntry], source: str) -> list[Planned]:
+def want_venv_interpreter(path: str, names: Collection[str]) -> bool:
+    """Whether ``path`` is the interpreter link of the release's own virtualenv: ``.venv/bin/``
+    ``python``, ``python3`` or ``python3.N`` beside a ``.venv/pyvenv.cfg``."""
+    return VENV_LINK_RE.fullmatch(path) is not None and VENV_CFG in names
+
+
+def check_venv_interpreter(path: str, target: str, interpreters: Collection[str]) -> str | None:
+    """Why the venv interpreter link ``path -> target`` is refused, or None when the host
+    allows that interpreter (its configured path or what that resolves to)."""
+    if target in interpreters:
+        return None
+    allowed = ", ".join(sorted(interpreters)) or "none configured"
+    return (
+        f"the virtualenv's interpreter link points at {target!r}, which this host does not "
+        f"allow (python and interpreters in agentgw.yaml allow: {allowed}); recreate the venv "
+        "with an allowed interpreter (e.g. /usr/bin/python3 -m venv .venv) or with --copies"
+    )
+
+
+def plan_tree(
+    entries: Sequence[SourceEntry], source: str, interpreters: Collection[str] = ()
+) -> list[Planned]:
     """The release tree a source becomes, sorted by path; a usage error listing every unsafe
-    member when any could write, link or point outside the tree."""
+    member when any could write, link or point outside the tree.
+
+    The one absolute link a release may hold is its own virtualenv's interpreter link
+    (``.venv/bin/python3 -> /usr/bin/python3``, as ``python -m venv`` makes it), and only to
+    one of ``interpreters``, the host's allowed interpreters.
+    """
     problems: list[str] = []
     planned: dict[str, Planned] = {}
+    names = _file_names(entries)
     for index, entry in enumerate(entries):
         try:
             path = normalize_name(entry.name)
@@ -258,6 +288,10 @@ def plan_tree(entries: Sequence[SourceEntry], source: str) -> list[Planned]:
                 problems.append(f"{path}: appears twice")
         elif entry.kind == "symlink":
             why = check_symlink_target(path, entry.link)
+            if why is not None and entry.link.startswith("/") and want_venv_interpreter(
+                path, names
+            ):
+                why = check_venv_interpreter(path, entry.link, interpreters)
             if why is not None:
                 problems.append(f"{path}: {why}")
             else:
@@ -287,6 +321,15 @@ def plan_tree(entries: Sequence[SourceEntry], source: str) -> list[Planned]:
             hint=SOURCE_HINT,
         )
     return sorted({**implicit, **planned}.values(), key=lambda p: p.path)
+
+
+def _file_names(entries: Sequence[SourceEntry]) -> set[str]:
+    names = set()
+    for entry in entries:
+        if entry.kind == "file":
+            with contextlib.suppress(ValueError):
+                names.add(normalize_name(entry.name))
+    return names
 
 
 def _hardlink(link: str, planned: dict[str, Planned]) -> tuple[str, Planned | None]:

@@ -15,6 +15,8 @@ DEFAULT_OPT = "/opt/agent"
 SANDBOX_UNIT = "agentgw-sandbox.service"
 # The drain time plus this margin is how long systemd waits before SIGKILL on stop.
 STOP_MARGIN_S = 5
+# The health waiter gives up this long before TimeoutStartSec, to report what it saw.
+READY_MARGIN_S = 1.0
 
 
 def template_source() -> str:
@@ -24,6 +26,11 @@ def template_source() -> str:
 
 def launcher_source() -> str:
     return (resources.files("agentgw") / "data" / "launcher" / "launch").read_text()
+
+
+def ready_waiter_source() -> str:
+    """The health waiter (repo: launcher/ready.py), ExecStartPost= of readiness: health."""
+    return (resources.files("agentgw") / "data" / "launcher" / "ready.py").read_text()
 
 
 def sandbox_client_source() -> str:
@@ -64,6 +71,8 @@ def render_dropin(
         "ReadWritePaths=",
         f"ReadWritePaths={layout.home(profile.name)} {layout.logs(profile.name)}",
         f"TimeoutStopSec={int(profile.stop_timeout_s) + STOP_MARGIN_S}",
+        f"TimeoutStartSec={profile.start_timeout_s:g}",
+        *render_readiness(profile, layout),
         "# stdout and stderr go to the profile's own journald (see journalctl --namespace=).",
         f"LogNamespace={log_namespace(profile.name)}",
         "# Deny everything, then allow only this profile's own loopback address and its egress.",
@@ -84,6 +93,31 @@ def render_dropin(
     for name, path in sorted(profile.credentials.items()):
         lines.append(f"LoadCredential={name}:{path}")
     return "\n".join(lines) + "\n"
+
+
+def ready_wait_s(profile: Profile) -> float:
+    """How long the health waiter polls: a little less than TimeoutStartSec, so it can still
+    say what it saw before systemd would kill it."""
+    return max(1.0, profile.start_timeout_s - READY_MARGIN_S)
+
+
+def render_readiness(profile: Profile, layout: Layout) -> list[str]:
+    """When systemd counts the gateway as started (and a restart job, agentgw's or a plain
+    ``systemctl restart``, completes)."""
+    if profile.readiness == "notify":
+        return [
+            "# readiness: notify -- started once any process of the unit sends READY=1.",
+            "Type=notify",
+            "NotifyAccess=all",
+            "ExecStartPost=",
+        ]
+    return [
+        f"# readiness: health -- started once GET {profile.health.path} answers 200.",
+        "Type=exec",
+        "NotifyAccess=none",
+        "ExecStartPost=",
+        f"ExecStartPost={layout.ready_waiter} --timeout {ready_wait_s(profile):g}",
+    ]
 
 
 def render_journald_conf(profile: Profile) -> str:

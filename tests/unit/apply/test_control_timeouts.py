@@ -45,4 +45,4 @@ def test_restart_wait_covers_the_units_stop_timeout(tmp_path: Path) -> None:
     controller = Controller(Layout(tmp_path), config, sd, lambda line: None)
     with pytest.raises(Failed, match="recorded"):
         controller.start_and_prove(Run(lambda line: None), profile, "unused")
-    assert sd.timeouts == [60 + 5 + profile.health.timeout_s + READY_GRACE_S]
+    assert sd.timeouts == [60 + 5 + profile.start_timeout_s + READY_GRACE_S]

@@ -207,6 +207,8 @@ def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             "credentials": {},
             "stop_timeout_s": 30.0,
             "memory_deny_write_execute": True,
+            "readiness": "health",
+            "start_timeout_s": 90.0,
         }
     }
 

@@ -90,18 +90,19 @@ def test_module_and_arguments_come_from_the_env(host: Host) -> None:
     assert result.stdout == expected
 
 
-def test_interpreter_prefers_agent_python_then_the_release_venv(host: Host) -> None:
-    """AGENT_PYTHON wins; without it the release's own .venv; without that /usr/bin/python3."""
+def test_interpreter_prefers_the_release_venv_then_agent_python(host: Host) -> None:
+    """The release's own .venv wins (its dependencies were built for it), through the current
+    symlink; without it AGENT_PYTHON; without that /usr/bin/python3."""
     venv_python = host.release / ".venv" / "bin" / "python"
     venv_python.parent.mkdir(parents=True)
     venv_python.write_text("")
     venv_python.chmod(stat.S_IRWXU)
 
-    chosen = launch(host.env(AGENT_PYTHON="/usr/bin/python3")).stdout.split()[3]
-    assert chosen == "/usr/bin/python3"
-    chosen = launch(host.env()).stdout.split()[3]
+    chosen = launch(host.env(AGENT_PYTHON="/usr/bin/python3.11")).stdout.split()[3]
     assert chosen == f"{host.current()}/.venv/bin/python"
     venv_python.unlink()
+    chosen = launch(host.env(AGENT_PYTHON="/usr/bin/python3.11")).stdout.split()[3]
+    assert chosen == "/usr/bin/python3.11"
     chosen = launch(host.env()).stdout.split()[3]
     assert chosen == "/usr/bin/python3"
 

@@ -68,8 +68,18 @@ def test_render_env_declares_the_runtime_once(tmp_path: Path) -> None:
         "AGENT_HEALTH_PATH=/health",
         "AGENT_DRAIN_S=30",
         "AGENT_PYTHON=/usr/bin/python3",
+        "PYTHONUNBUFFERED=1",
         "LOG_LEVEL=info",
     ]
+
+
+def test_unbuffered_unless_the_profile_says_otherwise(tmp_path: Path) -> None:
+    """PYTHONUNBUFFERED=1 by default (lines reach the journal as they happen); a profile that
+    sets PYTHONUNBUFFERED itself gets its own value, declared once."""
+    layout = Layout(tmp_path)
+    text = render_env(profile(env={"PYTHONUNBUFFERED": "0"}), HostConfig(), layout)
+    lines = [line for line in text.splitlines() if line.startswith("PYTHONUNBUFFERED=")]
+    assert lines == ["PYTHONUNBUFFERED=0"]
 
 
 def test_script_mode_declares_the_script() -> None:

@@ -96,3 +96,38 @@ def test_logs_go_to_the_profiles_own_journal() -> None:
         "/etc/systemd/journald@agentgw-api.conf")
     assert Layout(Path("/")).journald_dropin("api") == Path(
         "/etc/systemd/system/systemd-journald@agentgw-api.service.d/50-agentgw.conf")
+
+
+def readiness_lines(**fields: Any) -> list[str]:
+    profile = Profile.model_validate(
+        {"name": "api", "mode": "cli", "listen": "127.77.0.3:8080", **fields}
+    )
+    dropin = render_dropin(profile, HostConfig(), Layout(Path("/")), [])
+    keys = ("Type=", "NotifyAccess=", "ExecStartPost=", "TimeoutStartSec=")
+    return [line for line in dropin.splitlines() if line.startswith(keys)]
+
+
+def test_readiness_health_is_the_default_and_waits_in_exec_start_post() -> None:
+    """Without readiness: the unit is Type=exec and an ExecStartPost= waiter (which polls the
+    health check until 200, a second under TimeoutStartSec) decides when it is started."""
+    assert readiness_lines() == [
+        "TimeoutStartSec=90",
+        "Type=exec",
+        "NotifyAccess=none",
+        "ExecStartPost=",
+        "ExecStartPost=/opt/agent/_lib/ready --timeout 89",
+    ]
+    assert readiness_lines(start_timeout_s=20.5)[-1] == (
+        "ExecStartPost=/opt/agent/_lib/ready --timeout 19.5"
+    )
+
+
+def test_readiness_notify_accepts_ready_from_any_process_of_the_unit() -> None:
+    """readiness: notify is Type=notify with NotifyAccess=all (runtimes notify from a worker or
+    child, which NotifyAccess=main refuses) and no waiter."""
+    assert readiness_lines(readiness="notify", start_timeout_s=30) == [
+        "TimeoutStartSec=30",
+        "Type=notify",
+        "NotifyAccess=all",
+        "ExecStartPost=",
+    ]

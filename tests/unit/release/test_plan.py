@@ -408,9 +408,65 @@ def test_problems_render_on_one_line_with_a_count_of_the_rest() -> None:
 
 
 def test_policy_comes_from_the_host_settings() -> None:
-    """The release policy is agentgw.yaml's require_signature and trusted_keys, unchanged."""
-    host = HostConfig(require_signature=True, trusted_keys=("/etc/agentgw/keys/ci.pub",))
-    assert ReleasePolicy.of_host(host) == ReleasePolicy(
-        require_signature=True, trusted_keys=("/etc/agentgw/keys/ci.pub",)
+    """The release policy is agentgw.yaml's require_signature and trusted_keys, unchanged, and
+    the interpreters a release venv may link to: python, then interpreters."""
+    host = HostConfig(
+        require_signature=True,
+        trusted_keys=("/etc/agentgw/keys/ci.pub",),
+        interpreters=(Path("/opt/py/bin/python3.12"),),
     )
-    assert ReleasePolicy.of_host(HostConfig()) == ReleasePolicy()
+    assert ReleasePolicy.of_host(host) == ReleasePolicy(
+        require_signature=True,
+        trusted_keys=("/etc/agentgw/keys/ci.pub",),
+        interpreters=("/usr/bin/python3", "/opt/py/bin/python3.12"),
+    )
+    assert ReleasePolicy.of_host(HostConfig()) == ReleasePolicy(interpreters=("/usr/bin/python3",))
+
+
+VENV = [
+    SourceEntry(".venv", "dir"),
+    SourceEntry(".venv/pyvenv.cfg", "file", 0o644),
+    SourceEntry(".venv/bin", "dir"),
+    SourceEntry(".venv/bin/python", "symlink", link="python3"),
+    SourceEntry(".venv/bin/python3.11", "symlink", link="python3"),
+]
+
+
+def test_a_venv_interpreter_link_to_an_allowed_interpreter_is_accepted() -> None:
+    """``python -m venv`` links .venv/bin/python3 to the interpreter by its absolute path: the
+    one absolute link a release may hold, when the host allows that interpreter."""
+    entries = [*VENV, SourceEntry(".venv/bin/python3", "symlink", link="/usr/bin/python3")]
+    planned = {p.path: p for p in plan_tree(entries, "src", {"/usr/bin/python3"})}
+    assert planned[".venv/bin/python3"].target == "/usr/bin/python3"
+
+
+@pytest.mark.parametrize(
+    ("entries", "reason"),
+    [
+        (
+            [*VENV, SourceEntry(".venv/bin/python3", "symlink", link="/root/.pyenv/bin/python")],
+            "which this host does not allow",
+        ),
+        (
+            # no pyvenv.cfg: not a virtualenv, just an absolute link
+            [SourceEntry(".venv/bin/python3", "symlink", link="/usr/bin/python3")],
+            "absolute symlink",
+        ),
+        (
+            [*VENV, SourceEntry(".venv/bin/pip", "symlink", link="/usr/bin/python3")],
+            "absolute symlink",
+        ),
+        (
+            [*VENV, SourceEntry("venv/bin/python3", "symlink", link="/usr/bin/python3")],
+            "absolute symlink",
+        ),
+    ],
+)
+def test_other_absolute_links_and_disallowed_interpreters_are_refused(
+    entries: list[SourceEntry], reason: str
+) -> None:
+    """Only .venv/bin/python* beside .venv/pyvenv.cfg, and only to an allowed interpreter."""
+    with pytest.raises(AgentgwError) as info:
+        plan_tree(entries, "src", {"/usr/bin/python3"})
+    assert info.value.code == Exit.USAGE
+    assert reason in info.value.message

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import MappingProxyType
 
-from agentgw.bus import ServiceStatus
+from agentgw.bus import ServiceStatus, StartFacts
 from agentgw.config.load import Config
 from agentgw.model import HostConfig, Profile
 from agentgw.paths import Layout, unit_name
@@ -72,12 +72,29 @@ def service(profile: str, pid: int, *, started: float = 1_700_000_000.0,
     )
 
 
-class FakeSystemd:
-    """Answers ListUnitsByPatterns-style reads from a fixed list and counts the calls."""
+def facts(*, active: str = "failed", sub: str = "failed", result: str = "exit-code",
+          code: str = "exited", status: int = 1, started: float = 1_700_000_000.0,
+          status_text: str = "") -> StartFacts:
+    return StartFacts(
+        active_state=active, sub_state=sub, result=result, main_code=code, main_status=status,
+        main_pid=0, status_text=status_text, main_start_usec=int(started * 1e6),
+        main_exit_usec=int(started * 1e6) + 1000, n_restarts=0,
+    )
 
-    def __init__(self, units: list[ServiceStatus]) -> None:
+
+class FakeSystemd:
+    """Answers ListUnitsByPatterns-style reads from a fixed list and counts the calls;
+    ``start_facts`` from a dict by unit name (a failed exit by default)."""
+
+    def __init__(
+        self, units: list[ServiceStatus], start: dict[str, StartFacts] | None = None
+    ) -> None:
         self.units = units
+        self.start = start or {}
         self.calls: list[list[str]] = []
+
+    def start_facts(self, name: str) -> StartFacts:
+        return self.start.get(name, facts())
 
     def service_statuses(self, patterns: list[str]) -> list[ServiceStatus]:
         self.calls.append(list(patterns))
