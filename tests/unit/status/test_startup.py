@@ -61,7 +61,9 @@ def test_a_stale_waiter_record_is_not_this_starts_reason() -> None:
     """A ready.json older than this start describes an earlier one: the exit is the reason."""
     failure = judge_start(profile(), facts(code="exited", status=1),
                           ready("timeout", at=STARTED - 60))
-    assert failure.cause == "the gateway exited with status 1 before it was ready (readiness: health)"
+    assert failure.cause == (
+        "the gateway exited with status 1 before it was ready (readiness: health)"
+    )
     assert "ModuleNotFoundError" in failure.fix
 
 
