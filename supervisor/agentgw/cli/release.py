@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
-from agentgw.apply.release import add_release, gc
+from agentgw.apply.release import AddResult, add_release, gc
 from agentgw.apply.release_source import exported_commit
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config import load_config
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.model.host import HostConfig
 from agentgw.model.release import ReleasePolicy, ReleaseRef
 from agentgw.observe.release import (
     find_release,
@@ -23,7 +24,13 @@ from agentgw.observe.release import (
     verify_release,
 )
 from agentgw.paths import Layout
-from agentgw.plan.release import DEFAULT_LABEL, check_label, check_sha, render_problems
+from agentgw.plan.release import (
+    DEFAULT_LABEL,
+    check_label,
+    check_sha,
+    content_digest,
+    render_problems,
+)
 from agentgw.proofs.signing import generate_keypair
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after
@@ -117,17 +124,82 @@ def add(
     created = _created()
     with _source(src, repo, sha) as path:
         result = add_release(app.layout, path, sha, label, sign_key, policy, created=created)
+    _report(result, sign_key)
+
+
+@release.command("build")
+@click.argument(
+    "src", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--sha", required=True, help="The git commit the release is built from (7-40 hex).")
+@click.option(
+    "--label", default=DEFAULT_LABEL, show_default=True, help="Name suffix: [a-z0-9._-], <= 40."
+)
+@click.option(
+    "--requirements",
+    "-r",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="pip requirements file of the runtime's dependencies (pin them for a repeatable tree).",
+)
+@click.option(
+    "--wheelhouse",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Install offline from the wheels in DIR (all of them, without --requirements).",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key (from 'release keygen') to sign the manifest with.",
+)
+@pass_app
+def build(
+    app: App,
+    src: Path | None,
+    sha: str,
+    label: str,
+    requirements: Path | None,
+    wheelhouse: Path | None,
+    sign_key: Path | None,
+) -> None:
+    """Build a release with its dependencies, then add it as release <sha>-<label>.
+
+    Copies SRC (the runtime's own code; optional), installs --requirements (from the index, or
+    only from --wheelhouse when given) or every wheel of --wheelhouse into the same tree with
+    pip --target, for the interpreter gateways run (python in agentgw.yaml), then hashes and
+    signs it like 'release add'. Wheels only: no package's build code runs. The same inputs
+    give the same content digest.
+    """
+    from agentgw.apply.release_build import built_tree
+
+    check_sha(sha)
+    check_label(label)
+    policy = host_policy(app.layout)
+    python = _host_python(app.layout)
+    created = _created()
+    with built_tree(src, requirements, wheelhouse, python, app.layout.state / "build") as tree:
+        result = add_release(app.layout, tree, sha, label, sign_key, policy, created=created)
+    _report(result, sign_key)
+
+
+def _host_python(layout: Layout) -> Path:
+    if not layout.etc.is_dir():
+        return HostConfig().python
+    return load_config(layout.etc).host.python
+
+
+def _report(result: AddResult, sign_key: Path | None) -> None:
     for name in result.removed:
         click.echo(f"removed leftover {name} of an interrupted run", err=True)
     manifest = result.manifest
+    digest = content_digest(manifest.files)
     if not result.created:
-        click.echo(f"unchanged {manifest.name}: already present with the same files")
+        click.echo(f"unchanged {manifest.name}: already present with the same files ({digest})")
         return
     files = sum(1 for e in manifest.files if e.type == "file")
     signed = "unsigned" if sign_key is None else "signed"
     click.echo(
         f"added {manifest.name}: version {manifest.version}, {files} files, "
-        f"{_size(manifest.size)}, {signed}"
+        f"{_size(manifest.size)}, {signed}, content {digest}"
     )
 
 

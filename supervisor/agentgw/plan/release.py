@@ -8,6 +8,7 @@ decides whether they are safe, what the manifest says, and what differs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import tarfile
@@ -373,6 +374,16 @@ def canonical_manifest(manifest: Manifest) -> bytes:
     return json.dumps(
         _document(manifest), sort_keys=True, separators=(",", ":"), ensure_ascii=True
     ).encode()
+
+
+def content_digest(files: Iterable[FileEntry]) -> str:
+    """``sha256:<hex>`` of the tree alone (paths, types, modes, contents, link targets): what
+    the release *is*, without what one host added (version, created). The same inputs to
+    ``release build`` or ``release add`` give the same digest on any host."""
+    entries = [f.model_dump(mode="json", exclude_none=True) for f in files]
+    entries.sort(key=lambda e: str(e["path"]))
+    text = json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def signing_payload(manifest: Manifest) -> bytes:
