@@ -6,7 +6,7 @@ AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium
 
-.PHONY: setup apt venv sandbox-image test lint unit integration demo bench soak clean-lab help
+.PHONY: setup apt venv sandbox-image wheels test lint unit integration demo bench soak clean-lab help
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
@@ -14,7 +14,19 @@ help:
 	@echo "make bench  - set up and run benchmarks/ (prints a table)"
 	@echo "make soak   - faults in one profile vs its sibling, 200 promote/rollback cycles (lab)"
 
-setup: apt venv sandbox-image
+setup: apt venv sandbox-image wheels
+
+# The third-party runtime of the demo and tests (datasette, pinned), fetched once: they then
+# build its release offline (agentgw release build --wheelhouse). A no-op when complete.
+WHEELS := /var/cache/agentgw/wheels/datasette
+DATASETTE_REQ := releases/thirdparty/datasette/requirements.txt
+wheels: venv
+	@if ! $(PY) -m pip download -q --no-index --find-links $(WHEELS) --only-binary=:all: \
+		-d $(WHEELS) -r $(DATASETTE_REQ) >/dev/null 2>&1; then \
+		echo "fetching the wheels of $(DATASETTE_REQ) into $(WHEELS)"; \
+		$(PY) -m pip download -q --only-binary=:all: -d $(WHEELS) -r $(DATASETTE_REQ) 2>&1 \
+			| grep -v '^WARNING: Location' || true; \
+	fi
 
 # The microVM kernel + initramfs (cached under /var/cache/agentgw/sandbox; a no-op when current).
 sandbox-image: venv

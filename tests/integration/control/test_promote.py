@@ -69,7 +69,7 @@ def test_scenario_promote_broken_variants_roll_back_and_rollback(rel: Releases) 
     assert_aligned("api", rel.b)
     reasons = {
         rel.crash: "restart job failed",
-        rel.unhealthy: "health check: not healthy",
+        rel.unhealthy: "readiness: health: GET http://127.77.0.3:8080/v1/health never answered 200",
         rel.wrongsha: "the gateway reports sha",
     }
     for sha, why in reasons.items():
