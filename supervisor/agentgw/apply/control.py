@@ -391,7 +391,8 @@ class Controller:
             return Failed(f"{what}: {exc.message}")
         ready = ReadyRecord.parse(read_json(self.layout.logs(name) / READY_RECORD).data)
         failure = judge_start(profile, facts, ready)
-        failure = failure.model_copy(update={"log": journal_tail(name, since=since)})
+        start = facts.main_start_usec or int(since * 1e6)
+        failure = failure.model_copy(update={"log": journal_tail(name, since_usec=start)})
         return Failed(f"{what}: {failure.render()}", failure)
 
     # -- the way back ----------------------------------------------------------------------

@@ -8,8 +8,10 @@ and the registry show it while the unit is not running.
 
 from __future__ import annotations
 
+import json
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGKILL)
 TAIL_LINES = 12
 # journalctl reads files journald may still be writing: a slow host gets this long.
 JOURNAL_TIMEOUT_S = 5.0
+SETTLE_S = 2.0
+SETTLE_POLL_S = 0.15
 CONTROL_CHARS = dict.fromkeys(range(32), "?") | {127: "?"}
 
 
@@ -165,15 +169,49 @@ def judge_start(
     )
 
 
-def journal_tail(profile: str, *, since: float, lines: int = TAIL_LINES) -> tuple[str, ...]:
-    """The unit's last journal lines since ``since`` (the gateway's own and systemd's about
-    it); empty when the journal cannot be read (that must not hide the failure itself)."""
+def journal_tail(
+    profile: str, *, since_usec: int, lines: int = TAIL_LINES, settle_s: float = SETTLE_S
+) -> tuple[str, ...]:
+    """The gateway's last journal lines (its own output and the health waiter's, not systemd's
+    lines about the unit, which the cause already says) since ``since_usec``.
+
+    journald reads a process's output asynchronously, so the lines of a process that just
+    died may still be arriving: read until two reads agree (at most ``settle_s``). Empty when
+    the journal cannot be read: that must not hide the failure itself.
+    """
     argv = [
         "journalctl", f"--namespace=+{log_namespace(profile)}", "-u", unit_name(profile),
-        "-n", str(lines), "-o", "cat", "--no-pager", f"--since=@{int(since)}",
+        "-n", str(lines * 4), "-o", "json", "--no-pager",
     ]
-    try:
-        done = run(argv, check=False, timeout=JOURNAL_TIMEOUT_S)
-    except AgentgwError:
-        return ()
-    return tuple(clean(line) for line in done.stdout.splitlines()[-lines:] if line.strip())
+    deadline = time.monotonic() + settle_s
+    seen: tuple[str, ...] | None = None
+    while True:
+        try:
+            done = run(argv, check=False, timeout=JOURNAL_TIMEOUT_S)
+        except AgentgwError:
+            return ()
+        now = tuple(entry_lines(done.stdout, since_usec))[-lines:]
+        if now == seen or time.monotonic() >= deadline:
+            return now
+        seen = now
+        time.sleep(SETTLE_POLL_S)
+
+
+def entry_lines(text: str, since_usec: int) -> Iterator[str]:
+    """MESSAGE of each journal entry (``journalctl -o json``) from the gateway's processes,
+    not PID 1, at or after ``since_usec``."""
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            at = int(entry.get("__REALTIME_TIMESTAMP", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if at < since_usec or entry.get("_PID") == "1":
+            continue
+        message = entry.get("MESSAGE")
+        if isinstance(message, list):  # not valid UTF-8: journalctl gives the bytes
+            message = bytes(b for b in message if isinstance(b, int) and 0 <= b < 256).decode(
+                "utf-8", "replace"
+            )
+        if isinstance(message, str) and message.strip():
+            yield clean(message)

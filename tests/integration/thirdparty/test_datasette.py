@@ -89,10 +89,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def test_build_is_repeatable(web: None) -> None:
     """The same requirements and wheels give the same content digest (version and created
     differ: they are the host's)."""
-    first = agentgw("release", "build", "--sha", "d5a7e19", "--label", "again", "-r",
-                    str(REQUIREMENTS), "--wheelhouse", str(WHEELS)).stdout
-    second = agentgw("release", "build", "--sha", "d5a7e1a", "--label", "again", "-r",
-                     str(REQUIREMENTS), "--wheelhouse", str(WHEELS)).stdout
+    first, second = build("d5a7e19", "again"), build("d5a7e1a", "again")
     digest = [line.rsplit("content ", 1)[1] for line in (first, second)]
     assert digest[0] == digest[1] and digest[0].startswith("sha256:")
     tree = release_dir("d5a7e19")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from agentgw.model.profile import Profile
-from agentgw.observe.startup import ReadyRecord, judge_start, want_failure
+from agentgw.observe.startup import ReadyRecord, entry_lines, judge_start, want_failure
 from tests.unit.status.support import facts
 
 STARTED = 1_700_000_000.0
@@ -104,3 +105,17 @@ def test_control_characters_from_the_profile_never_reach_the_terminal() -> None:
 def test_want_failure(active: str, sub: str, result: str, wanted: bool) -> None:
     """Only a unit down after a failed start has a start failure; a stopped one does not."""
     assert want_failure(facts(active=active, sub=sub, result=result)) is wanted
+
+
+def test_entry_lines_keep_the_gateways_own_lines_since_the_start() -> None:
+    """From journalctl -o json: the gateway's lines (not PID 1's) at or after the start, bytes
+    decoded, control characters cleaned."""
+    entries = [
+        {"__REALTIME_TIMESTAMP": "100", "_PID": "7", "MESSAGE": "before the start"},
+        {"__REALTIME_TIMESTAMP": "200", "_PID": "9", "MESSAGE": "Traceback"},
+        {"__REALTIME_TIMESTAMP": "201", "_PID": "1", "MESSAGE": "Main process exited"},
+        {"__REALTIME_TIMESTAMP": "202", "_PID": "9", "MESSAGE": list(b"\x1b[31mred\xff")},
+        {"__REALTIME_TIMESTAMP": "203", "_PID": "10", "MESSAGE": "agentgw-ready: error"},
+    ]
+    text = "\n".join(json.dumps(e) for e in entries) + "\nnot json\n"
+    assert list(entry_lines(text, 200)) == ["Traceback", "?[31mred\ufffd", "agentgw-ready: error"]
