@@ -78,6 +78,25 @@ run agentgw history
 run agentgw history --verify
 run agentgw lint
 
+step "a runtime agentgw did not write: datasette from PyPI (compiled deps, no READY=1, no sha)"
+cp "$REPO/gateways/web.yaml" /etc/agentgw/gateways/
+run agentgw config check
+run agentgw release build --sha d5a7e11 --label datasette \
+  -r "$REPO/releases/thirdparty/datasette/requirements.txt" \
+  --wheelhouse /var/cache/agentgw/wheels/datasette --sign-key $KEY
+run agentgw apply
+run agentgw promote web d5a7e11
+echo "readiness: health -- a plain systemctl restart returns once the health check answers:"
+run systemctl restart agent-gateway@web.service
+curl -sS --interface 127.77.0.5 -o /dev/null -w 'GET /-/versions.json right after -> %{http_code}\n' \
+  http://127.77.0.5:8080/-/versions.json
+echo "a build that lacks one of its dependencies (click) is rolled back, naming why:"
+cp -a /opt/agent/releases/d5a7e11-datasette "$BUILD/noclick"
+chmod -R u+w "$BUILD/noclick"; rm -rf "$BUILD/noclick/click" "$BUILD/noclick"/manifest.*
+run agentgw release add "$BUILD/noclick" --sha d5a7e13 --label noclick --sign-key $KEY
+expect 1 agentgw promote web d5a7e13
+run agentgw logs web -n 4 -o cat --no-pager
+
 step "isolation proofs: behavioural probes as each profile's user, signed records"
 run agentgw verify
 run agentgw attest verify /var/lib/agentgw/proofs/api.json

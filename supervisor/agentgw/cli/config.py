@@ -8,6 +8,7 @@ import click
 
 from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config import load_config
+from agentgw.plan.advice import advise
 
 
 @click.group("config")
@@ -32,5 +33,7 @@ def check(app: App, etc: Path | None, as_json: bool) -> None:
     for name, profile in loaded.profiles.items():
         shown = loaded.profile_files[name].relative_to(loaded.etc).as_posix()
         click.echo(f"profile {name}: {profile.mode} on {profile.listen} ({shown})")
+        for note in advise(profile):
+            click.echo(f"  note: {note}")
     if not loaded.profiles:
         click.echo("no profiles: add gateways/<name>.yaml")

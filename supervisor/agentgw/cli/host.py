@@ -111,6 +111,11 @@ def init(app: App, as_json: bool) -> None:
         apply_actions(actions, units)
     systemd_note(layout)
     report(actions, as_json=as_json, applied=True)
+    if not as_json:
+        click.echo(
+            "next: profiles in gateways/; a runtime agentgw did not write (any Python server): "
+            "README 'Deploying an existing runtime' (readiness, release build)"
+        )
 
 
 def _config(app: App, etc: Path | None) -> Config:

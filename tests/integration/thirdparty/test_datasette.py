@@ -220,7 +220,7 @@ def test_a_venv_linking_to_an_interpreter_the_host_does_not_allow_is_refused(
     (tree / ".venv/bin/python").symlink_to("python3")
     before = sorted(p.name for p in (OPT / "releases").iterdir())
     proc = agentgw("release", "add", str(tree), "--sha", "d5a7e1f", "--label", "badvenv",
-                   check=False)
+                   "--sign-key", str(KEY), check=False)
     assert proc.returncode == 2, proc.stderr
     assert "which this host does not allow" in proc.stderr
     assert sorted(p.name for p in (OPT / "releases").iterdir()) == before
