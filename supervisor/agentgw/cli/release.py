@@ -199,8 +199,9 @@ def _report(result: AddResult, sign_key: Path | None) -> None:
     signed = "unsigned" if sign_key is None else "signed"
     click.echo(
         f"added {manifest.name}: version {manifest.version}, {files} files, "
-        f"{_size(manifest.size)}, {signed}, content {digest}"
+        f"{_size(manifest.size)}, {signed}"
     )
+    click.echo(f"content {digest}")
 
 
 def _uses(ref: ReleaseRef) -> str:

@@ -31,13 +31,15 @@ PRINTABLE = st.text(st.characters(exclude_categories=["Cc", "Zl", "Zp", "Cs"]), 
 
 
 def test_repo_examples_load() -> None:
-    """The repo's agentgw.yaml and gateways/ (core cli, api cli, mcp script) are valid."""
+    """The repo's agentgw.yaml and gateways/ (core cli, api cli, mcp script, web: datasette in
+    cli mode) are valid."""
     config = load_config(REPO)
     modes = {name: (p.mode, p.exec) for name, p in config.profiles.items()}
     assert modes == {
         "api": ("cli", None),
         "core": ("cli", None),
         "mcp": ("script", PurePosixPath("agent_cli/mcp_server.py")),
+        "web": ("cli", None),
     }
     assert config.host_file == REPO / "agentgw.yaml"
     assert config.profile_files["api"] == REPO / "gateways" / "api.yaml"

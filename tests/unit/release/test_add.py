@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import tarfile
@@ -256,7 +257,9 @@ def test_cli_add_list_and_verify(
 ) -> None:
     """add prints what it built; list --json shows versions, signatures and users; verify is ok."""
     code, out, _ = cli(capsys, layout.root, "release", "add", str(src), "--sha", SHA)
-    assert (code, out) == (0, f"added {SHA}-release: version 1, 3 files, 78 B, unsigned\n")
+    first, second = out.splitlines()
+    assert (code, first) == (0, f"added {SHA}-release: version 1, 3 files, 78 B, unsigned")
+    assert re.fullmatch(r"content sha256:[0-9a-f]{64}", second)
     code, out, _ = cli(
         capsys, layout.root, "release", "add", str(src), "--sha", OTHER_SHA,
         "--label", "canary", "--sign-key", str(keys.trusted),
@@ -388,7 +391,7 @@ def test_cli_takes_the_signature_policy_from_agentgw_yaml(
     assert "is not one of this host's trusted keys" in err
     assert not layout.releases.exists()
     code, out, _ = cli(capsys, layout.root, *add, "--sign-key", str(keys.trusted))
-    assert (code, out.endswith(", signed\n")) == (0, True)
+    assert (code, out.splitlines()[0].endswith(", signed")) == (0, True)
     assert cli(capsys, layout.root, "release", "verify", SHA)[0] == 0
 
 
