@@ -6,7 +6,7 @@ AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium
 
-.PHONY: setup apt venv sandbox-image wheels test lint unit integration demo bench soak clean-lab help
+.PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
@@ -65,7 +65,13 @@ test: lint unit integration
 demo: setup
 	$(AGENTGW) lab run --name agentgw-demo -- bash $(CURDIR)/scripts/demo.sh
 
-bench: setup
+# The bench's big runtime tree (bench_runtime): litellm and its pinned dependencies.
+BENCH_WHEELS := /var/cache/agentgw/wheels/bench-runtime
+bench-wheels: venv
+	@$(PY) -m pip download -q --only-binary=:all: -d $(BENCH_WHEELS) \
+		-r benchmarks/runtime-requirements.txt 2>&1 | grep -v '^WARNING: Location' || true
+
+bench: setup bench-wheels
 	$(PY) benchmarks/run.py
 
 # The long version of tests/integration/blast: every fault, 200 cycles. SOAK_ARGS passes options

@@ -188,24 +188,38 @@ def _copy(stream: IO[bytes], out: IO[bytes] | None) -> tuple[str, int]:
 
 
 def _write(path: Path, stream: IO[bytes], mode: int, owner: tuple[int, int]) -> tuple[str, int]:
-    """Write a new file with its final owner and mode, durably; returns its sha256 and size."""
+    """Write a new file with its final owner and mode; returns its sha256 and size. Durable
+    once :func:`_sync_fs` ran on its filesystem."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
         digest, size = _copy(stream, out)
         out.flush()
         os.fchown(fd, *owner)
         os.fchmod(fd, mode)
-        os.fsync(fd)
     return digest, size
 
 
+def _sync_fs(path: Path) -> None:
+    """Make everything written under ``path`` durable at once: syncfs(2) on its filesystem is
+    one journal commit, where an fsync per file was one each (2.8 s of a 6.4 s add of 10,000
+    files here: make bench, bench_runtime). os.sync() where syncfs is missing."""
+    import ctypes  # only adding a release pays for it
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def _seal_dir(path: Path, owner: tuple[int, int]) -> None:
-    """Make a finished directory read-only and durable (its entries are already written)."""
+    """Make a finished directory read-only (its entries are already written)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fchown(fd, *owner)
         os.fchmod(fd, DIR_MODE)
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -382,6 +396,8 @@ def _build(
                 tmp / SIGNATURE_FILE, render_signature(_sign_manifest(signer, manifest)), owner
             )
         _seal_dir(tmp, owner)
+        # Every file, link and directory of the tree is on disk before its name appears.
+        _sync_fs(tmp)
         os.rename(tmp, layout.releases / name)
     except BaseException:
         _remove_tree(tmp)

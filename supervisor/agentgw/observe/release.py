@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 CHUNK = 1 << 20
+HASH_THREADS = min(4, os.cpu_count() or 1)
 SLOTS: tuple[Slot, ...] = ("current", "previous")
 VERIFY_HINT = "see 'agentgw release verify {name}'; re-add the release from its source"
 
@@ -172,11 +174,11 @@ def gc_candidates(layout: Layout, keep: int) -> list[str]:
 # verification ----------------------------------------------------------------------------------
 
 
-def hash_file(path: Path) -> tuple[str, int]:
+def hash_file(path: str | Path) -> tuple[str, int]:
     """sha256 and size of a regular file, never following a symlink swapped in."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     digest, size = hashlib.sha256(), 0
-    with os.fdopen(fd, "rb") as stream:
+    with os.fdopen(fd, "rb", buffering=0) as stream:
         while chunk := stream.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -198,13 +200,11 @@ def _kind(mode: int) -> str:
     return "other"
 
 
-def _observe(path: Path, rel: str, info: os.stat_result) -> ObservedEntry:
+def _observe(
+    path: str, rel: str, info: os.stat_result, digest: str | None = None
+) -> ObservedEntry:
     kind = _kind(info.st_mode)
-    digest, target = None, None
-    if kind == "file":
-        digest, _ = hash_file(path)
-    elif kind == "symlink":
-        target = os.readlink(path)
+    target = os.readlink(path) if kind == "symlink" else None
     return ObservedEntry(
         path=rel,
         type=kind,
@@ -212,25 +212,35 @@ def _observe(path: Path, rel: str, info: os.stat_result) -> ObservedEntry:
         uid=info.st_uid,
         gid=info.st_gid,
         size=info.st_size,
-        sha256=digest,
+        sha256=digest if kind == "file" else None,
         target=target,
     )
 
 
 def scan_tree(root: Path) -> list[ObservedEntry]:
-    """Every path under ``root`` (``.`` is root itself), files re-hashed, links not followed."""
-    found = [_observe(root, ".", os.lstat(root))]
-    pending = [""]
+    """Every path under ``root`` (``.`` is root itself), files re-hashed, links not followed.
+
+    Files are hashed on a few threads (hashlib releases the GIL while it digests): a promote
+    re-hashes the whole release, ~0.4 s for 10,000 files and 222 MiB here (make bench,
+    bench_runtime) instead of ~0.8 s in one thread.
+    """
+    top = os.fspath(root)
+    found: list[tuple[str, str, os.stat_result]] = [(".", top, os.lstat(top))]
+    pending = [("", top)]
     while pending:
-        rel = pending.pop()
-        with os.scandir(root / rel) as entries:
+        rel, full = pending.pop()
+        with os.scandir(full) as entries:
             for entry in entries:
                 path = f"{rel}/{entry.name}" if rel else entry.name
-                observed = _observe(Path(entry.path), path, entry.stat(follow_symlinks=False))
-                found.append(observed)
-                if observed.type == "dir":
-                    pending.append(path)
-    return sorted(found, key=lambda e: e.path)
+                info = entry.stat(follow_symlinks=False)
+                found.append((path, entry.path, info))
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append((path, entry.path))
+    files = [full for _, full, info in found if stat.S_ISREG(info.st_mode)]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        digests = dict(zip(files, (d for d, _ in pool.map(hash_file, files)), strict=True))
+    observed = [_observe(full, rel, info, digests.get(full)) for rel, full, info in found]
+    return sorted(observed, key=lambda e: e.path)
 
 
 def signature_problems(
