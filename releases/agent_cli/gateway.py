@@ -15,6 +15,19 @@ from agent_cli.settings import EX_CONFIG, ConfigError, Release, Settings, this_r
 REPLACE_MARGIN_S = 5.0
 
 Routes = Callable[[Settings, Release], Router]
+# AGENT_NOTIFY_FROM=child: READY=1 comes from a forked child, as runtimes that notify from a
+# worker do (systemd refuses it under NotifyAccess=main; readiness: notify sets all).
+NOTIFY_FROM = "AGENT_NOTIFY_FROM"
+
+
+def notify_from_child(message: str) -> None:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            notify(message)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def log(message: str) -> None:
@@ -64,7 +77,11 @@ def run(routes: Routes, *, replace: bool) -> int:
     log(f"serving {status}")
 
     def on_ready() -> None:
-        notify(f"READY=1\nSTATUS=serving {status}")
+        ready = f"READY=1\nSTATUS=serving {status}"
+        if os.environ.get(NOTIFY_FROM) == "child":
+            notify_from_child(ready)
+        else:
+            notify(ready)
         if fault is not None:
             fault.ready()
 

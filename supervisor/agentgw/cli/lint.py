@@ -22,7 +22,9 @@ from agentgw.observe.units import check_systemd_here
 @pass_app
 def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None:
     """Check each gateway unit: no PYTHONPATH in the unit or its drop-ins, no
-    Requires/PartOf/BindsTo between instances, `systemd-analyze verify` clean, and the
+    Requires/PartOf/BindsTo between instances, readiness as the profile says (health: Type=exec
+    and the health waiter; notify: Type=notify, NotifyAccess=all), `systemd-analyze verify`
+    clean, and the
     `systemd-analyze security` exposure at or under exposure_threshold. Exit 3 on any finding.
     """
     check_systemd_here()
@@ -35,7 +37,8 @@ def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None
     from agentgw.bus import Systemd
 
     with Systemd() as sd:
-        findings = lint_profiles(app.layout, sd, names, config.host.exposure_threshold)
+        readiness = {n: config.profiles[n].readiness for n in names}
+        findings = lint_profiles(app.layout, sd, readiness, config.host.exposure_threshold)
     bad = [f for f in findings if not f.ok]
     if as_json:
         echo_json({"ok": not bad, "findings": [asdict(f) for f in findings]})

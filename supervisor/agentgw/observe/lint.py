@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +15,7 @@ from agentgw.paths import Layout, unit_name
 EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: ([0-9.]+)")
 DEPENDENCIES = ("Requires", "Requisite", "PartOf", "BindsTo", "Upholds")
 GATEWAY_PREFIX = "agent-gateway@"
+SERVICE = "org.freedesktop.systemd1.Service"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,30 @@ def check_independent(sd: UnitProps, profile: str) -> Finding:
                    "no Requires/PartOf/BindsTo between instances", {})
 
 
+def check_readiness(sd: UnitProps, profile: str, readiness: str) -> Finding:
+    """The unit as loaded waits for what the profile's readiness says: health, Type=exec with
+    the health waiter as ExecStartPost=; notify, Type=notify with NotifyAccess=all (READY=1
+    from any of its processes)."""
+    unit = unit_name(profile)
+    props = sd.unit_properties(unit, SERVICE, ["Type", "NotifyAccess", "ExecStartPost"])
+    kind, access = str(props["Type"]), str(props["NotifyAccess"])
+    posts = [str(entry[0]) for entry in props["ExecStartPost"] or [] if entry]  # type: ignore[attr-defined]
+    waiter = any(path.endswith("/_lib/ready") for path in posts)
+    evidence: dict[str, object] = {"readiness": readiness, "Type": kind, "NotifyAccess": access,
+                                   "ExecStartPost": posts}
+    if readiness == "notify":
+        ok = kind == "notify" and access == "all"
+        want = "Type=notify, NotifyAccess=all"
+    else:
+        ok = kind == "exec" and waiter
+        want = "Type=exec, ExecStartPost=<lib>/ready"
+    seen = f"Type={kind}, NotifyAccess={access}" + (f", ExecStartPost={' '.join(posts)}"
+                                                   if posts else "")
+    detail = f"{readiness}: {seen}" if ok else f"{readiness} wants {want}; loaded {seen}"
+    return Finding("readiness", unit, ok, detail + ("" if ok else " (run agentgw apply)"),
+                   evidence)
+
+
 def check_verify(profile: str) -> Finding:
     unit = unit_name(profile)
     result = run.run(["systemd-analyze", "verify", unit], check=False)
@@ -109,13 +134,15 @@ def check_exposure(profile: str, threshold: float) -> Finding:
 
 
 def lint_profiles(
-    layout: Layout, sd: UnitProps, profiles: Sequence[str], threshold: float
+    layout: Layout, sd: UnitProps, readiness: Mapping[str, str], threshold: float
 ) -> list[Finding]:
+    """Every check for each profile (by name, with its readiness mode)."""
     findings: list[Finding] = []
-    for p in profiles:
+    for p, mode in readiness.items():
         findings += [
             check_pythonpath(layout, p),
             check_independent(sd, p),
+            check_readiness(sd, p, mode),
             check_verify(p),
             check_exposure(p, threshold),
         ]

@@ -201,7 +201,9 @@ def test_apply_killed_at_random_moments_converges(applied: str) -> None:
 
 def test_lint_is_clean_and_catches_pythonpath_and_requires(applied: str) -> None:
     """`agentgw lint` passes on the applied units and prints api's exposure; a drop-in that
-    sets PYTHONPATH, or Requires= between two instances, makes it exit 3 naming the finding."""
+    sets PYTHONPATH, Requires= between two instances, or a readiness other than the profile's
+    (Type=notify with NotifyAccess=main, which refuses READY=1 from a child) makes it exit 3
+    naming the finding."""
     clean = agentgw("lint", "--json")
     findings = json.loads(clean.stdout)["findings"]
     score = [f for f in findings if f["check"] == "exposure" and "api" in f["unit"]][0]
@@ -211,6 +213,7 @@ def test_lint_is_clean_and_catches_pythonpath_and_requires(applied: str) -> None
     for text, check in (
         ("[Service]\nEnvironment=PYTHONPATH=/tmp/evil\n", "no-pythonpath-in-unit"),
         ("[Unit]\nRequires=agent-gateway@core.service\n", "independent-instances"),
+        ("[Service]\nType=notify\nNotifyAccess=main\nExecStartPost=\n", "readiness"),
     ):
         extra.write_text(text)
         subprocess.run(["systemctl", "daemon-reload"], check=True)
