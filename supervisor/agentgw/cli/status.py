@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def render_table(statuses: Sequence[ProfileStatus]) -> str:
-    """The status table with aligned columns, then one line per profile that is not aligned."""
+    """The status table with aligned columns, then one line per profile that is not aligned,
+    not isolated, or down after a failed start (its cause and fix)."""
     from agentgw.model.status import COLUMNS
 
     rows = [[c.upper() for c in COLUMNS]] + [list(s.cells().values()) for s in statuses]
@@ -46,6 +47,11 @@ def render_table(statuses: Sequence[ProfileStatus]) -> str:
         f"{s.profile}: isolation {s.isolation.state}: {s.isolation.reason}"
         for s in statuses
         if s.isolation.state != "isolated"
+    ]
+    notes += [
+        f"{s.profile}: start failed: {s.start_failure.render()}"
+        for s in statuses
+        if s.start_failure is not None
     ]
     return "\n".join(lines + ([""] + notes if notes else []))
 

@@ -182,3 +182,18 @@ def test_cli_status_json_under_a_relocated_root(
     code, out, _ = agentgw(capsys, "--root", str(root), "status")
     assert 0 == code
     assert ["api", "unknown/unknown"] == out.splitlines()[1].split()[:2]
+
+
+def test_a_failed_start_is_judged_and_shown_under_the_table(tmp_path: Path) -> None:
+    """A unit down after a failed start gets its cause and fix in the status record and a note
+    under the table; a running one gets none."""
+    from agentgw.model.status import ProfileStatus, StartFailure
+
+    failure = StartFailure(readiness="notify", cause="readiness: notify: no READY=1", fix="x")
+    row = {"profile": "api", "unit": "agent-gateway@api.service", "load_state": "loaded",
+           "active_state": "failed", "sub_state": "failed",
+           "aligned": {"state": "unknown", "reason": "not running"},
+           "isolation": {"state": "unproven", "reason": "no proof"},
+           "start_failure": failure.model_dump()}
+    text = render_table([ProfileStatus.model_validate(row)])
+    assert "api: start failed: readiness: notify: no READY=1; fix: x" in text.splitlines()
