@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 CHUNK = 1 << 20
-HASH_THREADS = min(4, os.cpu_count() or 1)
+HASH_THREADS = max(2, min(4, os.cpu_count() or 1))
+# Below this many files threads buy nothing.
+SMALL_TREE = 64
 SLOTS: tuple[Slot, ...] = ("current", "previous")
 VERIFY_HINT = "see 'agentgw release verify {name}'; re-add the release from its source"
 
@@ -178,11 +180,30 @@ def hash_file(path: str | Path) -> tuple[str, int]:
     """sha256 and size of a regular file, never following a symlink swapped in."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     digest, size = hashlib.sha256(), 0
-    with os.fdopen(fd, "rb", buffering=0) as stream:
-        while chunk := stream.read(CHUNK):
+    try:
+        while chunk := os.read(fd, CHUNK):
             digest.update(chunk)
             size += len(chunk)
+    finally:
+        os.close(fd)
     return digest.hexdigest(), size
+
+
+def _hash_batch(paths: list[str]) -> list[str]:
+    return [hash_file(path)[0] for path in paths]
+
+
+def hash_files(paths: list[str]) -> dict[str, str]:
+    """sha256 of each file, on a few threads: hashlib and os.read release the GIL, and a
+    release is mostly small files, so each thread takes a whole share (one task per thread,
+    not per file: 10,000 futures cost more than the hashing)."""
+    if len(paths) < SMALL_TREE:
+        return dict(zip(paths, _hash_batch(paths), strict=True))
+    shares = [paths[i::HASH_THREADS] for i in range(HASH_THREADS)]
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        digests = pool.map(_hash_batch, shares)
+        return {p: d for share, done in zip(shares, digests, strict=True)
+                for p, d in zip(share, done, strict=True)}
 
 
 def _kind(mode: int) -> str:
@@ -236,9 +257,7 @@ def scan_tree(root: Path) -> list[ObservedEntry]:
                 found.append((path, entry.path, info))
                 if stat.S_ISDIR(info.st_mode):
                     pending.append((path, entry.path))
-    files = [full for _, full, info in found if stat.S_ISREG(info.st_mode)]
-    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
-        digests = dict(zip(files, (d for d, _ in pool.map(hash_file, files)), strict=True))
+    digests = hash_files([full for _, full, info in found if stat.S_ISREG(info.st_mode)])
     observed = [_observe(full, rel, info, digests.get(full)) for rel, full, info in found]
     return sorted(observed, key=lambda e: e.path)
 
