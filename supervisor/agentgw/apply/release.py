@@ -40,12 +40,14 @@ from agentgw.plan.release import (
     FILE_MODE,
     MANIFEST_FILE,
     SIGNATURE_FILE,
+    STATEMENT_SIG_FILE,
     SYMLINK_MODE,
     TMP_PREFIX,
     TRASH_PREFIX,
     Planned,
     check_label,
     check_sha,
+    content_digest,
     next_version,
     plan_tree,
     release_name,
@@ -55,6 +57,7 @@ from agentgw.plan.release import (
     render_signature,
     same_tree,
     signing_payload,
+    statement_of,
 )
 from agentgw.proofs.signing import (
     encode_public_key,
@@ -119,14 +122,19 @@ def releases_lock(layout: Layout, *, shared: bool = False) -> Iterator[None]:
 # add -------------------------------------------------------------------------------------------
 
 
-def _signer(sign_key: Path | None, policy: ReleasePolicy) -> Ed25519PrivateKey | None:
+def _signer(
+    sign_key: Path | None, policy: ReleasePolicy, statement_sig: bytes | None = None
+) -> Ed25519PrivateKey | None:
     """The signing key, checked against the policy before anything is written."""
     trusted = trusted_keys(policy.trusted_keys) if policy.require_signature else {}
+    if statement_sig is not None:
+        _check_statement_signer(statement_sig, policy)
     if sign_key is None:
-        if policy.require_signature:
+        if policy.require_signature and statement_sig is None:
             raise usage(
-                "this host requires signed releases and no --sign-key was given",
-                hint="pass --sign-key with a key whose public half is in trusted_keys",
+                "this host requires signed releases and no --sign-key or --signature was given",
+                hint="pass --signature FILE made by 'agentgw release sign' with a trusted key "
+                "(or --sign-key with a key whose public half is in trusted_keys)",
             )
         return None
     key = load_private_key(sign_key)
@@ -139,6 +147,46 @@ def _signer(sign_key: Path | None, policy: ReleasePolicy) -> Ed25519PrivateKey |
                 hint="sign with a trusted key, or add its .pub to trusted_keys in agentgw.yaml",
             )
     return key
+
+
+def _check_statement_signer(statement_sig: bytes, policy: ReleasePolicy) -> None:
+    """An off-host signature that can be read, by a trusted key when the host requires one
+    (whether it covers this tree is checked once the tree is hashed)."""
+    from agentgw.proofs import sshsig
+
+    try:
+        sig = sshsig.parse(statement_sig)
+    except sshsig.BadSignature as exc:
+        raise usage(
+            f"--signature is not an SSH signature agentgw can read: {exc}",
+            hint="make it with: agentgw release sign SRC --sha SHA --label LABEL --key KEY",
+        ) from exc
+    if sig.namespace != sshsig.NAMESPACE:
+        raise usage(
+            f"--signature was made for namespace {sig.namespace!r}, not {sshsig.NAMESPACE!r}",
+            hint="sign with agentgw release sign (or ssh-keygen -Y sign -n agentgw-release)",
+        )
+    if policy.require_signature:
+        key = fingerprint(sshsig.public_key_of(sig))
+        known = trusted_keys(policy.trusted_keys).get(key)
+        if known is None or raw_public_key(known) != sig.public_key:
+            raise usage(
+                f"--signature is by key {key}, which is not one of this host's trusted keys",
+                hint="add the signer's public key to trusted_keys in agentgw.yaml",
+            )
+
+
+def _check_statement(manifest: Manifest, statement_sig: bytes) -> None:
+    from agentgw.proofs import sshsig
+
+    if not sshsig.verify_message(sshsig.parse(statement_sig), statement_of(manifest)):
+        raise AgentgwError(
+            f"--signature does not match this tree: it was not made over release "
+            f"{manifest.sha}-{manifest.label} with content {content_digest(manifest.files)}",
+            hint="the source changed after it was signed, or the signature is another "
+            "release's; nothing was added",
+            code=Exit.VERIFY,
+        )
 
 
 def _entry(planned: Planned, sha256: str | None = None, size: int = 0) -> FileEntry:
@@ -175,6 +223,18 @@ def _hash_source(source: Source, planned: list[Planned]) -> tuple[FileEntry, ...
                 digest, size = _copy(stream, None)
             entries[item.path] = _entry(item, digest, size)
     return tuple(entries[p.path] for p in planned)
+
+
+def source_files(src: Path) -> tuple[FileEntry, ...]:
+    """What ``src`` (a directory or tarball) becomes as a release, its manifest's files, without
+    writing anything: what ``release sign`` signs off-host. A virtualenv's interpreter link is
+    taken as it is; each host that adds the release checks it against its own interpreters."""
+    from agentgw.apply.release_source import open_source
+
+    with open_source(src) as source:
+        links = {e.link for e in source.entries if e.kind == "symlink" and e.link.startswith("/")}
+        planned = plan_tree(source.entries, os.fspath(src), links)
+        return _hash_source(source, planned)
 
 
 def _copy(stream: IO[bytes], out: IO[bytes] | None) -> tuple[str, int]:
@@ -327,6 +387,7 @@ def add_release(
     policy: ReleasePolicy | None = None,
     *,
     created: datetime | None = None,
+    statement_sig: bytes | None = None,
 ) -> AddResult:
     """Add ``src`` (a directory or tarball) as release ``<sha>-<label>``.
 
@@ -335,7 +396,7 @@ def add_release(
     """
     policy = policy or ReleasePolicy()
     name = release_name(check_sha(sha), check_label(label))
-    signer = _signer(sign_key, policy)
+    signer = _signer(sign_key, policy, statement_sig)
     # Here, not at the top: tarfile, lzma and zlib are for adding, not for promote.
     from agentgw.apply.release_source import open_source
 
@@ -358,7 +419,9 @@ def add_release(
             removed = remove_leftovers(layout)
             version = next_version(_versions(layout), _read_counter(layout))
             when = render_created(created or datetime.now(UTC))
-            manifest = _build(layout, source, planned, name, owner, signer, version, when)
+            manifest = _build(
+                layout, source, planned, name, owner, signer, version, when, statement_sig
+            )
             _record_version(layout, version)
     log.info("release_added", release=name, version=version, signed=signer is not None)
     return AddResult(manifest, target, created=True, removed=removed)
@@ -383,6 +446,7 @@ def _build(
     signer: Ed25519PrivateKey | None,
     version: int,
     created: str,
+    statement_sig: bytes | None = None,
 ) -> Manifest:
     sha, _, label = name.partition("-")
     tmp = layout.releases / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
@@ -395,6 +459,9 @@ def _build(
             _write_text(
                 tmp / SIGNATURE_FILE, render_signature(_sign_manifest(signer, manifest)), owner
             )
+        if statement_sig is not None:
+            _check_statement(manifest, statement_sig)
+            _write(tmp / STATEMENT_SIG_FILE, io.BytesIO(statement_sig), FILE_MODE, owner)
         _seal_dir(tmp, owner)
         # Every file, link and directory of the tree is on disk before its name appears.
         _sync_fs(tmp)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from agentgw.apply.files import write_atomic
 from agentgw.apply.release import AddResult, add_release, gc
 from agentgw.apply.release_source import exported_commit
 from agentgw.cli.context import App, echo_json, pass_app
@@ -30,12 +31,15 @@ from agentgw.plan.release import (
     check_sha,
     content_digest,
     render_problems,
+    render_statement,
 )
 from agentgw.proofs.signing import generate_keypair
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after
 # an interrupted add) yields byte-identical trees, manifest and signature included.
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+# An armored SSH signature is ~300 bytes; nothing larger is read.
+SIGNATURE_CAP = 64 * 1024
 
 
 def host_policy(layout: Layout) -> ReleasePolicy:
@@ -103,6 +107,12 @@ def release() -> None:
     help="Ed25519 private key (from 'release keygen') to sign the manifest with.",
 )
 @click.option(
+    "--signature",
+    "signature",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Signature made off-host by 'agentgw release sign' (the host needs only the public key).",
+)
+@click.option(
     "--git",
     "repo",
     type=click.Path(file_okay=False, path_type=Path),
@@ -110,21 +120,91 @@ def release() -> None:
 )
 @pass_app
 def add(
-    app: App, src: Path | None, sha: str, label: str, sign_key: Path | None, repo: Path | None
+    app: App,
+    src: Path | None,
+    sha: str,
+    label: str,
+    sign_key: Path | None,
+    signature: Path | None,
+    repo: Path | None,
 ) -> None:
     """Add SRC (a directory or a tarball) as release <sha>-<label>.
 
     Refused before anything is written: members escaping the tree, absolute paths, links out,
     device nodes or fifos, a bad sha or label, a missing or untrusted key when the host requires
-    signatures. Adding the same content again changes nothing.
+    signatures, a --signature that does not cover this tree (exit 3). Adding the same content
+    again changes nothing.
     """
     check_sha(sha)
     check_label(label)
     policy = host_policy(app.layout)
     created = _created()
+    statement_sig = _read_signature(signature)
     with _source(src, repo, sha) as path:
-        result = add_release(app.layout, path, sha, label, sign_key, policy, created=created)
-    _report(result, sign_key)
+        result = add_release(app.layout, path, sha, label, sign_key, policy, created=created,
+                             statement_sig=statement_sig)
+    _report(result, "signed" if sign_key else "signed off-host" if signature else "unsigned")
+
+
+def _read_signature(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()[:SIGNATURE_CAP]
+    except OSError as exc:
+        raise usage(f"cannot read {path}: {exc.strerror}", hint="give the .sig file") from exc
+
+
+@release.command("sign")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--sha", required=True, help="The git commit the release is built from (7-40 hex).")
+@click.option(
+    "--label", default=DEFAULT_LABEL, show_default=True, help="Name suffix: [a-z0-9._-], <= 40."
+)
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key (from 'release keygen'); never needed on the hosts.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the signature (default: SRC.sig beside SRC).",
+)
+def sign_(src: Path, sha: str, label: str, key_path: Path, out: Path | None) -> None:
+    """Sign SRC once, off-host, for every host that trusts the key.
+
+    The signature covers a host-independent statement, printed on stdout: the release's sha,
+    label and content digest (every path, type, mode, sha256 and link target as 'release add'
+    would install them), not what a host adds (version, created). The envelope is OpenSSH's
+    (ssh-keygen -Y sign, namespace agentgw-release), so the standard tool verifies it too:
+    ssh-keygen -Y verify -f allowed_signers -I release -n agentgw-release -s SIG < statement.
+    Hosts then run: agentgw release add SRC --sha SHA --label LABEL --signature SIG.
+    """
+    from agentgw.apply.release import source_files
+    from agentgw.proofs import sshsig
+    from agentgw.proofs.signing import fingerprint, load_private_key
+
+    check_sha(sha)
+    check_label(label)
+    key = load_private_key(key_path)
+    statement = render_statement(sha, label, content_digest(source_files(src)))
+    target = out or src.with_name(src.name.rstrip("/") + ".sig")
+    import grp
+    import pwd
+
+    write_atomic(target, sshsig.sign_message(key, statement), mode=0o644,
+                 owner=pwd.getpwuid(os.getuid()).pw_name, group=grp.getgrgid(os.getgid()).gr_name)
+    click.echo(statement.decode(), nl=False)
+    public = key.public_key()
+    click.echo(
+        f"wrote {target}: signed by key {fingerprint(public)}; for ssh-keygen -Y verify, "
+        f"allowed_signers: release namespaces=\"{sshsig.NAMESPACE}\" "
+        f"{sshsig.render_ssh_public_key(public)}",
+        err=True,
+    )
 
 
 @release.command("build")
@@ -178,7 +258,7 @@ def build(
     created = _created()
     with built_tree(src, requirements, wheelhouse, python, app.layout.state / "build") as tree:
         result = add_release(app.layout, tree, sha, label, sign_key, policy, created=created)
-    _report(result, sign_key)
+    _report(result, "unsigned" if sign_key is None else "signed")
 
 
 def _host_python(layout: Layout) -> Path:
@@ -187,7 +267,7 @@ def _host_python(layout: Layout) -> Path:
     return load_config(layout.etc).host.python
 
 
-def _report(result: AddResult, sign_key: Path | None) -> None:
+def _report(result: AddResult, signed: str) -> None:
     for name in result.removed:
         click.echo(f"removed leftover {name} of an interrupted run", err=True)
     manifest = result.manifest
@@ -196,7 +276,6 @@ def _report(result: AddResult, sign_key: Path | None) -> None:
         click.echo(f"unchanged {manifest.name}: already present with the same files ({digest})")
         return
     files = sum(1 for e in manifest.files if e.type == "file")
-    signed = "unsigned" if sign_key is None else "signed"
     click.echo(
         f"added {manifest.name}: version {manifest.version}, {files} files, "
         f"{_size(manifest.size)}, {signed}"

@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,15 +35,19 @@ from agentgw.paths import Layout
 from agentgw.plan.release import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
+    STATEMENT_SIG_FILE,
     ObservedEntry,
     check_downgrade,
+    content_digest,
     diff_tree,
     match_release,
     parse_release_name,
     plan_gc,
     render_problems,
     signing_payload,
+    statement_of,
 )
+from agentgw.proofs import sshsig
 from agentgw.proofs.signing import (
     fingerprint,
     parse_public_key,
@@ -145,6 +150,10 @@ def _ref(path: Path, used_by: tuple[ProfileUse, ...]) -> ReleaseRef:
     if sig_path.is_file():
         with contextlib.suppress(OSError, ValidationError):
             key = ManifestSignature.model_validate_json(sig_path.read_bytes()).key
+    statement_path = path / STATEMENT_SIG_FILE
+    if key is None and statement_path.is_file():
+        with contextlib.suppress(OSError, sshsig.BadSignature):
+            key = fingerprint(sshsig.public_key_of(sshsig.parse(statement_path.read_bytes())))
     manifest, problem = None, None
     try:
         manifest = read_manifest(path)
@@ -262,39 +271,99 @@ def scan_tree(root: Path) -> list[ObservedEntry]:
     return sorted(observed, key=lambda e: e.path)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One signature of a release, checked: what is wrong with it, or whether a trusted key
+    made it."""
+
+    problem: Problem | None
+    trusted: bool
+    key: str
+    path: str
+
+
 def signature_problems(
     manifest: Manifest,
     record: bytes | None,
     policy: ReleasePolicy,
     trusted: Mapping[str, Ed25519PublicKey],
+    statement_sig: bytes | None = None,
 ) -> list[Problem]:
-    """What is wrong with a release's signature under the host policy.
+    """What is wrong with a release's signatures under the host policy.
 
-    A signature that is present must always be valid; whether it must be present and from a
-    trusted key is the policy's ``require_signature``.
+    Two kinds: ``manifest.sig``, made on this host over its manifest (``release add
+    --sign-key``), and ``release.sig``, made once off-host over the host-independent statement
+    (``release sign``, then ``release add --signature``). A signature that is present must
+    always be valid; with ``require_signature`` at least one must be by a trusted key.
     """
-    if record is None:
-        if policy.require_signature:
-            return [_sig("unsigned", "not signed, and this host requires signed releases")]
+    checked = [
+        c
+        for c in (
+            None if record is None else _check_manifest_sig(manifest, record, trusted),
+            None if statement_sig is None else _check_statement_sig(
+                manifest, statement_sig, trusted
+            ),
+        )
+        if c is not None
+    ]
+    bad = [c.problem for c in checked if c.problem is not None]
+    if bad:
+        return bad
+    if not policy.require_signature or any(c.trusted for c in checked):
         return []
+    if not checked:
+        return [_sig("unsigned", "not signed, and this host requires signed releases")]
+    return [
+        Problem(kind="untrusted", path=c.path,
+                detail=f"signed by key {c.key}, which is not a trusted key")
+        for c in checked
+    ]
+
+
+def _check_manifest_sig(
+    manifest: Manifest, record: bytes, trusted: Mapping[str, Ed25519PublicKey]
+) -> Checked:
     try:
         signature = ManifestSignature.model_validate_json(record)
         embedded = parse_public_key(signature.public_key)
         raw = base64.b64decode(signature.signature, validate=True)
     except (ValidationError, ValueError, binascii.Error):
-        return [_sig("signature", "not a valid signature record")]
+        return Checked(_sig("signature", "not a valid signature record"), False, "", SIGNATURE_FILE)
     if fingerprint(embedded) != signature.key:
-        return [_sig("signature", f"key {signature.key} does not match the public key it carries")]
+        problem = _sig("signature", f"key {signature.key} does not match the public key it carries")
+        return Checked(problem, False, signature.key, SIGNATURE_FILE)
     # Verify with the trusted key of that fingerprint, not the embedded one: a key forged to
     # collide on the short fingerprint then fails here instead of passing as trusted.
     key = trusted.get(signature.key, embedded)
     if not verify(key, raw, signing_payload(manifest)):
-        return [_sig("signature", f"signature by key {signature.key} does not match the manifest")]
-    if policy.require_signature and (
-        signature.key not in trusted or raw_public_key(key) != raw_public_key(embedded)
-    ):
-        return [_sig("untrusted", f"signed by key {signature.key}, which is not a trusted key")]
-    return []
+        problem = _sig("signature", f"signature by key {signature.key} does not match the manifest")
+        return Checked(problem, False, signature.key, SIGNATURE_FILE)
+    ok = signature.key in trusted and raw_public_key(key) == raw_public_key(embedded)
+    return Checked(None, ok, signature.key, SIGNATURE_FILE)
+
+
+def _check_statement_sig(
+    manifest: Manifest, armored: bytes, trusted: Mapping[str, Ed25519PublicKey]
+) -> Checked:
+    """``release.sig``: an SSHSIG signature over the statement of what the manifest lists."""
+    def problem(detail: str) -> Problem:
+        return Problem(kind="signature", path=STATEMENT_SIG_FILE, detail=detail)
+
+    try:
+        sig = sshsig.parse(armored)
+    except sshsig.BadSignature as exc:
+        return Checked(problem(f"not a valid SSH signature: {exc}"), False, "", STATEMENT_SIG_FILE)
+    embedded = sshsig.public_key_of(sig)
+    key = fingerprint(embedded)
+    if not sshsig.verify_message(sig, statement_of(manifest)):
+        return Checked(
+            problem(f"signature by key {key} does not match this release (its sha, label and "
+                    f"content {content_digest(manifest.files)})"),
+            False, key, STATEMENT_SIG_FILE,
+        )
+    known = trusted.get(key)
+    ok = known is not None and raw_public_key(known) == sig.public_key
+    return Checked(None, ok, key, STATEMENT_SIG_FILE)
 
 
 def _sig(kind: ProblemKind, detail: str) -> Problem:
@@ -320,8 +389,10 @@ def verify_tree(
         )
     sig_path = release / SIGNATURE_FILE
     record = sig_path.read_bytes() if sig_path.is_file() else None
+    statement_path = release / STATEMENT_SIG_FILE
+    statement = statement_path.read_bytes() if statement_path.is_file() else None
     return problems + signature_problems(
-        manifest, record, policy, trusted_keys(policy.trusted_keys)
+        manifest, record, policy, trusted_keys(policy.trusted_keys), statement
     )
 
 

@@ -31,7 +31,10 @@ from agentgw.model.release import (
 DEFAULT_LABEL = "release"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
-RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
+# The signature made once, off-host, over the release's host-independent statement.
+STATEMENT_SIG_FILE = "release.sig"
+RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE, STATEMENT_SIG_FILE})
+STATEMENT_HEAD = "agentgw release statement v1"
 # Work in progress of add and gc lives beside the releases under these prefixes, so a run
 # killed at any moment leaves only names the next run recognises and removes.
 TMP_PREFIX = ".tmp-"
@@ -386,6 +389,17 @@ def content_digest(files: Iterable[FileEntry]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def render_statement(sha: str, label: str, digest: str) -> bytes:
+    """What a release signature made off-host covers: nothing a host adds (version, created),
+    only what the release is. ``agentgw release sign`` prints it; ``ssh-keygen -Y verify``
+    checks a signature against it."""
+    return f"{STATEMENT_HEAD}\nsha {sha}\nlabel {label}\ncontent {digest}\n".encode()
+
+
+def statement_of(manifest: Manifest) -> bytes:
+    return render_statement(manifest.sha, manifest.label, content_digest(manifest.files))
+
+
 def signing_payload(manifest: Manifest) -> bytes:
     return SIGNING_CONTEXT + canonical_manifest(manifest)
 
@@ -413,8 +427,9 @@ def diff_tree(
     want.update({e.path: (e.type, int(e.mode, 8)) for e in manifest.files})
     entries = {e.path: e for e in manifest.files}
     seen = {o.path for o in observed}
-    if SIGNATURE_FILE in seen:
-        want[SIGNATURE_FILE] = ("file", FILE_MODE)
+    for sig in (SIGNATURE_FILE, STATEMENT_SIG_FILE):
+        if sig in seen:
+            want[sig] = ("file", FILE_MODE)
     problems = [
         Problem(kind="missing", path=path, detail=f"{kind} listed in the manifest is missing")
         for path, (kind, _) in want.items()
