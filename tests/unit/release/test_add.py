@@ -384,7 +384,7 @@ def test_cli_takes_the_signature_policy_from_agentgw_yaml(
     add = ["release", "add", str(src), "--sha", SHA]
     code, _, err = cli(capsys, layout.root, *add)
     assert (code, err.splitlines()[0]) == (
-        2, "error: this host requires signed releases and no --sign-key was given"
+        2, "error: this host requires signed releases and no --sign-key or --signature was given"
     )  # fmt: skip
     code, _, err = cli(capsys, layout.root, *add, "--sign-key", str(keys.other))
     assert code == 2

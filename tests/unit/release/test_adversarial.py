@@ -201,7 +201,7 @@ ATTACKS = {
     ),
     "unsigned-with-require-signature": Attack(
         lambda w: add_release(w.layout, w.src, SHA, policy=w.strict),
-        "this host requires signed releases and no --sign-key was given",
+        "this host requires signed releases and no --sign-key or --signature was given",
     ),
     "untrusted-key-at-add": Attack(
         lambda w: add_release(w.layout, w.src, SHA, sign_key=w.keys.other, policy=w.strict),
