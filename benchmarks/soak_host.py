@@ -298,7 +298,7 @@ def a_status(since: float) -> str:
         return f"status exited {proc.returncode}"
     text = f"{row['active_state']}/{row['sub_state']}"
     text += f", {row['restarts']} restarts" if row.get("restarts") else ""
-    history = json.loads(agentgw("history", A, "--json").stdout)
+    history = json.loads(agentgw("history", A, "--json").stdout)["records"]
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
     failures = [r for r in history if r.get("action") == "failure" and r.get("time", "") >= stamp]
     return text + (f", {len(failures)} failure recorded" if failures else "")

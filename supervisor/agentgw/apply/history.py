@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgw.apply.files import fsync_dir, write_atomic
+from agentgw.machine import identity
 from agentgw.model.history import HistoryRecord
 
 GENESIS = "0" * 64
@@ -114,6 +115,7 @@ def _append_locked(
         profile=profile,
         result=result,
         detail=detail,
+        machine=identity(),
         prev=prev,
     )
     line = record.model_dump_json().encode() + b"\n"

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from agentgw.machine import stamp
 from agentgw.paths import Layout
 
 
@@ -34,6 +35,7 @@ def etc_option(note: str = "") -> Callable[[F], F]:
     )
 
 
-def echo_json(data: Any) -> None:
-    """Print one JSON document to stdout (the ``--json`` form of every read command)."""
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+def echo_json(data: dict[str, Any]) -> None:
+    """Print one JSON document to stdout (the ``--json`` form of every command), with its
+    schema version and the host's identity (machine-id, hostname)."""
+    click.echo(json.dumps(stamp(data), indent=2, sort_keys=True, default=str))

@@ -149,7 +149,7 @@ def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
         sys.exit(Exit.VERIFY if problems else Exit.OK)
     records = read_history(log, profile)
     if as_json:
-        echo_json([r.model_dump(mode="json") for r in records])
+        echo_json({"records": [r.model_dump(mode="json") for r in records]})
         return
     for r in records:
         what = r.detail.get("release") or r.detail.get("target") or ""

@@ -157,7 +157,7 @@ def lab_status(as_json: bool) -> None:
             }
         )
     if as_json:
-        echo_json(rows)
+        echo_json({"labs": rows})
         return
     for row in rows:
         click.echo(f"{row['name']}\t{'up' if row['alive'] else 'dead'}\tinit={row['init_pid']}")

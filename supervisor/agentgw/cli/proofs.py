@@ -59,7 +59,7 @@ def verify(
     with Systemd() as sd:
         done = verify_profiles(app.layout, config, sd, profile, lifecycle=lifecycle, out=out)
     if as_json:
-        echo_json([v.record.model_dump(mode="json") for v in done])
+        echo_json({"proofs": [v.record.model_dump(mode="json") for v in done]})
     elif done:
         click.echo("\n".join(render_record(v.record, v.path) for v in done))
     else:

@@ -37,4 +37,7 @@ class HistoryRecord(BaseModel):
     profile: str | None = None
     result: str
     detail: dict[str, Any] = Field(default_factory=dict)
+    machine: dict[str, str] | None = Field(
+        default=None, description="machine_id and hostname of the host that wrote it"
+    )
     prev: str

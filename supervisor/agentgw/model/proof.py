@@ -65,6 +65,8 @@ class HostFacts(_Frozen):
         description="ProtectProc=invisible hides other users' processes (hidepid works)"
     )
     evidence: dict[str, Any] = Field(default_factory=dict)
+    machine_id: str = Field(default="", description="/etc/machine-id of the host")
+    hostname: str = Field(default="", description="the host's name")
 
 
 class SandboxMatch(_Frozen):

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from agentgw.machine import SCHEMA_VERSION, identity
 from agentgw.model.profile import Frozen
 
 AlignedState = Literal["yes", "no", "unknown"]
@@ -139,6 +140,10 @@ class ProfileList(Frozen):
         default=None,
         description="registry: served by the running registry; direct: computed by agentgw "
         "status itself (no registry, or --etc/--root given)",
+    )
+    schema_version: int = Field(default=SCHEMA_VERSION, description="of this document")
+    machine: dict[str, str] = Field(
+        default_factory=identity, description="machine_id and hostname of the host"
     )
 
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from agentgw.machine import identity
 from agentgw.model.proof import Capability, CgroupMode, HostFacts
 from agentgw.proofs.checks import reached
 from agentgw.proofs.probes import CONNECT_TIMEOUT_S, Bus, Listeners, run_probe
@@ -99,4 +100,5 @@ def probe_host(sd: VersionReader, net: Listeners, python: str, deny_host: str) -
         bpf_firewall=bpf,
         protect_proc=proc,
         evidence=evidence,
+        **identity(),
     )

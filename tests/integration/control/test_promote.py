@@ -84,7 +84,7 @@ def test_scenario_promote_broken_variants_roll_back_and_rollback(rel: Releases) 
     back = json.loads(agentgw("rollback", "api", "--to", rel.a, "--json").stdout)
     assert back["result"] == "ok"
     assert_aligned("api", rel.a)
-    history = json.loads(agentgw("history", "api", "--json").stdout)
+    history = json.loads(agentgw("history", "api", "--json").stdout)["records"]
     assert [h["result"] for h in history[-4:]] == ["rolled_back"] * 3 + ["ok"]
     agentgw("history", "--verify")
 

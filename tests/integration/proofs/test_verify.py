@@ -45,7 +45,7 @@ def rel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
 def verify(*args: str) -> tuple[int, dict[str, Record]]:
     proc = agentgw("verify", *args, "--json", check=False)
     assert proc.stdout, proc.stderr
-    return proc.returncode, {r["profile"]: r for r in json.loads(proc.stdout)}
+    return proc.returncode, {r["profile"]: r for r in json.loads(proc.stdout)["proofs"]}
 
 
 def results(record: Record) -> dict[str, str]:
@@ -289,7 +289,7 @@ def test_verify_unit_runs_and_onfailure_hook_records_a_failure(
         assert [("gateway_failed", "mcp", "exit-code", "exited", "1")] == [
             (b["event"], b["profile"], b["service_result"], b["exit_code"], b["exit_status"])
             for b in bodies]
-        history = json.loads(agentgw("history", "mcp", "--json").stdout)
+        history = json.loads(agentgw("history", "mcp", "--json").stdout)["records"]
         assert ("failure", "failed") == (history[-1]["action"], history[-1]["result"])
         agentgw("history", "--verify")
     finally:

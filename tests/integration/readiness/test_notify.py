@@ -53,7 +53,7 @@ def test_ready_from_a_child_promotes_lints_and_verifies(rel: Releases) -> None:
     assert readiness and readiness[0]["ok"], readiness
     assert readiness[0]["evidence"]["Type"] == "notify"
     assert readiness[0]["evidence"]["NotifyAccess"] == "all"
-    (record,) = json.loads(agentgw("verify", PROFILE, "--json").stdout)
+    (record,) = json.loads(agentgw("verify", PROFILE, "--json").stdout)["proofs"]
     assert record["isolated"] is True
     score = exposure(f"agent-gateway@{PROFILE}.service")
     assert score is not None and score <= 1.5

@@ -113,7 +113,7 @@ def test_promote_verify_logs_and_rollback(web: None) -> None:
 
     verify = agentgw("verify", WEB, "--json", check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    (record,) = json.loads(verify.stdout)
+    (record,) = json.loads(verify.stdout)["proofs"]
     assert record["profile"] == WEB and record["isolated"] is True
     score = exposure(f"agent-gateway@{WEB}.service")
     assert score is not None and score <= 1.5, score
@@ -168,7 +168,7 @@ def test_a_release_missing_a_dependency_is_rolled_back_naming_it(
     assert "No module named 'click'" in proc.stdout
     assert current(WEB).startswith(SHA_1)
     history = json.loads(agentgw("history", WEB, "--json").stdout)
-    last = [r for r in history if r["action"] == "promote"][-1]
+    last = [r for r in history["records"] if r["action"] == "promote"][-1]
     failure = last["detail"]["start_failure"]
     assert failure["readiness"] == "health"
     assert any("No module named 'click'" in line for line in failure["log"])

@@ -26,8 +26,8 @@ releases = setup_host(pathlib.Path(tempfile.mkdtemp()))
 for p in PROFILES:
     agentgw("promote", p, releases.a)
 proc = agentgw("verify", "--json", check=False)
-print(json.dumps({"code": proc.returncode, "records": json.loads(proc.stdout or "[]"),
-                  "stderr": proc.stderr}))
+records = json.loads(proc.stdout)["proofs"] if proc.stdout else []
+print(json.dumps({"code": proc.returncode, "records": records, "stderr": proc.stderr}))
 """
 
 
