@@ -30,6 +30,8 @@ from agentgw.apply.release import releases_lock
 from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import clean
+from agentgw.log import get_logger
 from agentgw.model.control import Outcome, PhaseTime, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
@@ -51,6 +53,8 @@ from agentgw.observe.status import (
 )
 from agentgw.paths import Layout, profile_of, unit_name
 from agentgw.plan.units import STOP_MARGIN_S
+
+log = get_logger(__name__)
 
 # Set to a phase name to make the command stop there (for the kill -9 recovery tests).
 FAULT_PAUSE_ENV = "AGENTGW_FAULT_PAUSE"
@@ -229,8 +233,8 @@ class Controller:
             fault_pause("flipped")
             try:
                 self.start_and_prove(run, profile, target, intent=intent)
-            except (Failed, AgentgwError) as exc:
-                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - after the flip, anything rolls back
+                reason = failure_reason(exc)
                 start = exc.start if isinstance(exc, Failed) else None
                 self.out(f"  failed: {reason}; rolling back")
                 if start is not None and start.log:
@@ -408,8 +412,9 @@ class Controller:
             return "rolled_back"
         try:
             self.start_and_prove(run, profile, intent.previous)
-        except (Failed, AgentgwError) as exc:
-            self.out(f"  the previous release {intent.previous} did not come back: {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported, and recorded as failed
+            self.out(f"  the previous release {intent.previous} did not come back: "
+                     f"{failure_reason(exc)}")
             return "failed"
         return "rolled_back"
 
@@ -610,6 +615,15 @@ class Controller:
 
     def policy(self) -> ReleasePolicy:
         return ReleasePolicy.of_host(self.config.host)
+
+
+def failure_reason(exc: Exception) -> str:
+    """Why a step failed, for the output and the history record: agentgw's own message, or the
+    type and text of anything else (a gateway's answer can break a parser), made printable."""
+    if isinstance(exc, Failed | AgentgwError):
+        return str(exc)
+    log.warning("promote_unexpected_error", error=type(exc).__name__, exc_info=True)
+    return f"unexpected {type(exc).__name__}: {clean(str(exc), 300)}"
 
 
 def describe_siblings(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from dataclasses import dataclass
+
+from agentgw.fsio import clean, loads_untrusted
+
+BODY_CAP = 65536
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,18 @@ def probe_health(host: str, port: int, path: str, *, timeout: float) -> Health:
     try:
         conn.request("GET", path, headers={"Accept": "application/json"})
         response = conn.getresponse()
-        body = response.read(65536)
-    except OSError as exc:
-        return Health(ok=False, reason=f"GET http://{host}:{port}{path}: {exc}")
+        body = response.read(BODY_CAP)
+    except (OSError, http.client.HTTPException) as exc:
+        # The gateway controls the answer: a broken status line, endless headers, a reset.
+        why = clean(str(exc) or type(exc).__name__, 200)
+        return Health(ok=False, reason=f"GET http://{host}:{port}{path}: {why}")
     finally:
         conn.close()
     sha: str | None = None
     try:
-        data = json.loads(body)
+        data = loads_untrusted(body)
         if isinstance(data, dict) and isinstance(data.get("sha"), str):
-            sha = data["sha"]
+            sha = clean(data["sha"], 64)
     except ValueError:
         pass
     if response.status != 200:

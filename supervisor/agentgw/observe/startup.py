@@ -17,6 +17,7 @@ from typing import Any
 
 from agentgw.bus import StartFacts
 from agentgw.errors import AgentgwError
+from agentgw.fsio import clean
 from agentgw.model.profile import Profile
 from agentgw.model.status import StartFailure
 from agentgw.paths import log_namespace, unit_name
@@ -31,7 +32,6 @@ TAIL_LINES = 12
 JOURNAL_TIMEOUT_S = 5.0
 SETTLE_S = 2.0
 SETTLE_POLL_S = 0.15
-CONTROL_CHARS = dict.fromkeys(range(32), "?") | {127: "?"}
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,6 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def clean(text: str, limit: int = 300) -> str:
-    """Text from a profile (its record, its log) made safe to print on root's terminal."""
-    text = text.translate(CONTROL_CHARS)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def judge_start(

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from agentgw.bus import ServiceStatus, StartFacts, Systemd
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
+from agentgw.fsio import RECORD_CAP, Unreadable, clean, loads_untrusted, read_untrusted
 from agentgw.model.profile import Profile
 from agentgw.model.status import (
     Alignment,
@@ -36,6 +37,11 @@ from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout, unit_name
 
 PROC = Path("/proc")
+# A process's environment (the kernel caps it near 2 MiB with the arguments).
+ENVIRON_CAP = 4 * 1024 * 1024
+# Proof records are root's, with evidence: larger than a launch record.
+PROOF_CAP = 8 * 1024 * 1024
+REASON_LIMIT = 400
 UNIT_PATTERN = "agent-gateway@*.service"
 PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
 LAUNCH_RECORD = "launch.json"
@@ -94,6 +100,22 @@ def absent_unit(name: str) -> ServiceStatus:
 
 
 def judge_alignment(
+    *,
+    current: str,
+    unit: ServiceStatus | None,
+    unit_problem: str,
+    release: ReleaseInfo | None,
+    environ: Read,
+    launch: Read,
+) -> Alignment:
+    """:func:`_judge_alignment`, its reason made safe to print: it quotes the process's
+    environment and the launch record, which the profile's user controls."""
+    verdict = _judge_alignment(current=current, unit=unit, unit_problem=unit_problem,
+                               release=release, environ=environ, launch=launch)
+    return Alignment(state=verdict.state, reason=clean(verdict.reason, REASON_LIMIT))
+
+
+def _judge_alignment(
     *,
     current: str,
     unit: ServiceStatus | None,
@@ -299,23 +321,31 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def read_json(path: Path) -> Read:
-    """A JSON document; absent is ``Read()``, unreadable or invalid is ``Read(error=...)``."""
+def read_json(path: Path, cap: int = RECORD_CAP) -> Read:
+    """A JSON document; absent is ``Read()``, unreadable or invalid is ``Read(error=...)``.
+
+    Read as a file its profile's user may have planted (:mod:`agentgw.fsio`): never through a
+    symlink, never blocking, regular files of at most ``cap`` bytes, any nesting.
+    """
     try:
-        return Read(data=json.loads(path.read_bytes()))
+        return Read(data=loads_untrusted(read_untrusted(path, cap)))
     except FileNotFoundError:
         return Read()
+    except Unreadable as exc:
+        return Read(error=f"{path}: {exc}")
     except OSError as exc:
         return Read(error=f"{path}: {_why(exc)}")
-    except ValueError:
-        return Read(error=f"{path}: not valid JSON")
+    except ValueError as exc:
+        return Read(error=f"{path}: not valid JSON ({clean(str(exc), 80)})")
 
 
 def read_environ(pid: int, proc: Path = PROC) -> Read:
     try:
-        return Read(data=parse_environ((proc / str(pid) / "environ").read_bytes()))
+        return Read(data=parse_environ(read_untrusted(proc / str(pid) / "environ", ENVIRON_CAP)))
     except (FileNotFoundError, ProcessLookupError):
         return Read()
+    except Unreadable as exc:
+        return Read(error=str(exc))
     except OSError as exc:
         hint = " (reading another user's environment needs root with CAP_SYS_PTRACE)"
         return Read(error=_why(exc) + (hint if isinstance(exc, PermissionError) else ""))
@@ -465,7 +495,7 @@ def collect_status(
                 previous=read_release(layout.previous(profile), layout.releases),
                 environ=read_environ(unit.main_pid, proc) if unit and running else Read(),
                 launch=read_json(layout.logs(profile) / LAUNCH_RECORD) if running else Read(),
-                proof=read_json(layout.proofs / f"{profile}.json"),
+                proof=read_json(layout.proofs / f"{profile}.json", PROOF_CAP),
                 promote=promotes.get(profile),
                 isolated_mode=config.host.isolated,
                 now=at,
