@@ -101,7 +101,9 @@ def test_every_answer_is_a_verdict(
     assert "\x1b" not in health.reason and "\x1b" not in (health.sha or "")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(status=st.integers(0, 1200), body=st.binary(max_size=3000))
 def test_fuzzed_status_and_body_never_raise(
     server: tuple[int, list[Answer]], status: int, body: bytes
