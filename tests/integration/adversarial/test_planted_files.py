@@ -1,0 +1,121 @@
+"""From the attacker's side: agent-api, holding api's gateway, replaces the launch record root
+reads (``logs/launch.json``) with a FIFO, a symlink to /dev/zero, brackets nested 100,000 deep,
+or text with terminal escapes. `agentgw status` still answers within 2 s, the registry answers
+for core at once, `verify core` passes, api shows the reason, no escape reaches the terminal,
+and core keeps running untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import (
+    OPT,
+    REPO,
+    Releases,
+    agentgw,
+    all_promoted,
+    main_pid,
+)
+
+pytestmark = pytest.mark.integration
+
+UNIT = "agentgw-registry.service"
+UNIT_FILE = Path("/etc/systemd/system") / UNIT
+SOCKET = "/run/agentgw/registry.sock"
+LAUNCH = OPT / "gateways" / "api" / "logs" / "launch.json"
+
+# Run as agent-api: put the planted thing in place of launch.json (rename over it).
+PLANT = r"""
+import os, sys
+kind, target, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tmp = target + ".planted"
+if kind == "fifo":
+    os.mkfifo(tmp)
+elif kind == "devzero":
+    os.symlink("/dev/zero", tmp)
+elif kind == "nested":
+    open(tmp, "w").write("[" * 100_000)
+elif kind == "escapes":
+    open(tmp, "w").write('{"pid": %d, "runtime": "\x1b[2J\x1b]0;owned\x07", "sha": "x"}' % pid)
+os.replace(tmp, target)
+"""
+
+ATTACKS = {
+    "fifo": "is a fifo, not a regular file",
+    "devzero": "is a symlink (not followed)",
+    "nested": "JSON nested too deeply",
+    "escapes": "started on ?[2J?]0;owned?; current now points at",
+}
+
+
+def sh(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def plant(kind: str) -> None:
+    done = sh("setpriv", "--reuid=agent-api", "--regid=agent-api", "--clear-groups",
+              "/usr/bin/python3", "-I", "-c", PLANT, kind, str(LAUNCH), str(main_pid("api")[0]))
+    assert done.returncode == 0, done.stderr
+
+
+def registry_get(path: str) -> tuple[int, float]:
+    client = (
+        "import socket,sys;s=socket.socket(socket.AF_UNIX);s.settimeout(5);"
+        f"s.connect({SOCKET!r});"
+        f"s.sendall(b'GET {path} HTTP/1.0\\r\\nHost: r\\r\\nCache-Control: no-cache\\r\\n\\r\\n');"
+        "d=b''\nwhile (c:=s.recv(65536)): d+=c\nprint(d.split()[1].decode())"
+    )
+    t0 = time.monotonic()
+    done = sh("/usr/bin/python3", "-I", "-c", client, timeout=10)
+    return int(done.stdout.strip() or 0), time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
+    with all_promoted(tmp_path_factory.mktemp("build")) as releases:
+        shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "start", UNIT)
+        try:
+            yield releases
+        finally:
+            sh("systemctl", "stop", UNIT)
+            UNIT_FILE.unlink(missing_ok=True)
+            sh("systemctl", "daemon-reload")
+            agentgw("restart", "api", check=False)
+
+
+@pytest.mark.parametrize("kind", sorted(ATTACKS))
+def test_a_planted_launch_record_delays_and_fails_no_one(host: Releases, kind: str) -> None:
+    """Each planted file: status within 2 s (registry and direct), api not aligned with the
+    reason, core aligned, the registry answers core at once, verify core passes, no escape
+    character in any output, core's MainPID unchanged."""
+    core_before = main_pid("core")
+    plant(kind)
+    try:
+        for extra in ([], ["--etc", "/etc/agentgw"]):  # through the registry, then direct
+            t0 = time.monotonic()
+            proc = agentgw("status", "--json", *extra, check=False)
+            took = time.monotonic() - t0
+            assert took < 2.0, f"status took {took:.1f}s"
+            rows = {r["profile"]: r for r in json.loads(proc.stdout)["profiles"]}
+            assert ATTACKS[kind] in rows["api"]["aligned"]["reason"], rows["api"]["aligned"]
+            assert rows["api"]["aligned"]["state"] in ("unknown", "no")
+            assert rows["core"]["aligned"]["state"] == "yes"
+            assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+        table = agentgw("status", check=False)
+        assert "\x1b" not in table.stdout and "api: aligned" in table.stdout
+        status, took = registry_get("/v1/profiles/core")
+        assert status == 200 and took < 1.0, (status, took)
+        verify = agentgw("verify", "core", check=False)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert main_pid("core") == core_before
+    finally:
+        LAUNCH.unlink(missing_ok=True)
