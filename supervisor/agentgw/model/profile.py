@@ -59,6 +59,32 @@ RESERVED_ENV = frozenset(
     }
 )
 RESERVED_ENV_PREFIX = "LD_"
+# PYTHON* settings a profile may set: none of them names a file or directory the runtime would
+# load code or write from. Every other PYTHON* is reserved (PYTHONSTARTUP, PYTHONUSERBASE,
+# PYTHONPYCACHEPREFIX, PYTHONPLATLIBDIR, PYTHONWARNINGS ... put writable paths or imports back
+# into the runtime).
+PYTHON_ALLOWED = frozenset(
+    {
+        "PYTHONUNBUFFERED",
+        "PYTHONHASHSEED",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONIOENCODING",
+        "PYTHONFAULTHANDLER",
+        "PYTHONUTF8",
+        "PYTHONOPTIMIZE",
+        "PYTHONTRACEMALLOC",
+        "PYTHONASYNCIODEBUG",
+        "PYTHONDEVMODE",
+        "PYTHONNODEBUGRANGES",
+        "PYTHONINTMAXSTRDIGITS",
+    }
+)
+# Other names that make a process load code or data from a path: reserved too.
+RESERVED_LOADERS = frozenset(
+    {"PATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "MALLOC_CONF",
+     "TMPDIR", "GLIBC_TUNABLES", "SSL_CERT_FILE", "SSL_CERT_DIR", "OPENSSL_CONF",
+     "OPENSSL_MODULES", "PERL5LIB", "NODE_OPTIONS", "NODE_PATH", "BASH_ENV", "ENV"}
+)
 
 ERROR_TYPE = "agentgw"
 
@@ -179,6 +205,18 @@ def _env_key(key: str) -> str:
             f"{key} is reserved",
             "the runtime is declared once by agentgw (AGENT_ROOT, PYTHONPATH, AGENT_* in the "
             "profile's env file); LD_* and PYTHON* paths would change what the gateway loads",
+        )
+    if key.startswith("PYTHON") and key not in PYTHON_ALLOWED:
+        raise invalid(
+            f"{key} is reserved: it can make the interpreter load code or write from a path "
+            "the gateway controls",
+            "PYTHON* settings allowed: " + ", ".join(sorted(PYTHON_ALLOWED)),
+        )
+    if key in RESERVED_LOADERS:
+        raise invalid(
+            f"{key} is reserved: it makes the gateway load code or data from a path",
+            "leave it to the unit and the launcher (the runtime and its tools are declared "
+            "once, by agentgw)",
         )
     return key
 

@@ -43,7 +43,8 @@ elif kind == "devzero":
 elif kind == "nested":
     open(tmp, "w").write("[" * 100_000)
 elif kind == "escapes":
-    open(tmp, "w").write('{"pid": %d, "runtime": "\x1b[2J\x1b]0;owned\x07", "sha": "x"}' % pid)
+    text = '{"pid": %d, "runtime": "\\u001b[2J\\u001b]0;owned\\u0007", "sha": "x"}'
+    open(tmp, "w").write(text % pid)
 os.replace(tmp, target)
 """
 

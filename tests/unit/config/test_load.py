@@ -294,3 +294,25 @@ def test_host_cpus_are_the_cpuset_or_online_cpus_not_our_affinity(tmp_path: Path
         assert host_cpus() >= pinned
     finally:
         os.sched_setaffinity(0, pinned)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["PYTHONSTARTUP", "PYTHONPYCACHEPREFIX", "PYTHONUSERBASE", "PYTHONPLATLIBDIR",
+     "PYTHONWARNINGS", "PYTHONBREAKPOINT", "GCONV_PATH", "PATH", "TMPDIR", "LD_PRELOAD"],
+)
+def test_env_names_that_load_code_from_a_path_are_refused(tmp_path: Path, key: str) -> None:
+    """Names that put writable paths or imports back into the runtime: exit 2 with the reason
+    (and, for PYTHON*, the ones allowed)."""
+    etc = write(tmp_path, {"gateways/api.yaml": BASE + f"env:\n  {key}: /tmp/x\n"})
+    with pytest.raises(AgentgwError) as info:
+        load_config(etc)
+    assert info.value.code == Exit.USAGE and f"{key} is reserved" in info.value.message
+
+
+def test_harmless_python_settings_are_allowed(tmp_path: Path) -> None:
+    """PYTHONUNBUFFERED, PYTHONHASHSEED, PYTHONDONTWRITEBYTECODE and kin are settings, not
+    paths."""
+    env = "env:\n  PYTHONHASHSEED: '0'\n  PYTHONDONTWRITEBYTECODE: '1'\n  PYTHONUNBUFFERED: '0'\n"
+    etc = write(tmp_path, {"gateways/api.yaml": BASE + env})
+    assert load_config(etc).profiles["api"].env["PYTHONHASHSEED"] == "0"
