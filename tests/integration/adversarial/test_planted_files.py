@@ -1,6 +1,6 @@
 """From the attacker's side: agent-api, holding api's gateway, replaces the launch record root
 reads (``logs/launch.json``) with a FIFO, a symlink to /dev/zero, brackets nested 100,000 deep,
-or text with terminal escapes. `agentgw status` still answers within 2 s, the registry answers
+(1e5: refused by size; 6e4: by depth) or text with terminal escapes. `agentgw status` still answers within 2 s, the registry answers
 for core at once, `verify core` passes, api shows the reason, no escape reaches the terminal,
 and core keeps running untouched."""
 
@@ -41,6 +41,8 @@ if kind == "fifo":
 elif kind == "devzero":
     os.symlink("/dev/zero", tmp)
 elif kind == "nested":
+    open(tmp, "w").write("[" * 60_000)
+elif kind == "nested-1e5":
     open(tmp, "w").write("[" * 100_000)
 elif kind == "escapes":
     text = '{"pid": %d, "runtime": "\\u001b[2J\\u001b]0;owned\\u0007", "sha": "x"}'
@@ -52,6 +54,7 @@ ATTACKS = {
     "fifo": "is a fifo, not a regular file",
     "devzero": "is a symlink (not followed)",
     "nested": "JSON nested too deeply",
+    "nested-1e5": "is 100000 bytes, more than the 65536 allowed",
     "escapes": "started on ?[2J?]0;owned?; current now points at",
 }
 
