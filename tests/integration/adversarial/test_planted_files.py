@@ -1,8 +1,8 @@
 """From the attacker's side: agent-api, holding api's gateway, replaces the launch record root
-reads (``logs/launch.json``) with a FIFO, a symlink to /dev/zero, brackets nested 100,000 deep,
-(1e5: refused by size; 6e4: by depth) or text with terminal escapes. `agentgw status` still answers within 2 s, the registry answers
-for core at once, `verify core` passes, api shows the reason, no escape reaches the terminal,
-and core keeps running untouched."""
+reads (``logs/launch.json``) with a FIFO, a symlink to /dev/zero, brackets nested 1e5 deep
+(refused by size) or 6e4 deep (by depth), or text with terminal escapes. `agentgw status` still
+answers within 2 s, the registry answers for core at once, `verify core` passes, api shows the
+reason, no escape reaches the terminal, and core keeps running untouched."""
 
 from __future__ import annotations
 
