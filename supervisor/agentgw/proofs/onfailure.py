@@ -12,6 +12,7 @@ import json
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -43,22 +44,46 @@ def failure_event(
     return {"event": EVENT, "profile": profile, "host": hostname, "time": iso(now), **detail}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would send the event (and the URL's token, in a
+    Referer or the next URL) wherever the answering server says."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def redact(url: str) -> str:
+    """The URL without what may be a secret: user info, path and query (tokens live there)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    rest = "/..." if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
 def post_webhook(url: str, payload: Mapping[str, Any]) -> int:
-    """POST the payload as JSON; the HTTP status, or an error naming the URL."""
+    """POST the payload as JSON, following no redirect; the HTTP status, or an error naming
+    the URL with its secrets left out."""
     request = urllib.request.Request(  # noqa: S310 - the config allows only http(s) URLs
         url,
         data=json.dumps(payload, sort_keys=True).encode(),
         headers={"Content-Type": "application/json", "User-Agent": "agentgw-onfailure"},
         method="POST",
     )
+    opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:  # noqa: S310
+        with opener.open(request, timeout=WEBHOOK_TIMEOUT_S) as response:
             return int(response.status)
+    except urllib.error.HTTPError as exc:
+        why = f"answered {exc.code}" + (
+            " (a redirect: not followed)" if 300 <= exc.code < 400 else ""
+        )
     except (urllib.error.URLError, OSError) as exc:
-        raise AgentgwError(
-            f"webhook {url} failed: {getattr(exc, 'reason', exc)}",
-            hint="the failure is recorded in the history; check the webhook in agentgw.yaml",
-        ) from exc
+        why = str(getattr(exc, "reason", exc)).replace(url, redact(url))
+    raise AgentgwError(
+        f"webhook {redact(url)} failed: {why}",
+        hint="the failure is recorded in the history; check the webhook in agentgw.yaml",
+    )
 
 
 def record_failure(

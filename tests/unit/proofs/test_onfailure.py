@@ -91,7 +91,7 @@ def test_an_unreachable_webhook_fails_after_the_failure_is_recorded(tmp_path: Pa
     """The history is written first: a webhook that is down loses nothing, and says so."""
     layout = Layout(tmp_path)
     cfg = config(tmp_path, "webhook: http://127.0.0.1:9/none\n")
-    with pytest.raises(AgentgwError, match="webhook http://127.0.0.1:9/none failed"):
+    with pytest.raises(AgentgwError, match="webhook http://127.0.0.1:9/... failed"):
         record_failure(layout, cfg, "api", {})
     [record] = read_history(layout.history, "api")
     assert "agent-gateway@api.service" == record.detail["unit"]
@@ -102,3 +102,36 @@ def test_webhook_must_be_an_http_url(tmp_path: Path, bad: str) -> None:
     """Only http(s) URLs with a host are accepted (the hook POSTs nowhere else)."""
     with pytest.raises(AgentgwError, match="is not an http\\(s\\) URL"):
         config(tmp_path, f"webhook: '{bad}'\n")
+
+
+def test_a_redirect_is_not_followed_and_the_token_is_never_printed(
+    tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A webhook that answers 302 to another server: nothing reaches that server, the error
+    says why, and neither the path nor the query (where tokens live) is in the message."""
+    target, bodies = webhook
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/hooks/T0KEN?key=S3CRET"
+    try:
+        cfg = config(tmp_path, f"webhook: '{url}'\n")
+        with pytest.raises(AgentgwError) as info:
+            record_failure(Layout(tmp_path), cfg, "api", MONITOR)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bodies == []
+    assert "answered 302 (a redirect: not followed)" in info.value.message
+    for secret in ("T0KEN", "S3CRET"):
+        assert secret not in info.value.message
