@@ -29,7 +29,7 @@ from agentgw.apply.lock import is_locked, profile_lock
 from agentgw.apply.release import releases_lock
 from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.config.load import Config
-from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.errors import AgentgwError, Exit, die, usage
 from agentgw.fsio import clean
 from agentgw.log import get_logger
 from agentgw.model.control import Outcome, PhaseTime, Sibling
@@ -98,6 +98,20 @@ def link_name(link: Path) -> str | None:
     return Path(os.readlink(link)).name
 
 
+def check_links(layout: Layout, name: str) -> None:
+    """``current`` and ``previous`` are agentgw's symlinks or absent; anything else was made by
+    hand, and is neither replaced nor deleted (it may hold someone's work): say how to repair."""
+    for link in (layout.current(name), layout.previous(name)):
+        if link.is_symlink() or not os.path.lexists(link):
+            continue
+        kind = "a directory" if link.is_dir() else "a file" if link.is_file() else "not a symlink"
+        raise die(
+            f"{link} is {kind}, not agentgw's symlink to a release (made by hand?)",
+            hint=f"move it aside (mv {link} {link}.by-hand), then run the command again: "
+            f"agentgw never deletes it",
+        )
+
+
 def fault_pause(phase: str) -> None:
     if os.environ.get(FAULT_PAUSE_ENV) == phase:
         print(f"agentgw: paused at {phase}", file=sys.stderr, flush=True)
@@ -149,6 +163,7 @@ class Controller:
     # -- entry points ------------------------------------------------------------------------
     def promote(self, name: str, ref: str, *, allow_downgrade: bool = False) -> Outcome:
         profile = self.profile(name)
+        check_links(self.layout, name)
         release = find_release(self.layout, ref)
         manifest = read_manifest(release)
         # Shared: gc cannot remove the release between its verification and the flip.
@@ -164,6 +179,7 @@ class Controller:
 
     def rollback(self, name: str, to: str | None = None) -> Outcome:
         profile = self.profile(name)
+        check_links(self.layout, name)
         if to is None:
             target = link_name(self.layout.previous(name))
             if target is None:
@@ -172,6 +188,13 @@ class Controller:
                     hint=f"name one: agentgw rollback {name} --to SHA",
                 )
             release = self.layout.releases / target
+            if not release.is_dir():
+                raise die(
+                    f"previous -> {target}, which is no longer in {self.layout.releases} "
+                    "(removed by hand?)",
+                    hint=f"roll back to a release that is there: agentgw rollback {name} --to "
+                    "SHA (agentgw release list)",
+                )
         else:
             release = find_release(self.layout, to)
         manifest = read_manifest(release)
@@ -181,9 +204,16 @@ class Controller:
 
     def restart(self, name: str) -> Outcome:
         profile = self.profile(name)
+        check_links(self.layout, name)
         current = link_name(self.layout.current(name))
         if current is None:
             raise usage(f"profile {name} has no release promoted", hint="agentgw promote")
+        if not (self.layout.releases / current).is_dir():
+            raise die(
+                f"current -> {current}, which is no longer in {self.layout.releases} "
+                "(removed by hand?)",
+                hint=f"promote a release that is there: agentgw promote {name} SHA",
+            )
         with profile_lock(self.layout.locks, name, "restart"):
             recovered = self.recover(profile)
             run = Run(self.out)
