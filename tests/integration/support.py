@@ -47,8 +47,9 @@ def setup_host(build: Path) -> Releases:
     for sub in ("core", "api"):
         secret = ETC / "secrets" / sub
         secret.mkdir(parents=True, exist_ok=True)
-    (ETC / "secrets/core/chat-token").write_text("token\n")
-    (ETC / "secrets/api/provider-key").write_text("key\n")
+    for name, text in (("core/chat-token", "token\n"), ("api/provider-key", "key\n")):
+        (ETC / "secrets" / name).write_text(text)
+        (ETC / "secrets" / name).chmod(0o600)  # agentgw refuses secrets others can read
     if not KEY.exists():
         agentgw("release", "keygen", "--out", str(KEY))
     (ETC / "agentgw.yaml").write_text(

@@ -8,6 +8,7 @@ import click
 
 from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config import load_config
+from agentgw.observe.secrets import check_credentials
 from agentgw.plan.advice import advise
 
 
@@ -21,8 +22,10 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the validated config as JSON.")
 @pass_app
 def check(app: App, etc: Path | None, as_json: bool) -> None:
-    """Validate every config file; on an error print file:line: field and exit 2."""
+    """Validate every config file; on an error print file:line: field and exit 2. Credential
+    files readable by anyone but root are refused too (exit 2, with the fix)."""
     loaded = load_config(etc if etc is not None else app.layout.etc)
+    check_credentials(loaded.profiles, loaded.profile_files)
     if as_json:
         echo_json(loaded.to_json())
         return

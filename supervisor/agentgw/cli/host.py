@@ -14,6 +14,7 @@ from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import Config, load_config
 from agentgw.model.actions import Action
 from agentgw.observe.host import HostState, check_cpus, host_cpus, observe_host
+from agentgw.observe.secrets import check_credentials
 from agentgw.observe.units import systemd_here, unit_states
 from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.host import (
@@ -121,6 +122,7 @@ def init(app: App, as_json: bool) -> None:
 def _config(app: App, etc: Path | None) -> Config:
     config = load_config(etc if etc is not None else app.layout.etc)
     check_cpus(config.profiles, host_cpus())
+    check_credentials(config.profiles, config.profile_files)
     return config
 
 

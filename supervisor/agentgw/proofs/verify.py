@@ -36,7 +36,7 @@ from agentgw.proofs.probes import (
     run_probe,
     transient_properties,
 )
-from agentgw.proofs.record import load_or_create_host_key, sign_record, write_record
+from agentgw.proofs.record import host_key_path, load_or_create_host_key, sign_record, write_record
 
 # A loopback address no profile or registry uses, for the "not allowlisted" probe and the host's
 # BPF check; the first one free in this range is taken.
@@ -104,6 +104,15 @@ class Scene:
     deny_host: str
 
 
+def host_secrets(layout: Layout, config: Config) -> list[Path]:
+    """agentgw's files a gateway must not read: the host config, the proof-signing key, the
+    registry token, every profile's credential files, the state dir's history."""
+    paths = [layout.host_config, host_key_path(layout), layout.history]
+    if config.host.registry.token_file is not None:
+        paths.append(config.host.registry.token_file)
+    return paths
+
+
 def probe_spec(scene: Scene, profile: str, targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What the probe tries as ``profile``: sibling files and processes, addresses, denied
     tools, writes, /dev/kvm, namespaces."""
@@ -113,7 +122,14 @@ def probe_spec(scene: Scene, profile: str, targets: Sequence[dict[str, Any]]) ->
     for s in siblings:
         reads += [{"profile": s, "path": os.fspath(layout.home(s)), "op": "listdir"},
                   {"profile": s, "path": os.fspath(layout.logs(s)), "op": "listdir"},
-                  {"profile": s, "path": os.fspath(layout.env_file(s)), "op": "read"}]
+                  {"profile": s, "path": os.fspath(layout.env_file(s)), "op": "read"},
+                  {"profile": s, "path": os.fspath(layout.gateways_config / f"{s}.yaml"),
+                   "op": "read"}]
+        reads += [{"profile": s, "path": os.fspath(path), "op": "read"}
+                  for path in config.profiles[s].credentials.values()]
+    # agentgw's own configuration, state and keys: no gateway reads them, its own included.
+    reads += [{"profile": "agentgw", "path": os.fspath(path), "op": "read"}
+              for path in host_secrets(layout, config)]
     processes = [{"profile": s, "pid": scene.statuses[s].main_pid}
                  for s in siblings if scene.statuses[s].main_pid]
     # PID 1 (root's) too, so the check never passes for want of a running sibling.

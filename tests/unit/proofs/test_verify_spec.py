@@ -32,17 +32,29 @@ def scene(tmp_path: Path) -> Scene:
 
 
 def test_spec_probes_every_sibling_file_and_the_running_processes(tmp_path: Path) -> None:
-    """As api: each sibling's home, logs and env file (running or not); the running sibling's
-    MainPID and PID 1; writes to /usr, /etc, _lib, its own profile dir and its release;
-    /dev/kvm; user and mount namespaces."""
-    spec = probe_spec(scene(tmp_path), "api", [{"target": "t"}])
+    """As api: each sibling's home, logs, env file, profile file and credential files (running
+    or not), and agentgw's config, history and host key; the running sibling's MainPID and
+    PID 1; writes to /usr, /etc, _lib, its own profile dir and its release; /dev/kvm; user
+    and mount namespaces."""
+    sc = scene(tmp_path)
+    spec = probe_spec(sc, "api", [{"target": "t"}])
+    etc, state = sc.layout.etc, sc.layout.state
+    creds = {s: [("read", str(p)) for p in sc.config.profiles[s].credentials.values()]
+             for s in ("core", "mcp")}
     assert [
         ("core", "/opt/agent/gateways/core/home", "listdir"),
         ("core", "/opt/agent/gateways/core/logs", "listdir"),
         ("core", "/opt/agent/gateways/core/env", "read"),
+        ("core", f"{etc}/gateways/core.yaml", "read"),
+        *[("core", p, op) for op, p in creds["core"]],
         ("mcp", "/opt/agent/gateways/mcp/home", "listdir"),
         ("mcp", "/opt/agent/gateways/mcp/logs", "listdir"),
         ("mcp", "/opt/agent/gateways/mcp/env", "read"),
+        ("mcp", f"{etc}/gateways/mcp.yaml", "read"),
+        *[("mcp", p, op) for op, p in creds["mcp"]],
+        ("agentgw", f"{etc}/agentgw.yaml", "read"),
+        ("agentgw", f"{state}/host.key", "read"),
+        ("agentgw", f"{state}/history.jsonl", "read"),
     ] == [(r["profile"], r["path"], r["op"]) for r in spec["read"]]
     assert [{"profile": "core", "pid": 20}, {"profile": "pid1", "pid": 1}] == spec["processes"]
     assert ["/usr", "/etc", "/opt/agent/_lib", "/opt/agent/gateways/api",
