@@ -7,6 +7,7 @@ read through ``Source.open`` by index, never by following a name inside the sour
 from __future__ import annotations
 
 import contextlib
+import io
 import lzma
 import os
 import stat
@@ -115,15 +116,90 @@ def open_source(src: Path) -> Iterator[Source]:
 
 @contextlib.contextmanager
 def exported_commit(repo: Path, sha: str) -> Iterator[Path]:
-    """``git archive`` of commit ``sha`` of ``repo`` as a temporary tarball."""
+    """Commit ``sha`` of ``repo`` as a temporary tarball, built from the raw git objects.
+
+    Not ``git archive``: it applies the repository's own filters (smudge, textconv,
+    export-subst) from its config and attributes, and that repository may belong to the user
+    who runs ``sudo agentgw``: its commands would run as root. Here git only lists the tree
+    (``ls-tree``) and prints blobs (``cat-file --batch``), which run no filter and no hook,
+    with a scrubbed environment, no system or global config, and core.fsmonitor off.
+    """
     check_sha(sha)
-    found = run.run(
-        ["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}"], check=False
-    )
-    commit = found.stdout.strip()
-    if found.returncode != 0 or not commit.startswith(sha):
-        raise usage(f"{repo} has no commit {sha}", hint="give a commit of that repository")
     with tempfile.TemporaryDirectory(prefix="agentgw-git-") as scratch:
+        env = _git_env(Path(scratch), repo)
+        found = run.run(
+            [*GIT, "-C", repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{commit}}"],
+            check=False, env=env,
+        )
+        commit = found.stdout.strip()
+        if found.returncode != 0 or not commit.startswith(sha):
+            raise usage(f"{repo} has no commit {sha}", hint="give a commit of that repository")
+        listing = run.run([*GIT, "-C", repo, "ls-tree", "-r", "-z", "--full-tree", commit],
+                          env=env).stdout
+        entries = [_tree_entry(item) for item in listing.split("\0") if item]
+        for _, kind, _, path in entries:
+            if kind != "blob":
+                raise usage(f"{path}: a {kind} (submodule) in the commit",
+                            hint="a release holds files; vendor the submodule's files instead")
+        blobs = _cat_blobs(repo, [e[2] for e in entries], env)
         tarball = Path(scratch) / f"{sha}.tar"
-        run.run(["git", "-C", repo, "archive", "--format=tar", f"--output={tarball}", commit])
+        with tarfile.open(tarball, "w", format=tarfile.PAX_FORMAT) as tar:
+            for mode, kind, obj, path in entries:
+                _add_member(tar, mode, kind, path, blobs[obj])
         yield tarball
+
+
+GIT = ["git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+
+
+def _git_env(scratch: Path, repo: Path) -> dict[str, str]:
+    """Nothing from the caller: no GIT_* variables, no HOME config; the one global setting is
+    that this repository is trusted for reading (it may be the invoking user's)."""
+    config = scratch / "gitconfig"
+    config.write_text(f"[safe]\n\tdirectory = {os.path.abspath(repo)}\n")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.fspath(scratch),
+        "LC_ALL": "C",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.fspath(config),
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_NO_REPLACE_OBJECTS": "1",
+    }
+
+
+def _tree_entry(item: str) -> tuple[str, str, str, str]:
+    meta, _, path = item.partition("\t")
+    mode, kind, obj = meta.split()
+    return mode, kind, obj, path
+
+
+def _cat_blobs(repo: Path, objects: list[str], env: dict[str, str]) -> dict[str, bytes]:
+    """The raw content of each object, in one ``git cat-file --batch``."""
+    wanted = sorted(set(objects))
+    proc = run.popen_pipes([*GIT, "-C", repo, "cat-file", "--batch"], env=env)
+    out, err = proc.communicate("".join(f"{o}\n" for o in wanted).encode())
+    if proc.returncode != 0:
+        raise die(f"git cat-file failed in {repo}: {err.decode(errors='replace').strip()}")
+    blobs: dict[str, bytes] = {}
+    at = 0
+    for obj in wanted:
+        end = out.index(b"\n", at)
+        header = out[at:end].decode().split()
+        if len(header) != 3 or header[0] != obj:
+            raise die(f"git cat-file gave {header!r} for {obj} in {repo}")
+        size = int(header[2])
+        blobs[obj] = out[end + 1 : end + 1 + size]
+        at = end + 1 + size + 1
+    return blobs
+
+
+def _add_member(tar: tarfile.TarFile, mode: str, kind: str, path: str, data: bytes) -> None:
+    info = tarfile.TarInfo(path)
+    if mode == "120000":
+        info.type, info.linkname = tarfile.SYMTYPE, data.decode("utf-8", "surrogateescape")
+        tar.addfile(info)
+    else:
+        info.size, info.mode = len(data), 0o755 if mode == "100755" else 0o644
+        tar.addfile(info, io.BytesIO(data))

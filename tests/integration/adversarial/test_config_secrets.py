@@ -72,7 +72,7 @@ def test_verify_reports_not_isolated_when_a_sibling_profile_is_readable(host: Re
         (record,) = json.loads(bad.stdout)["proofs"]
         cross = next(c for c in record["checks"] if c["name"] == "cross-profile-read")
         assert cross["result"] == "failed"
-        assert "/etc/agentgw/gateways/core.yaml" in cross["detail"]
+        assert "/etc/agentgw/gateways/core.yaml" in cross["reason"]
     finally:
         SABOTAGE.unlink(missing_ok=True)
         sh("systemctl", "daemon-reload")

@@ -164,7 +164,9 @@ SABOTAGES: dict[str, tuple[Sabotage, dict[str, dict[str, str]]]] = {
          "core": {}},
     ),
     "denied-tool-visible": (
-        lambda: dropin("api", "[Service]\nInaccessiblePaths=\n"),
+        # Reset the denied tools but keep the template's own (agentgw's config and state).
+        lambda: dropin("api", "[Service]\nInaccessiblePaths=\n"
+                              "InaccessiblePaths=-/etc/agentgw -/var/lib/agentgw\n"),
         {"api": {"denied-tools": "failed"}},
     ),
     "requires-between-instances": (
