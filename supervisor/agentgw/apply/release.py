@@ -388,6 +388,7 @@ def add_release(
     *,
     created: datetime | None = None,
     statement_sig: bytes | None = None,
+    allow_untrusted: bool = False,
 ) -> AddResult:
     """Add ``src`` (a directory or tarball) as release ``<sha>-<label>``.
 
@@ -400,7 +401,7 @@ def add_release(
     # Here, not at the top: tarfile, lzma and zlib are for adding, not for promote.
     from agentgw.apply.release_source import open_source
 
-    with open_source(src) as source:
+    with open_source(src, allow_untrusted=allow_untrusted) as source:
         planned = plan_tree(
             source.entries, os.fspath(src), allowed_interpreters(policy.interpreters)
         )

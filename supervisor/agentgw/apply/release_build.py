@@ -21,8 +21,32 @@ from agentgw.errors import AgentgwError, usage
 from agentgw.run import run
 
 # Never copied from SRC: caches and the repository itself are not part of a runtime.
-SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
+SKIP_NAMES = frozenset({"__pycache__", ".git"})
 PIP_TIMEOUT_S = 900.0
+
+
+def copy_source(src: Path, tree: Path) -> None:
+    """SRC's files into ``tree``, read like ``release add`` reads a source (directory fds,
+    O_NOFOLLOW, the inode scanned), skipping caches and .git."""
+    from agentgw.apply.release_source import open_source
+
+    with open_source(src) as source:
+        for index, entry in enumerate(source.entries):
+            parts = entry.name.split("/")
+            if any(p in SKIP_NAMES for p in parts) or entry.name.endswith(".pyc"):
+                continue
+            dest = tree / entry.name
+            if entry.kind == "dir":
+                dest.mkdir(mode=0o755)
+            elif entry.kind == "symlink":
+                dest.symlink_to(entry.link)
+            elif entry.kind == "file":
+                with source.open(index) as stream, open(dest, "xb") as out:
+                    shutil.copyfileobj(stream, out)
+                dest.chmod(0o755 if entry.mode & 0o111 else 0o644)
+            else:
+                raise usage(f"{src / entry.name}: a {entry.kind} cannot be part of a release",
+                            hint="a release holds regular files, directories and symlinks")
 
 
 def check_inputs(src: Path | None, requirements: Path | None, wheelhouse: Path | None) -> None:
@@ -80,10 +104,9 @@ def built_tree(
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="agentgw-build-", dir=scratch) as tmp:
         tree = Path(tmp) / "tree"
+        tree.mkdir()
         if src is not None:
-            shutil.copytree(src, tree, symlinks=True, ignore=SKIP)
-        else:
-            tree.mkdir()
+            copy_source(src, tree)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_INPUT": "1"}
         done = run(pip_argv(tree, requirements, wheelhouse, version), check=False, env=env,
                    timeout=PIP_TIMEOUT_S)

@@ -34,17 +34,57 @@ class Source(Protocol):
 
 
 class _DirSource:
-    def __init__(self, root: Path) -> None:
+    """A source directory read through directory file descriptors: every component is opened
+    with O_NOFOLLOW relative to its parent's fd, and each file must still be the inode the
+    scan saw. Whoever can write the tree may swap a directory for a symlink (to /etc, say)
+    between the scan and the copy: that is refused instead of copied."""
+
+    def __init__(self, root: Path, *, allow_untrusted: bool) -> None:
         self.root = root
-        self.entries = _scan_source(root)
+        self.fd = os.open(root, DIR_FLAGS)
+        try:
+            self.entries, self.ids, untrusted = _scan_source(self.fd)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        if untrusted and not allow_untrusted:
+            os.close(self.fd)
+            raise usage(
+                f"{root} can be changed by a user other than root ({untrusted})",
+                hint="build releases in a directory only root can write, or pass "
+                "--allow-untrusted-source (each file is then read through O_NOFOLLOW "
+                "directory fds and must be the inode scanned)",
+            )
+
+    def close(self) -> None:
+        os.close(self.fd)
 
     def open(self, index: int) -> IO[bytes]:
-        path = self.root / self.entries[index].name
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        name = self.entries[index].name
+        *dirs, leaf = name.split("/")
+        fds: list[int] = []
+        try:
+            at = self.fd
+            for part in dirs:
+                at = os.open(part, DIR_FLAGS, dir_fd=at)
+                fds.append(at)
+            fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=at)
+        except OSError as exc:
+            raise die(f"{self.root / name} changed while it was being added ({exc.strerror})",
+                      hint="add it again from a tree nobody else writes") from exc
+        finally:
+            for opened in fds:
+                os.close(opened)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != self.ids[index]:
             os.close(fd)
-            raise die(f"{path} changed while it was being added", hint="add it again")
+            raise die(f"{self.root / name} changed while it was being added",
+                      hint="add it again from a tree nobody else writes")
         return os.fdopen(fd, "rb")
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _TarSource:
@@ -73,28 +113,60 @@ def _source_kind(mode: int) -> SourceKind:
     return next((kind for fmt, kind in kinds if stat.S_IFMT(mode) == fmt), "other")
 
 
-def _scan_source(root: Path) -> list[SourceEntry]:
-    """A source directory as entries, without following any symlink inside it."""
+def _scan_source(
+    top: int,
+) -> tuple[list[SourceEntry], list[tuple[int, int]], str]:
+    """A source directory (open as ``top``) as entries and their inode identities, without
+    following any symlink inside it; and, when run as root, why someone else could change it
+    ("" when nobody can). Depth first, so only one fd per level is open."""
     found: list[SourceEntry] = []
-    pending = [""]
-    while pending:
-        rel = pending.pop()
-        with os.scandir(root / rel) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                path = f"{rel}/{entry.name}" if rel else entry.name
-                info = entry.stat(follow_symlinks=False)
-                kind = _source_kind(info.st_mode)
-                link = os.readlink(entry.path) if kind == "symlink" else ""
-                found.append(SourceEntry(path, kind, stat.S_IMODE(info.st_mode), link))
-                if kind == "dir":
-                    pending.append(path)
-    return found
+    ids: list[tuple[int, int]] = []
+    untrusted = [_writable_by_others(os.fstat(top), ".")]
+
+    def scan(fd: int, rel: str) -> None:
+        for name in sorted(os.listdir(fd)):
+            path = f"{rel}/{name}" if rel else name
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            kind = _source_kind(info.st_mode)
+            link = os.readlink(name, dir_fd=fd) if kind == "symlink" else ""
+            found.append(SourceEntry(path, kind, stat.S_IMODE(info.st_mode), link))
+            ids.append((info.st_dev, info.st_ino))
+            if kind != "dir":
+                continue
+            child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            try:
+                opened = os.fstat(child)
+                if (opened.st_dev, opened.st_ino) != ids[-1]:
+                    raise die(f"{path} changed while it was being scanned",
+                              hint="add it again from a tree nobody else writes")
+                untrusted.append(_writable_by_others(info, path))
+                scan(child, path)
+            finally:
+                os.close(child)
+
+    scan(top, "")
+    return found, ids, next((why for why in untrusted if why), "")
+
+
+def _writable_by_others(info: os.stat_result, path: str) -> str:
+    """Why a user other than root could add, remove or swap entries of this directory."""
+    if os.geteuid() != 0:
+        return ""  # not root: nothing is read with more rights than its owner has
+    if info.st_uid != 0:
+        return f"{path} belongs to uid {info.st_uid}"
+    if stat.S_IMODE(info.st_mode) & 0o022:
+        return f"{path} is group- or world-writable"
+    return ""
 
 
 @contextlib.contextmanager
-def open_source(src: Path) -> Iterator[Source]:
+def open_source(src: Path, *, allow_untrusted: bool = False) -> Iterator[Source]:
     if src.is_dir():
-        yield _DirSource(src)
+        source = _DirSource(src, allow_untrusted=allow_untrusted)
+        try:
+            yield source
+        finally:
+            source.close()
         return
     if not src.is_file():
         raise usage(f"{src}: no such directory or tarball", hint="SRC is a directory or a tarball")

@@ -118,6 +118,12 @@ def release() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Export commit SHA of this git repository instead of giving SRC.",
 )
+@click.option(
+    "--allow-untrusted-source",
+    is_flag=True,
+    help="Add a directory that users other than root can change (read race-free, file by "
+    "file, through O_NOFOLLOW directory fds; each must stay the inode scanned).",
+)
 @pass_app
 def add(
     app: App,
@@ -127,13 +133,15 @@ def add(
     sign_key: Path | None,
     signature: Path | None,
     repo: Path | None,
+    allow_untrusted_source: bool,
 ) -> None:
     """Add SRC (a directory or a tarball) as release <sha>-<label>.
 
     Refused before anything is written: members escaping the tree, absolute paths, links out,
     device nodes or fifos, a bad sha or label, a missing or untrusted key when the host requires
-    signatures, a --signature that does not cover this tree (exit 3). Adding the same content
-    again changes nothing.
+    signatures, a --signature that does not cover this tree (exit 3), a directory users other
+    than root can change (without --allow-untrusted-source). Adding the same content again
+    changes nothing.
     """
     check_sha(sha)
     check_label(label)
@@ -142,7 +150,8 @@ def add(
     statement_sig = _read_signature(signature)
     with _source(src, repo, sha) as path:
         result = add_release(app.layout, path, sha, label, sign_key, policy, created=created,
-                             statement_sig=statement_sig)
+                             statement_sig=statement_sig,
+                             allow_untrusted=allow_untrusted_source)
     _report(result, "signed" if sign_key else "signed off-host" if signature else "unsigned")
 
 

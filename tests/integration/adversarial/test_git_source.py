@@ -22,7 +22,7 @@ def sh(*argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
     if user is not None:
         argv = ("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv)
     return subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/bin:/bin", "HOME": f"/home/{DEV}"})
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": f"/home/{DEV}"})
 
 
 def test_a_repositorys_filters_and_hooks_never_run_as_root(tmp_path: Path) -> None:
