@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 READ_METHODS = ("GET", "HEAD")
+# Request headers beyond this are refused (431): nothing the registry reads needs more.
+HEADER_LIMIT = 16 * 1024
 COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The page has no scripts and no external assets; the browser is told so too.
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -84,7 +86,8 @@ def error_response(
 
 
 class Gate:
-    """The first check of every request: GET and HEAD only (405), a UTF-8 query (400).
+    """The first check of every request: headers of at most 16 KiB (431), GET and HEAD only
+    (405), a UTF-8 query (400).
 
     starlette decodes the query string as UTF-8 when it builds a URL (e.g. for a trailing-slash
     redirect) and would fail with a 500 otherwise. HEAD answers carry the GET headers and no
@@ -97,6 +100,15 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+        if size > HEADER_LIMIT:
+            response = error_response(
+                431,
+                f"the request's headers are {size} bytes, more than the {HEADER_LIMIT} allowed",
+                hint="send fewer or shorter headers",
+            )
+            await response(scope, receive, send)
             return
         if scope["method"] not in READ_METHODS:
             response = error_response(
@@ -288,7 +300,9 @@ class Registry:
                 f"no proof record for profile {status.profile}",
                 hint=f"run 'agentgw verify {status.profile}'",
             )
-        return _json(stored)
+        if caller.profiles is None:
+            return _json(stored)
+        return _json(redact_proof(stored))
 
     async def releases(self, request: Request) -> Response:
         snap, caller = await self._context(request)
@@ -332,6 +346,40 @@ class Registry:
         return HTMLResponse(
             body, headers={**COMMON_HEADERS, "Content-Security-Policy": PAGE_CSP}
         )
+
+
+def redact_proof(stored: bytes) -> bytes:
+    """A profile's own proof record as its gateway's user may see it: every check's name,
+    result and how many attempts it made, not the evidence and reasons, which name the
+    siblings' paths, addresses and MainPIDs. The signed record is for root and the admin
+    group (``agentgw attest verify``)."""
+    try:
+        record = json.loads(stored)
+    except ValueError as exc:
+        raise Refused(503, "the proof record is not valid JSON") from exc
+    if not isinstance(record, dict):
+        raise Refused(503, "the proof record is not a JSON object")
+    checks = []
+    for check in record.get("checks") or []:
+        if not isinstance(check, dict):
+            continue
+        evidence = check.get("evidence")
+        attempts = evidence.get("attempts") if isinstance(evidence, dict) else None
+        checks.append({
+            "name": check.get("name"),
+            "result": check.get("result"),
+            "attempts": len(attempts) if isinstance(attempts, list) else None,
+        })
+    view = {
+        "profile": record.get("profile"),
+        "time": record.get("time"),
+        "isolated": record.get("isolated"),
+        "exposure": record.get("exposure"),
+        "checks": checks,
+        "redacted": "sibling paths, addresses and pids are shown to root and the admin "
+        "group only; the signed record is theirs",
+    }
+    return json.dumps(view, indent=2).encode()
 
 
 def _json(body: bytes) -> Response:

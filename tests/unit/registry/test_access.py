@@ -86,3 +86,23 @@ def test_convenience_mode_shared_user_sees_all_and_none_is_isolated(host: Host) 
     assert frozenset({"api", "core"}) == who(2000)
     with pytest.raises(Refused, match="may not read"):
         who(API)
+
+
+def test_oversized_request_headers_are_refused_with_431(host: Host) -> None:
+    """More than 16 KiB of headers: 431 before any route runs; 15 KiB is fine."""
+    client = host.client(0)
+    big = client.get("/v1/profiles", headers={"X-Pad": "a" * 64 * 1024})
+    assert big.status_code == 431 and "16384 allowed" in big.json()["error"]
+    assert client.get("/v1/profiles", headers={"X-Pad": "a" * 15 * 1024}).status_code == 200
+
+
+def test_a_profile_user_gets_its_proof_without_sibling_details(host: Host) -> None:
+    """agent-api reads its own proof as names, results and counts (no sibling paths, pids or
+    addresses); root gets the stored, signed record byte for byte."""
+    stored = (host.layout.proofs / "api.json").read_bytes()
+    assert host.client(0).get("/v1/profiles/api/proofs").content == stored
+    view = host.client(API).get("/v1/profiles/api/proofs").json()
+    assert view["profile"] == "api" and "redacted" in view
+    text = str(view)
+    for detail in ("/opt/agent/gateways/core", "127.77.0.2", "evidence", "signature"):
+        assert detail not in text
