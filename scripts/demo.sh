@@ -23,12 +23,12 @@ echo "demo-provider-key" > /etc/agentgw/secrets/api/provider-key
 chmod -R go-rwx /etc/agentgw/secrets
 
 step "signed releases: a signing key, trusted by the host"
-run agentgw release keygen --out /etc/agentgw/release-signing.key
+run agentgw release keygen --out /etc/agentgw/keys/release-signing.key
 cat > /etc/agentgw/agentgw.yaml <<YAML
 isolation: production
 require_signature: true
 trusted_keys:
-  - /etc/agentgw/release-signing.key.pub
+  - /etc/agentgw/keys/release-signing.key.pub
 YAML
 cp "$REPO"/gateways/{core,api,mcp}.yaml /etc/agentgw/gateways/
 run agentgw config check
@@ -37,7 +37,7 @@ step "build the demo runtime and its broken variants, add them as signed release
 BUILD=$(mktemp -d)
 "$REPO/scripts/build-releases" --out "$BUILD" | tee "$BUILD/list"
 cp -a "$BUILD/good" "$BUILD/good2"; echo "second build" > "$BUILD/good2/CHANGES"
-KEY=/etc/agentgw/release-signing.key
+KEY=/etc/agentgw/keys/release-signing.key
 SHA_A=$(awk '$1=="good"{print $2}' "$BUILD/list")
 SHA_B=$(printf '%s-b' "$SHA_A" | sha1sum | cut -c1-12)   # a second commit id for the second build
 run agentgw release add "$BUILD/good" --sha "$SHA_A" --label a --sign-key $KEY

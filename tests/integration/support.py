@@ -15,7 +15,7 @@ AGENTGW = "/opt/agentgw/venv/bin/agentgw"
 PROFILES = ("core", "api", "mcp")
 ETC = Path("/etc/agentgw")
 OPT = Path("/opt/agent")
-KEY = ETC / "release-signing.key"
+KEY = ETC / "keys" / "release-signing.key"
 
 
 def agentgw(*args: str, check: bool = True, env: dict[str, str] | None = None

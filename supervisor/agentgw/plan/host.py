@@ -115,6 +115,8 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
     return [
         (layout.etc, ROOT, ROOT, 0o755),
         (layout.gateways_config, ROOT, ROOT, 0o755),
+        # Private keys live here: root's alone, and no gateway or registry unit can read it.
+        (layout.etc / "keys", ROOT, ROOT, 0o700),
         (layout.unit_dir, ROOT, ROOT, 0o755),
         (layout.opt, ROOT, ROOT, 0o755),
         (layout.lib, ROOT, ROOT, 0o755),

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentgw import __version__
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
+from agentgw.model.host import HostConfig
 from agentgw.model.profile import want_profile_name
 from agentgw.model.status import ProfileList, ProfileStatus
 from agentgw.observe.status import iso
@@ -241,7 +242,11 @@ class Registry:
 
     async def _context(self, request: Request) -> tuple[Snapshot, Caller]:
         fresh = "no-cache" in request.headers.get("cache-control", "").lower()
-        snap = await (self.revalidated() if fresh else self.snapshots.get())
+        try:
+            snap = await (self.revalidated() if fresh else self.snapshots.get())
+        except (Refused, AgentgwError):
+            self._check_privileged(request)
+            raise
         caller = authorize(
             connection_in(request.scope),
             request.headers.get("authorization"),
@@ -263,6 +268,28 @@ class Registry:
             body = rendered.encode() if isinstance(rendered, str) else rendered
             snap.memo[key] = body
         return body
+
+    def _check_privileged(self, request: Request) -> None:
+        """Without a snapshot (the config does not load) only root, the admin group (by the
+        default name: agentgw.yaml itself may be what is broken) and the token holder learn
+        why: the error quotes the configuration."""
+        try:
+            caller = authorize(
+                connection_in(request.scope),
+                request.headers.get("authorization"),
+                host=HostConfig(),
+                profiles=(),
+                token=self._token,
+                accounts=self._accounts,
+            )
+        except Refused:
+            caller = None
+        if caller is None or caller.profiles is not None:
+            raise Refused(
+                503,
+                "the registry cannot read its configuration",
+                hint="root and the admin group see the reason; run 'agentgw config check'",
+            )
 
     # -- routes ---------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:

@@ -25,7 +25,7 @@ TARGETS = [
     "/etc/agentgw/gateways/core.yaml",
     "/etc/agentgw/agentgw.yaml",
     "/etc/agentgw/secrets/core/chat-token",
-    "/etc/agentgw/release-signing.key",
+    "/etc/agentgw/keys/release-signing.key",
     "/var/lib/agentgw/history.jsonl",
 ]
 SABOTAGE = Path("/etc/systemd/system/agent-gateway@api.service.d/90-sabotage.conf")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from agentgw.registry.auth import Connection, Peer, Refused, authorize
-from tests.unit.registry.conftest import ADMIN_GID, FakeAccounts, Host
+from agentgw.config.load import Config
+from agentgw.errors import usage
+from agentgw.registry.app import create_app
+from agentgw.registry.auth import Connection, Peer, Refused, authorize, with_connection
+from tests.unit.registry.conftest import ADMIN_GID, NOW, TOKEN, Client, Clock, FakeAccounts, Host
 from tests.unit.status.support import config
 
 API = 1001
@@ -106,3 +109,20 @@ def test_a_profile_user_gets_its_proof_without_sibling_details(host: Host) -> No
     text = str(view)
     for detail in ("/opt/agent/gateways/core", "127.77.0.2", "evidence", "signature"):
         assert detail not in text
+
+
+def test_a_broken_config_is_explained_to_root_only(host: Host) -> None:
+    """When the configuration does not load, the error quotes it: root gets it, a profile's
+    user gets a 503 that says nothing of it."""
+    def broken() -> Config:
+        raise usage("gateways/core.yaml:3: env: SECRET_VALUE_42 is reserved")
+
+    app = create_app(host.layout, broken, lambda c: [], token=TOKEN, accounts=FakeAccounts(),
+                     clock=Clock(), now=lambda: NOW)
+
+    def client(uid: int) -> Client:
+        return Client(with_connection(app, Connection("unix", Peer(4000, uid, uid, ()))))
+
+    refused = client(API).get("/v1/profiles")
+    assert refused.status_code == 503 and "SECRET_VALUE_42" not in refused.text
+    assert "SECRET_VALUE_42" in client(0).get("/v1/profiles").text
