@@ -123,6 +123,8 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
         (layout.releases, ROOT, ROOT, 0o755),
         (layout.opt / "gateways", ROOT, ROOT, 0o755),
         (layout.state, ROOT, ROOT, 0o700),
+        # The host's proof-signing key: hidden from the registry and the gateways.
+        (layout.state / "keys", ROOT, ROOT, 0o700),
         (layout.proofs, ROOT, ROOT, 0o700),
         (layout.locks, ROOT, ROOT, 0o700),
         (layout.intents, ROOT, ROOT, 0o700),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from agentgw.proofs.signing import (
     generate_keypair,
     load_private_key,
     load_public_key,
+    render_public_key,
     sign,
     verify,
 )
@@ -39,7 +41,9 @@ SIGNATURE = "signature"
 
 
 def host_key_path(layout: Layout) -> Path:
-    return layout.state / HOST_KEY
+    """The private key, in the state dir's keys/ (0700): a directory the registry's and the
+    gateways' units cannot see (it exists from init on, so their sandboxes always hide it)."""
+    return layout.state / "keys" / HOST_KEY
 
 
 def host_public_key_path(layout: Layout) -> Path:
@@ -47,17 +51,28 @@ def host_public_key_path(layout: Layout) -> Path:
 
 
 def load_or_create_host_key(layout: Layout) -> Ed25519PrivateKey:
-    """The host's signing key, created (0600, public half 0644) the first time it is needed."""
+    """The host's signing key, created (0600, public half 0644 beside the state dir's records)
+    the first time it is needed; a key left by an older agentgw in the state dir is moved."""
     path = host_key_path(layout)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    old = layout.state / HOST_KEY
+    if not path.exists() and old.exists():
+        os.rename(old, path)
     if not path.exists():
-        layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             generate_keypair(path)
         except AgentgwError:
             # Another verify created it in the meantime: generate_keypair never overwrites.
             if not path.exists():
                 raise
-    return load_private_key(path)
+    key = load_private_key(path)
+    public = host_public_key_path(layout)
+    if not public.exists():
+        tmp = public.with_name(f".{public.name}.tmp")
+        tmp.write_bytes(render_public_key(key.public_key()))
+        tmp.chmod(0o644)
+        os.replace(tmp, public)
+    return key
 
 
 def canonical(document: Mapping[str, Any]) -> bytes:

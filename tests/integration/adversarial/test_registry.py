@@ -114,7 +114,7 @@ def test_the_registry_cannot_read_private_keys(host: Releases) -> None:
     agentgw("verify", "core", check=False)  # makes the host key if there is none
     pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT).stdout)
     assert pid > 0
-    for key in ("/var/lib/agentgw/host.key", str(KEY)):
+    for key in ("/var/lib/agentgw/keys/host.key", str(KEY)):
         assert Path(key).exists(), key
         done = sh("nsenter", "-t", str(pid), "-m", "cat", key)
         assert done.returncode != 0, f"{key} readable in the registry's namespace"

@@ -53,7 +53,7 @@ def test_spec_probes_every_sibling_file_and_the_running_processes(tmp_path: Path
         ("mcp", f"{etc}/gateways/mcp.yaml", "read"),
         *[("mcp", p, op) for op, p in creds["mcp"]],
         ("agentgw", f"{etc}/agentgw.yaml", "read"),
-        ("agentgw", f"{state}/host.key", "read"),
+        ("agentgw", f"{state}/keys/host.key", "read"),
         ("agentgw", f"{state}/history.jsonl", "read"),
     ] == [(r["profile"], r["path"], r["op"]) for r in spec["read"]]
     assert [{"profile": "core", "pid": 20}, {"profile": "pid1", "pid": 1}] == spec["processes"]
