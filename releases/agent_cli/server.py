@@ -40,6 +40,8 @@ class Response:
     status: int
     body: dict[str, Any] | list[Any]
     headers: dict[str, str] = field(default_factory=dict)
+    # Sent as is instead of the JSON of body (a broken variant's malformed answer).
+    raw: bytes | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -146,7 +148,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.server.router.dispatch(Request(method, path, query, headers, body))
 
     def _respond(self, response: Response) -> None:
-        data = json.dumps(response.body).encode() + b"\n"
+        data = response.raw if response.raw is not None else (
+            json.dumps(response.body).encode() + b"\n")
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
