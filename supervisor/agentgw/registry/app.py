@@ -242,20 +242,27 @@ class Registry:
 
     async def _context(self, request: Request) -> tuple[Snapshot, Caller]:
         fresh = "no-cache" in request.headers.get("cache-control", "").lower()
+        held = self.snapshots.peek()
+        if held is not None:
+            # Authorise first, against the configuration already held: a caller that may not
+            # read the registry costs no snapshot and learns nothing from one.
+            self._authorize(request, held[0].config)
         try:
             snap = await (self.revalidated() if fresh else self.snapshots.get())
         except (Refused, AgentgwError):
             self._check_privileged(request)
             raise
-        caller = authorize(
+        return snap, self._authorize(request, snap.config)
+
+    def _authorize(self, request: Request, config: Config) -> Caller:
+        return authorize(
             connection_in(request.scope),
             request.headers.get("authorization"),
-            host=snap.config.host,
-            profiles=snap.config.profiles,
+            host=config.host,
+            profiles=config.profiles,
             token=self._token,
             accounts=self._accounts,
         )
-        return snap, caller
 
     @staticmethod
     def _memo(

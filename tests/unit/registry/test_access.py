@@ -126,3 +126,14 @@ def test_a_broken_config_is_explained_to_root_only(host: Host) -> None:
     refused = client(API).get("/v1/profiles")
     assert refused.status_code == 503 and "SECRET_VALUE_42" not in refused.text
     assert "SECRET_VALUE_42" in client(0).get("/v1/profiles").text
+
+
+def test_a_refused_caller_costs_no_snapshot(host: Host) -> None:
+    """Once a snapshot is held, a caller who may not read the registry is refused against its
+    configuration before anything is computed (no-cache or not)."""
+    assert host.client(0).get("/v1/profiles").status_code == 200
+    taken = len(host.provided)
+    for _ in range(3):
+        refused = host.client(1600).get("/v1/profiles", headers={"Cache-Control": "no-cache"})
+        assert refused.status_code == 403
+    assert len(host.provided) == taken
