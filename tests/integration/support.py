@@ -51,6 +51,7 @@ def setup_host(build: Path) -> Releases:
         (ETC / "secrets" / name).write_text(text)
         (ETC / "secrets" / name).chmod(0o600)  # agentgw refuses secrets others can read
     if not KEY.exists():
+        KEY.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         agentgw("release", "keygen", "--out", str(KEY))
     (ETC / "agentgw.yaml").write_text(
         f"isolation: production\nrequire_signature: true\ntrusted_keys:\n  - {KEY}.pub\n"
