@@ -93,5 +93,6 @@ def test_a_redirecting_webhook_gets_one_post_and_no_token_is_logged(host: Releas
         sh("systemctl", "daemon-reload")
         sh("systemctl", "reset-failed", "agent-gateway@mcp.service")
         agentgw("restart", "mcp", check=False)
-        target.shutdown()
-        redirect.shutdown()
+        for server in (target, redirect):
+            server.shutdown()
+            server.server_close()
