@@ -27,7 +27,7 @@ MAX_INPUT_BYTES = 16 * MiB  # stdin + files live in guest RAM; larger data needs
 MAX_OUTPUT_BYTES = 64 * MiB  # the host config allows this much; the VM must hold it twice
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
 
-Backend = Literal["kvm", "tcg"]
+Backend = Literal["kvm", "gvisor", "tcg"]
 
 
 class JobRequest(BaseModel):
