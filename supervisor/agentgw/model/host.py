@@ -110,6 +110,11 @@ class Sandbox(Frozen):
     max_concurrent_host: StrictInt = Field(
         default=2, ge=1, le=256, description="runs at once on the host, 1 to 256"
     )
+    allow_emulation: StrictBool = Field(
+        default=False,
+        description="use QEMU TCG when neither KVM nor gVisor works (TCG is not a security "
+        "boundary); false refuses to run jobs then",
+    )
 
 
 class HostConfig(Frozen):

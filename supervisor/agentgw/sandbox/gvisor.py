@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgw.errors import die
+from agentgw.run import TimeoutExpired, popen_pipes, run
 from agentgw.sandbox.job import TIMED_OUT_EXIT, JobRequest, JobResult, check_relative_path
 
 RUNSC = "runsc"
@@ -74,7 +74,7 @@ def render_spec(request: JobRequest, uid: int, work: Path, hostname: str) -> dic
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "mode=755"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",  # noqa: S108 - own tmpfs
              "options": ["nosuid", "nodev", "mode=1777", "size=64m"]},
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ro},
             {"destination": "/etc/alternatives", "type": "bind", "source": "/etc/alternatives",
@@ -147,38 +147,33 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
         name = f"agentgw-{top.name.rsplit('-', 1)[-1]}"
         spec = render_spec(request, uid, work, "sandbox")
         (bundle / "config.json").write_text(json.dumps(spec))
-        proc = subprocess.Popen(
-            runsc_argv(state, bundle, name, platform=platform), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        proc = popen_pipes(runsc_argv(state, bundle, name, platform=platform))
         outs: list[bytes] = []
         errs: list[bytes] = []
         readers = [threading.Thread(target=_read_capped, args=(s, request.max_output, o))
                    for s, o in ((proc.stdout, outs), (proc.stderr, errs))]
         for t in readers:
             t.start()
-        assert proc.stdin is not None
         try:
-            proc.stdin.write(request.stdin)
-            proc.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.write(request.stdin)
+                proc.stdin.close()
         except BrokenPipeError:
             pass
         timed_out = False
         try:
             code = proc.wait(timeout=request.timeout_s)
-        except subprocess.TimeoutExpired:
+        except TimeoutExpired:
             timed_out = True
-            subprocess.run([RUNSC, f"--root={state}", "kill", "--all", name, "KILL"],
-                           capture_output=True, check=False, timeout=10)
+            run([RUNSC, f"--root={state}", "kill", "--all", name, "KILL"], timeout=10)
             try:
                 code = proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+            except TimeoutExpired:
+                proc.kill()
                 code = proc.wait()
         for t in readers:
             t.join(5)
-        subprocess.run([RUNSC, f"--root={state}", "delete", "--force", name],
-                       capture_output=True, check=False, timeout=10)
+        run([RUNSC, f"--root={state}", "delete", "--force", name], timeout=10)
     out, err = (outs or [b""])[0], (errs or [b""])[0]
     cap = request.max_output
     return JobResult(

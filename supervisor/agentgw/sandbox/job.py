@@ -28,6 +28,7 @@ MAX_OUTPUT_BYTES = 64 * MiB  # the host config allows this much; the VM must hol
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
 
 Backend = Literal["kvm", "gvisor", "tcg"]
+Accel = Literal["kvm", "tcg"]  # the QEMU accelerators
 
 
 class JobRequest(BaseModel):
