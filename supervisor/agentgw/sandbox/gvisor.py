@@ -173,6 +173,9 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
                 code = proc.wait()
         for t in readers:
             t.join(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
         run([RUNSC, f"--root={state}", "delete", "--force", name], timeout=10)
     out, err = (outs or [b""])[0], (errs or [b""])[0]
     cap = request.max_output
