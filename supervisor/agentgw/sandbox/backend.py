@@ -202,36 +202,40 @@ def choose(why_not_kvm: str, why_not_gvisor: str, *, allow_emulation: bool) -> t
         "sandbox.allow_emulation is false"
 
 
-def usable(detection: Detection, *, allow_emulation: bool) -> bool:
+def usable(detection: Detection, *, allow_emulation: bool, allow_gvisor: bool = True) -> bool:
     """Whether a cached detection still holds: its backend is allowed and still there."""
-    if detection.backend == "gvisor" and gvisor.runsc_path() is None:
+    if detection.backend == "gvisor" and (not allow_gvisor or gvisor.runsc_path() is None):
         return False
-    if detection.backend in ("tcg", "none"):
-        # TCG/none were chosen because better ones failed: re-probe for them, and the
-        # setting may have changed.
+    if detection.backend == "tcg":
+        # TCG was a fallback: it holds while emulation is allowed and gVisor cannot be had.
+        return allow_emulation and (not allow_gvisor or gvisor.runsc_path() is None)
+    if detection.backend == "none":
         return False
     return True
 
 
 def detect(
-    image: Image, cache: Path, *, redetect: bool = False, allow_emulation: bool = False
+    image: Image, cache: Path, *, redetect: bool = False, allow_emulation: bool = False,
+    allow_gvisor: bool = True,
 ) -> Detection:
     """The backend to use: cached if this kernel + QEMU + host were probed before and the
-    choice still holds (KVM or gVisor); otherwise probed again, best first."""
+    choice still holds (KVM or gVisor); otherwise probed again, best first. ``allow_gvisor``
+    False (the broker's unit cannot start runsc) leaves KVM, then TCG if allowed."""
     qemu = qemu_version()
     host = host_kernel()
     path = cache / f"backend-{detection_key(image.kernel_version, qemu, host)}.json"
     if not redetect and path.exists():
         try:
             cached = Detection.model_validate_json(path.read_text())
-            if usable(cached, allow_emulation=allow_emulation):
+            if usable(cached, allow_emulation=allow_emulation, allow_gvisor=allow_gvisor):
                 return cached
         except (OSError, ValueError):
             log.warning("sandbox_detection_unreadable", path=str(path))
     machine_type = pick_machine()
     why_not = _try_kvm(image, machine_type)
-    chosen, reason = choose(why_not, _try_gvisor() if why_not else "",
-                            allow_emulation=allow_emulation)
+    why_not_gvisor = "" if not why_not else (
+        _try_gvisor() if allow_gvisor else "the broker's unit cannot start runsc (yet)")
+    chosen, reason = choose(why_not, why_not_gvisor, allow_emulation=allow_emulation)
     detection = Detection(
         backend=chosen,
         machine=machine_type,

@@ -100,12 +100,15 @@ def detect_readonly(
     built: image.Image, cache: Path, *, allow_emulation: bool = False
 ) -> backend.Detection:
     """The backend recorded in the image cache for this kernel + QEMU + host when there is one;
-    otherwise probed now. The cache is read-only to the broker, so the detection runs on a
+    otherwise probed now. Not gVisor: runsc needs privileges (namespaces, ptrace, mounts) that
+    agentgw-sandbox.service does not have, so the broker runs KVM, else TCG when allowed.
+    The cache is read-only to the broker, so the detection runs on a
     private copy of the cache's records."""
     with tempfile.TemporaryDirectory(prefix="agentgw-detect-") as tmp:
         for found in cache.glob("backend-*.json"):
             shutil.copy(found, tmp)
-        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation)
+        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation,
+                              allow_gvisor=False)
 
 
 def open_listeners(layout: Layout, config: Config) -> dict[str, socket.socket]:
@@ -177,7 +180,7 @@ def run_broker(
         built = image.load(cache)
         detection = detect_readonly(built, cache, allow_emulation=limits.allow_emulation)
         machine = backend.machine_for(detection)
-        if machine is None:  # gVisor: a fresh sandbox per job, no warm pool
+        if machine is None:  # gVisor (not chosen by detect_readonly today): no warm pool
             _serve_with(layout, config, listeners, records, queue_wait_s, gvisor.run_job,
                         f"{detection.backend} ({detection.boundary})")
             return

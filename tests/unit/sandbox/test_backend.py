@@ -136,3 +136,33 @@ def test_detection_falls_back_to_tcg_only_when_allowed(
     assert "a KVM boot failed: hang" in found.reason and "not a security boundary" in found.reason
     assert len(list(tmp_path.glob("backend-*.json"))) == 1
     assert backend.detect(img, tmp_path).backend == "none"
+
+
+def test_the_broker_never_picks_gvisor_and_keeps_an_allowed_tcg_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """allow_gvisor=False (the broker): a stored gVisor answer is not used; KVM failing, TCG
+    when allowed, and that TCG answer is then reused without probing again."""
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+    monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
+    monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: "/usr/bin/runsc")
+    probes: list[str] = []
+    monkeypatch.setattr(backend, "_try_kvm",
+                        lambda image, machine: probes.append("kvm") or "hang")
+
+    def no_gvisor() -> str:
+        raise AssertionError("the broker must not probe gVisor")
+
+    monkeypatch.setattr(backend, "_try_gvisor", no_gvisor)
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    found = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
+    assert found.backend == "tcg" and "cannot start runsc" in found.reason
+    again = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
+    assert again == found and probes == ["kvm"]
+    assert backend.detect(img, tmp_path, allow_gvisor=False).backend == "none"
