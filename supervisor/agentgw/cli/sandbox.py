@@ -1,8 +1,8 @@
 """``agentgw sandbox build|selftest|serve`` and ``agentgw exec PROFILE -- ARGV``.
 
 ``exec`` asks the profile's broker (``agentgw sandbox serve``, run by agentgw-sandbox.service)
-over its socket, as the gateway does; ``--direct`` boots a cold microVM in this process instead,
-for when the broker is not running.
+over its socket, as the gateway does; ``--direct`` runs the job in this process instead on the
+self-tested backend (a cold KVM microVM, a gVisor sandbox, or TCG when allowed).
 """
 
 from __future__ import annotations
@@ -203,9 +203,9 @@ def emit(result: JobResult) -> None:
 @click.option("--memory", type=int, default=None,
               help="MiB of VM memory [default: the host's sandbox.memory_mb; 256 with --direct].")
 @click.option("--direct", is_flag=True,
-              help="Boot the VM in this process instead of asking the profile's broker "
-              "(for when agentgw-sandbox is not running; needs /dev/kvm or runs under TCG "
-              "as this user, without the broker's confinement).")
+              help="Run the job in this process instead of asking the profile's broker: a "
+              "KVM microVM, else gVisor (runsc; needs root), else TCG only with "
+              "sandbox.allow_emulation: true; without the broker's confinement.")
 @cache_option
 @pass_app
 def exec_(
