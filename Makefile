@@ -4,7 +4,7 @@ VENV ?= /opt/agentgw/venv
 PY := $(VENV)/bin/python
 AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
-	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium
+	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc
 
 .PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help
 

@@ -1,8 +1,8 @@
 """``agentgw sandbox build|selftest|serve`` and ``agentgw exec PROFILE -- ARGV``.
 
 ``exec`` asks the profile's broker (``agentgw sandbox serve``, run by agentgw-sandbox.service)
-over its socket, as the gateway does; ``--direct`` boots a cold microVM in this process instead,
-for when the broker is not running.
+over its socket, as the gateway does; ``--direct`` runs the job in this process instead on the
+self-tested backend (a cold KVM microVM, a gVisor sandbox, or TCG when allowed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from agentgw.sandbox import backend, image
 from agentgw.sandbox.broker import QUEUE_WAIT_S, ExecLog
 from agentgw.sandbox.job import JobRequest, JobResult, check_relative_path
 from agentgw.sandbox.protocol import call, render_record
-from agentgw.sandbox.vm import run_cold
 
 log = get_logger(__name__)
 
@@ -47,6 +46,13 @@ def cache_dir(layout: Layout, cache: Path | None) -> Path:
 def selftest_path(layout: Layout) -> Path:
     """Where the last self-test is kept for verify and the registry."""
     return layout.state / "sandbox" / "selftest.json"
+
+
+def allow_emulation(layout: Layout) -> bool:
+    """sandbox.allow_emulation from the host config; False without a config directory."""
+    if not layout.etc.is_dir():
+        return False
+    return load_config(layout.etc).host.sandbox.allow_emulation
 
 
 def execs_path(layout: Layout) -> Path:
@@ -84,10 +90,17 @@ def build(app: App, cache: Path | None, force: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the self-test record as JSON.")
 @pass_app
 def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> None:
-    """Boot a VM and prove it runs another kernel than the host's; record the result."""
+    """Pick the backend, best first (KVM microVM, gVisor, then QEMU TCG only with
+    sandbox.allow_emulation: true), prove a job runs under another kernel than the host's, and
+    record the result. Without a usable backend: exit 1 with the reasons."""
     directory = cache_dir(app.layout, cache)
     built = image.load(directory)
-    detection = backend.detect(built, directory, redetect=redetect)
+    detection = backend.detect(built, directory, redetect=redetect,
+                               allow_emulation=allow_emulation(app.layout))
+    if detection.backend == "none":
+        _write_json(selftest_path(app.layout), {
+            "backend": "none", "boundary": "none", "reason": detection.reason,
+            "time": detection.detected_at})
     record = backend.probe(built, backend.machine_for(detection), reason=detection.reason)
     _write_json(selftest_path(app.layout), record.model_dump(mode="json"))
     if as_json:
@@ -190,9 +203,9 @@ def emit(result: JobResult) -> None:
 @click.option("--memory", type=int, default=None,
               help="MiB of VM memory [default: the host's sandbox.memory_mb; 256 with --direct].")
 @click.option("--direct", is_flag=True,
-              help="Boot the VM in this process instead of asking the profile's broker "
-              "(for when agentgw-sandbox is not running; needs /dev/kvm or runs under TCG "
-              "as this user, without the broker's confinement).")
+              help="Run the job in this process instead of asking the profile's broker: a "
+              "KVM microVM, else gVisor (runsc; needs root), else TCG only with "
+              "sandbox.allow_emulation: true; without the broker's confinement.")
 @cache_option
 @pass_app
 def exec_(
@@ -248,8 +261,8 @@ def run_direct(
     """A cold VM in this process, recorded like a brokered exec."""
     directory = cache_dir(layout, cache)
     built = image.load(directory)
-    machine = backend.machine_for(backend.detect(built, directory))
-    result = run_cold(machine, built, request)
+    detection = backend.detect(built, directory, allow_emulation=allow_emulation(layout))
+    result = backend.run_once(detection, built, request)
     try:
         records = ExecLog.open(execs_path(layout))
     except OSError as exc:  # the job ran; a record this user cannot write is not its failure

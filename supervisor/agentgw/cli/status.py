@@ -24,6 +24,7 @@ import click
 
 from agentgw.cli.context import App, etc_option, pass_app
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.paths import Layout
 
 if TYPE_CHECKING:
     from agentgw.model.status import ProfileStatus
@@ -100,6 +101,17 @@ def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
     return doc.model_dump(mode="json"), doc.model_dump_json(indent=2)
 
 
+def sandbox_line(layout: Layout) -> str:
+    """The sandbox backend of the last self-test and whether it is a security boundary."""
+    from agentgw.registry.reads import read_sandbox
+
+    found = read_sandbox(layout, time.time())
+    if found.backend == "unknown":
+        return "sandbox: unknown (no self-test recorded: run 'agentgw sandbox selftest')"
+    verdict = "a security boundary" if found.boundary else "NOT a security boundary"
+    return f"sandbox: {found.backend} ({verdict})"
+
+
 @click.command("status")
 @click.argument("profile", required=False)
 @etc_option("computes the rows here")
@@ -107,7 +119,7 @@ def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
 @pass_app
 def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None:
     """One row per profile: state, pid, uptime, restarts, memory, release, aligned, isolation,
-    last promote.
+    last promote; then the sandbox backend and whether it is a security boundary.
 
     Asks the running registry (agentgw-registry.service) for a current snapshot, else computes
     the rows itself. Exits 3 when a profile shown is not aligned; "unknown" (not running,
@@ -133,6 +145,8 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
         click.echo(render_table(ProfileList.model_validate(doc).profiles))
     else:
         click.echo("no profiles: add gateways/<name>.yaml")
+    if not as_json:
+        click.echo(sandbox_line(app.layout))
     bad = not_aligned(rows)
     if bad:
         raise AgentgwError(

@@ -105,11 +105,30 @@ class Sandbox(Frozen):
         description="stdout/stderr bytes kept per run, up to 64M",
     )
     max_concurrent_per_profile: StrictInt = Field(
-        default=2, ge=1, le=64, description="runs at once per profile, 1 to 64"
+        default=1, ge=1, le=64,
+        description="runs at once per profile, 1 to 64; below max_concurrent_host (unless that "
+        "is 1), so one profile never holds every slot",
     )
     max_concurrent_host: StrictInt = Field(
         default=2, ge=1, le=256, description="runs at once on the host, 1 to 256"
     )
+    allow_emulation: StrictBool = Field(
+        default=False,
+        description="use QEMU TCG when neither KVM nor gVisor works (TCG is not a security "
+        "boundary); false refuses to run jobs then",
+    )
+
+    @model_validator(mode="after")
+    def _fair_share(self) -> Sandbox:
+        if self.max_concurrent_host > 1 and (
+            self.max_concurrent_per_profile >= self.max_concurrent_host
+        ):
+            raise ValueError(
+                f"max_concurrent_per_profile ({self.max_concurrent_per_profile}) must be below "
+                f"max_concurrent_host ({self.max_concurrent_host}): one profile must not be "
+                "able to hold every slot"
+            )
+        return self
 
 
 class HostConfig(Frozen):

@@ -43,10 +43,15 @@ class ReleaseList(Frozen):
 class SandboxReport(Frozen):
     """The microVM sandbox as its broker last recorded it; nothing is guessed."""
 
-    backend: Literal["kvm", "tcg", "unknown"] = Field(
-        description="the accelerator of the last self-test: kvm, tcg (emulation) or unknown"
+    backend: Literal["kvm", "gvisor", "tcg", "none", "unknown"] = Field(
+        description="the backend of the last self-test: kvm (microVM), gvisor (runsc), tcg "
+        "(emulated microVM), none (no usable backend: jobs are refused) or unknown"
     )
     kvm: bool | None = Field(description="whether KVM is in use; null when unknown")
+    boundary: bool | None = Field(
+        default=None, description="whether the backend is a security boundary (kvm, gvisor); "
+        "null when unknown"
+    )
     selftest: dict[str, Any] | None = Field(description="the last self-test record as stored")
     selftest_time: str | None = None
     selftest_age_s: float | None = None

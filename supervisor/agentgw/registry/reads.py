@@ -116,13 +116,14 @@ def read_sandbox(layout: Layout, now: float) -> SandboxReport:
     except OSError as exc:
         problem = f"execs.jsonl: {exc.strerror}"
     recorded = selftest.get("backend") if selftest else None
-    backend: Literal["kvm", "tcg", "unknown"] = (
-        "kvm" if recorded == "kvm" else "tcg" if recorded == "tcg" else "unknown"
+    backend: Literal["kvm", "gvisor", "tcg", "none", "unknown"] = (
+        recorded if recorded in ("kvm", "gvisor", "tcg", "none") else "unknown"
     )
     tested = parse_iso(selftest.get("time")) if selftest else None
     return SandboxReport(
         backend=backend,
         kvm=None if backend == "unknown" else backend == "kvm",
+        boundary=None if backend == "unknown" else backend in ("kvm", "gvisor"),
         selftest=selftest,
         selftest_time=selftest.get("time") if selftest and tested is not None else None,
         selftest_age_s=max(0.0, now - tested) if tested is not None else None,

@@ -25,15 +25,17 @@ from pydantic import BaseModel, ConfigDict
 from agentgw.errors import AgentgwError, die
 from agentgw.log import get_logger
 from agentgw.run import run
+from agentgw.sandbox import gvisor
 from agentgw.sandbox.image import Image
-from agentgw.sandbox.job import Backend, JobRequest, JobResult
+from agentgw.sandbox.job import Accel, Backend, JobRequest, JobResult
 from agentgw.sandbox.vm import QEMU, Machine, host_tsc_khz, run_cold
 
 log = get_logger(__name__)
 
 KVM_PROBE_DEADLINE_S = 6.0
 PROBE_ARGV = ("sh", "-c", "uname -r; cat /proc/cmdline")
-Boundary = Literal["hardware-virtualisation", "emulation-only"]
+Boundary = Literal["hardware-virtualisation", "user-space-kernel", "emulation-only", "none"]
+Chosen = Literal["kvm", "gvisor", "tcg", "none"]
 
 
 class Detection(BaseModel):
@@ -41,7 +43,7 @@ class Detection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    backend: Backend
+    backend: Chosen
     machine: str
     qemu_version: str
     kernel_version: str
@@ -118,22 +120,34 @@ def parse_probe(result: JobResult) -> tuple[str, str]:
     return lines[0].strip(), lines[1].strip()
 
 
-def boundary_of(accel: Backend) -> Boundary:
-    return "hardware-virtualisation" if accel == "kvm" else "emulation-only"
+def boundary_of(accel: Chosen) -> Boundary:
+    """What separates a job from the host: only KVM and gVisor are security boundaries."""
+    return {"kvm": "hardware-virtualisation", "gvisor": "user-space-kernel",
+            "tcg": "emulation-only", "none": "none"}[accel]  # type: ignore[return-value]
+
+
+def is_boundary(accel: str) -> bool:
+    return accel in ("kvm", "gvisor")
 
 
 def probe(
-    image: Image, machine: Machine, *, deadline_s: float | None = None, reason: str = ""
+    image: Image, machine: Machine | None, *, deadline_s: float | None = None, reason: str = ""
 ) -> SelfTest:
-    """Boot a VM, run the probe job, and compare what it saw with the host. ``reason`` says why
-    this backend is the one in use (from ``detect``)."""
+    """Run the probe job (in a VM on ``machine``, or under gVisor when it is None) and compare
+    what it saw with the host. ``reason`` says why this backend is the one in use."""
     started = time.monotonic()
     request = JobRequest(argv=PROBE_ARGV, timeout_s=5.0, memory_mb=128)
-    kernel, cmdline = parse_probe(run_cold(machine, image, request, deadline_s=deadline_s))
+    if machine is None:
+        accel: Backend = "gvisor"
+        result = gvisor.run_job(request)
+    else:
+        accel = machine.accel
+        result = run_cold(machine, image, request, deadline_s=deadline_s)
+    kernel, cmdline = parse_probe(result)
     host = host_kernel()
     return SelfTest(
-        backend=machine.accel,
-        boundary=boundary_of(machine.accel),
+        backend=accel,
+        boundary=boundary_of(accel),
         reason=reason,
         guest_kernel=kernel,
         guest_cmdline=cmdline,
@@ -159,25 +173,76 @@ def _try_kvm(image: Image, machine_type: str) -> str:
     return ""
 
 
-def detect(image: Image, cache: Path, *, redetect: bool = False) -> Detection:
-    """The backend to use: cached if this kernel + QEMU + host were probed before."""
+def _try_gvisor() -> str:
+    """'' if runsc runs the probe in a gVisor sandbox and reports gVisor's kernel; else why not."""
+    if gvisor.runsc_path() is None:
+        return "runsc (gVisor) is not installed"
+    try:
+        kernel, _ = parse_probe(gvisor.run_job(
+            JobRequest(argv=PROBE_ARGV, timeout_s=10.0, memory_mb=128)))
+    except AgentgwError as exc:
+        return f"gVisor failed: {exc.message}"
+    except OSError as exc:
+        return f"gVisor failed: {exc}"
+    if kernel == host_kernel():
+        return f"the gVisor probe saw the host kernel {kernel}"
+    return ""
+
+
+def choose(why_not_kvm: str, why_not_gvisor: str, *, allow_emulation: bool) -> tuple[Chosen, str]:
+    """Best first: KVM, gVisor, then TCG only when allowed (pure; the reasons say why)."""
+    if not why_not_kvm:
+        return "kvm", "KVM: a VM booted and ran the probe"
+    if not why_not_gvisor:
+        return "gvisor", f"gVisor ({gvisor.PLATFORM}): KVM skipped, {why_not_kvm}"
+    skipped = f"KVM skipped, {why_not_kvm}; gVisor skipped, {why_not_gvisor}"
+    if allow_emulation:
+        return "tcg", f"TCG (sandbox.allow_emulation is true; not a security boundary): {skipped}"
+    return "none", f"no sandbox backend: {skipped}; TCG is not a security boundary and " \
+        "sandbox.allow_emulation is false"
+
+
+def usable(detection: Detection, *, allow_emulation: bool, allow_gvisor: bool = True) -> bool:
+    """Whether a cached detection still holds: its backend is allowed and still there."""
+    if detection.backend == "gvisor" and (not allow_gvisor or gvisor.runsc_path() is None):
+        return False
+    if detection.backend == "tcg":
+        # TCG was a fallback: it holds while emulation is allowed and gVisor cannot be had.
+        return allow_emulation and (not allow_gvisor or gvisor.runsc_path() is None)
+    if detection.backend == "none":
+        return False
+    return True
+
+
+def detect(
+    image: Image, cache: Path, *, redetect: bool = False, allow_emulation: bool = False,
+    allow_gvisor: bool = True,
+) -> Detection:
+    """The backend to use: cached if this kernel + QEMU + host were probed before and the
+    choice still holds (KVM or gVisor); otherwise probed again, best first. ``allow_gvisor``
+    False (the broker's unit cannot start runsc) leaves KVM, then TCG if allowed."""
     qemu = qemu_version()
     host = host_kernel()
     path = cache / f"backend-{detection_key(image.kernel_version, qemu, host)}.json"
     if not redetect and path.exists():
         try:
-            return Detection.model_validate_json(path.read_text())
+            cached = Detection.model_validate_json(path.read_text())
+            if usable(cached, allow_emulation=allow_emulation, allow_gvisor=allow_gvisor):
+                return cached
         except (OSError, ValueError):
             log.warning("sandbox_detection_unreadable", path=str(path))
     machine_type = pick_machine()
     why_not = _try_kvm(image, machine_type)
+    why_not_gvisor = "" if not why_not else (
+        _try_gvisor() if allow_gvisor else "the broker's unit cannot start runsc (yet)")
+    chosen, reason = choose(why_not, why_not_gvisor, allow_emulation=allow_emulation)
     detection = Detection(
-        backend="tcg" if why_not else "kvm",
+        backend=chosen,
         machine=machine_type,
         qemu_version=qemu,
         kernel_version=image.kernel_version,
         host_kernel=host,
-        reason=f"TCG: {why_not}" if why_not else "KVM: a VM booted and ran the probe",
+        reason=reason,
         detected_at=_now(),
     )
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -187,5 +252,25 @@ def detect(image: Image, cache: Path, *, redetect: bool = False) -> Detection:
     return detection
 
 
-def machine_for(detection: Detection) -> Machine:
-    return Machine(detection.backend, detection.machine, tsc_khz=host_tsc_khz())
+def refuse_unless_usable(detection: Detection) -> None:
+    if detection.backend == "none":
+        raise die(f"the sandbox will not run jobs: {detection.reason}",
+                  hint="install runsc (apt-get install runsc), or set sandbox.allow_emulation: "
+                  "true to accept QEMU TCG, which is not a security boundary")
+
+
+def machine_for(detection: Detection) -> Machine | None:
+    """The QEMU machine for a VM backend; None for gVisor. Refuses when there is no backend."""
+    refuse_unless_usable(detection)
+    if detection.backend == "gvisor":
+        return None
+    accel: Accel = "kvm" if detection.backend == "kvm" else "tcg"
+    return Machine(accel, detection.machine, tsc_khz=host_tsc_khz())
+
+
+def run_once(detection: Detection, image: Image, request: JobRequest) -> JobResult:
+    """One cold job on the detected backend (a fresh VM, or a fresh gVisor sandbox)."""
+    machine = machine_for(detection)
+    if machine is None:
+        return gvisor.run_job(request)
+    return run_cold(machine, image, request)

@@ -197,6 +197,9 @@ class Broker:
         self.queue_wait_s, self.read_timeout_s = queue_wait_s, read_timeout_s
         self.open: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(per_host, thread_name_prefix="agentgw-job")
+        # Requests are parsed (JSON, base64, validation: up to seconds at the size cap) off the
+        # event loop, one at a time, so the loop keeps accepting and answering meanwhile.
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="agentgw-parse")
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(
@@ -263,7 +266,9 @@ class Broker:
                 hint="wait for running jobs to finish, or raise max_concurrent_per_profile",
             )
         try:
-            request = parse_request(await self._read_line(reader), self.limits)
+            line = await self._read_line(reader)
+            request = await asyncio.get_running_loop().run_in_executor(
+                self._parser, parse_request, line, self.limits)
         except BrokerError as exc:
             return render_error(exc.kind, exc.message, exc.hint)
         granted = await self.slots.acquire(profile, self.queue_wait_s)
@@ -339,3 +344,4 @@ class Broker:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self._executor.shutdown(wait=True)
+            self._parser.shutdown(wait=True)

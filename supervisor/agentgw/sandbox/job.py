@@ -24,10 +24,12 @@ from agentgw.sandbox.cpio import Writer
 MiB = 1024 * 1024
 MAX_ARGV_BYTES = 128 * 1024  # one shell script line; well under the guest's ARG_MAX
 MAX_INPUT_BYTES = 16 * MiB  # stdin + files live in guest RAM; larger data needs a disk image
+MAX_FILES = 1024  # files per request: each is materialised (cpio entry or a file on disk)
 MAX_OUTPUT_BYTES = 64 * MiB  # the host config allows this much; the VM must hold it twice
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
 
-Backend = Literal["kvm", "tcg"]
+Backend = Literal["kvm", "gvisor", "tcg"]
+Accel = Literal["kvm", "tcg"]  # the QEMU accelerators
 
 
 class JobRequest(BaseModel):
@@ -58,6 +60,8 @@ class JobRequest(BaseModel):
     @field_validator("files")
     @classmethod
     def _files(cls, files: dict[str, bytes]) -> dict[str, bytes]:
+        if len(files) > MAX_FILES:
+            raise ValueError(f"{len(files)} files, over {MAX_FILES}")
         for path in files:
             check_relative_path(path)
         return files

@@ -29,8 +29,8 @@ from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
-from agentgw.sandbox import backend, image
-from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog
+from agentgw.sandbox import backend, gvisor, image
+from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog, Runner
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
 from agentgw.sdnotify import notify
@@ -96,14 +96,19 @@ def records_on_stdout() -> ExecLog:
     return ExecLog(fd)
 
 
-def detect_readonly(built: image.Image, cache: Path) -> backend.Detection:
+def detect_readonly(
+    built: image.Image, cache: Path, *, allow_emulation: bool = False
+) -> backend.Detection:
     """The backend recorded in the image cache for this kernel + QEMU + host when there is one;
-    otherwise probed now. The cache is read-only to the broker, so the detection runs on a
+    otherwise probed now. Not gVisor: runsc needs privileges (namespaces, ptrace, mounts) that
+    agentgw-sandbox.service does not have, so the broker runs KVM, else TCG when allowed.
+    The cache is read-only to the broker, so the detection runs on a
     private copy of the cache's records."""
     with tempfile.TemporaryDirectory(prefix="agentgw-detect-") as tmp:
         for found in cache.glob("backend-*.json"):
             shutil.copy(found, tmp)
-        return backend.detect(built, Path(tmp))
+        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation,
+                              allow_gvisor=False)
 
 
 def open_listeners(layout: Layout, config: Config) -> dict[str, socket.socket]:
@@ -143,6 +148,23 @@ async def _serve(broker: Broker, listeners: Mapping[str, socket.socket], status:
     notify("STOPPING=1")
 
 
+def _serve_with(
+    layout: Layout, config: Config, listeners: Mapping[str, socket.socket], records: ExecLog,
+    queue_wait_s: float, runner: Runner, how: str,
+) -> None:
+    limits = config.host.sandbox
+    broker = Broker(
+        limits=host_limits(limits),
+        per_profile=limits.max_concurrent_per_profile,
+        per_host=limits.max_concurrent_host,
+        runner=runner, records=records, user_of=config.host.user, uid_of=uid_of,
+        queue_wait_s=queue_wait_s,
+    )
+    status = f"serving {', '.join(sorted(listeners))} on {how}"
+    log.info("sandbox_broker_ready", status=status)
+    asyncio.run(_serve(broker, listeners, status))
+
+
 def run_broker(
     layout: Layout, config: Config, *, cache: Path, records: ExecLog,
     queue_wait_s: float = QUEUE_WAIT_S,
@@ -156,20 +178,16 @@ def run_broker(
             log.warning("sandbox_broker_as_root",
                         reason="QEMU runs as root; agentgw-sandbox.service runs it unprivileged")
         built = image.load(cache)
-        detection = detect_readonly(built, cache)
+        detection = detect_readonly(built, cache, allow_emulation=limits.allow_emulation)
         machine = backend.machine_for(detection)
+        if machine is None:  # gVisor (not chosen by detect_readonly today): no warm pool
+            _serve_with(layout, config, listeners, records, queue_wait_s, gvisor.run_job,
+                        f"{detection.backend} ({detection.boundary})")
+            return
         with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
                       cpus=limits.vcpus) as pool:
-            broker = Broker(
-                limits=host_limits(limits),
-                per_profile=limits.max_concurrent_per_profile,
-                per_host=limits.max_concurrent_host,
-                runner=pool.run, records=records, user_of=config.host.user, uid_of=uid_of,
-                queue_wait_s=queue_wait_s,
-            )
-            status = (f"serving {', '.join(sorted(listeners))} on {detection.backend} "
-                      f"({detection.boundary}), warm pool {limits.pool_size}")
-            log.info("sandbox_broker_ready", status=status)
-            asyncio.run(_serve(broker, listeners, status))
+            _serve_with(layout, config, listeners, records, queue_wait_s, pool.run,
+                        f"{detection.backend} ({detection.boundary}), "
+                        f"warm pool {limits.pool_size}")
     finally:
         close_listeners(layout, listeners)

@@ -26,7 +26,7 @@ from agentgw.sandbox.image import Image
 from agentgw.sandbox.job import (
     MAX_OUTPUT_BYTES,
     TIMED_OUT_EXIT,
-    Backend,
+    Accel,
     JobRequest,
     JobResult,
     new_nonce,
@@ -42,7 +42,7 @@ log = get_logger(__name__)
 
 QEMU = "qemu-system-x86_64"
 SECCOMP = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-BOOT_BUDGET_S: dict[Backend, float] = {"kvm": 5.0, "tcg": 20.0}
+BOOT_BUDGET_S: dict[Accel, float] = {"kvm": 5.0, "tcg": 20.0}
 # Base64 over the emulated UART moves a few MB/s under TCG; this is ample, not tight.
 TRANSFER_S_PER_MIB = 4.0
 SETTLE_S = 3.0  # after the job: collect output, print frames
@@ -52,7 +52,7 @@ SETTLE_S = 3.0  # after the job: collect output, print frames
 class Machine:
     """How QEMU is started: accelerator, machine type, and the host's TSC rate for the guest."""
 
-    accel: Backend
+    accel: Accel
     machine: str = "microvm"
     qemu: str = QEMU
     tsc_khz: int | None = None

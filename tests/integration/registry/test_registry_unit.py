@@ -237,7 +237,9 @@ def test_releases_sandbox_and_head(registry: int) -> None:
     used = {(u["profile"], u["slot"]) for r in doc["releases"] for u in r["used_by"]}
     assert {("api", "current"), ("core", "current")} <= used
     status, sandbox = get_json(None, "/v1/sandbox")
-    assert 200 == status and sandbox["backend"] in ("kvm", "tcg", "unknown")
+    assert 200 == status and sandbox["backend"] in ("kvm", "gvisor", "tcg", "none", "unknown")
+    assert sandbox["boundary"] == (None if sandbox["backend"] == "unknown"
+                                   else sandbox["backend"] in ("kvm", "gvisor"))
     assert (200, "") == request(None, "HEAD", "/v1/profiles")
 
 

@@ -57,32 +57,112 @@ def test_key_changes_with_kernel_qemu_and_host() -> None:
 def test_cached_detection_is_reused_without_booting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A detection stored for this kernel + QEMU + host is returned as is: no VM is booted."""
+    """A KVM or gVisor detection stored for this kernel + QEMU + host is returned as is: nothing
+    is probed. (A stored TCG answer is not: it was a fallback, so the better ones are retried.)"""
     monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
     monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+    monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: "/usr/bin/runsc")
 
     def no_boot(*args: object, **kwargs: object) -> str:
         raise AssertionError("must not probe")
 
     monkeypatch.setattr(backend, "_try_kvm", no_boot)
+    monkeypatch.setattr(backend, "_try_gvisor", no_boot)
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    stored = Detection(backend="tcg", machine="microvm", qemu_version="QEMU 7.2",
-                       kernel_version="6.1", host_kernel="6.18", reason="TCG: test",
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
                        detected_at="2026-01-01T00:00:00+00:00")
     key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
     (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
     assert backend.detect(img, tmp_path) == stored
-    assert stored.boundary == "emulation-only"
+    assert stored.boundary == "user-space-kernel"
 
 
-def test_detection_falls_back_to_tcg_and_says_why(
+def test_a_cached_gvisor_answer_is_dropped_once_runsc_is_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When the KVM boot fails the answer is TCG, with the reason, and it is cached."""
+    """gVisor removed after detection: probed again, and without emulation allowed, refused."""
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+    monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
+    monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: None)
+    monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "no /dev/kvm")
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    found = backend.detect(img, tmp_path)
+    assert found.backend == "none"
+    assert "runsc (gVisor) is not installed" in found.reason
+    with pytest.raises(AgentgwError, match="will not run jobs"):
+        backend.machine_for(found)
+
+
+@pytest.mark.parametrize(
+    ("kvm", "gv", "emulation", "chosen"),
+    [
+        ("", "", False, "kvm"),
+        ("", "runsc missing", False, "kvm"),
+        ("hang", "", False, "gvisor"),
+        ("hang", "", True, "gvisor"),
+        ("hang", "runsc missing", True, "tcg"),
+        ("hang", "runsc missing", False, "none"),
+    ],
+)
+def test_backends_are_chosen_best_first(kvm: str, gv: str, emulation: bool, chosen: str) -> None:
+    """KVM, then gVisor, then TCG only when emulation is allowed; the reason names the skipped."""
+    got, reason = backend.choose(kvm, gv, allow_emulation=emulation)
+    assert got == chosen
+    if kvm:
+        assert kvm in reason
+    if chosen in ("tcg", "none"):
+        assert gv in reason
+    assert backend.is_boundary(got) == (chosen in ("kvm", "gvisor"))
+
+
+def test_detection_falls_back_to_tcg_only_when_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KVM and gVisor failing: TCG with the reasons when allowed, else none; cached."""
     monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
     monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
     monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "a KVM boot failed: hang")
+    monkeypatch.setattr(backend, "_try_gvisor", lambda: "runsc (gVisor) is not installed")
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    found = backend.detect(img, tmp_path)
-    assert (found.backend, found.reason) == ("tcg", "TCG: a KVM boot failed: hang")
+    found = backend.detect(img, tmp_path, allow_emulation=True)
+    assert found.backend == "tcg"
+    assert "a KVM boot failed: hang" in found.reason and "not a security boundary" in found.reason
     assert len(list(tmp_path.glob("backend-*.json"))) == 1
+    assert backend.detect(img, tmp_path).backend == "none"
+
+
+def test_the_broker_never_picks_gvisor_and_keeps_an_allowed_tcg_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """allow_gvisor=False (the broker): a stored gVisor answer is not used; KVM failing, TCG
+    when allowed, and that TCG answer is then reused without probing again."""
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+    monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
+    monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: "/usr/bin/runsc")
+    probes: list[str] = []
+    monkeypatch.setattr(backend, "_try_kvm",
+                        lambda image, machine: probes.append("kvm") or "hang")
+
+    def no_gvisor() -> str:
+        raise AssertionError("the broker must not probe gVisor")
+
+    monkeypatch.setattr(backend, "_try_gvisor", no_gvisor)
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    found = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
+    assert found.backend == "tcg" and "cannot start runsc" in found.reason
+    again = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
+    assert again == found and probes == ["kvm"]
+    assert backend.detect(img, tmp_path, allow_gvisor=False).backend == "none"

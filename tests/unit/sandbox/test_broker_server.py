@@ -229,3 +229,24 @@ def test_listener_belongs_to_root_and_the_profile_group(tmp_path: Path) -> None:
     make_listener(path, 65534).close()
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 65534, 0o660)
+
+
+def test_requests_are_parsed_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parse_request (JSON, base64, validation of up to 23 MiB) runs in the parser thread, not
+    on the loop's thread that accepts and answers every profile."""
+    from agentgw.sandbox import broker as broker_module
+
+    threads: list[str] = []
+    real = broker_module.parse_request
+
+    def spy(line: bytes, limits: Any) -> JobRequest:
+        threads.append(threading.current_thread().name)
+        return real(line, limits)
+
+    monkeypatch.setattr(broker_module, "parse_request", spy)
+    with served(tmp_path) as srv:
+        answer = exchange(srv.sockets["api"], request_line({"argv": ["true"]}))
+    assert answer["ok"] is True
+    assert len(threads) == 1 and threads[0].startswith("agentgw-parse")

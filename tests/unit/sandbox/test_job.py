@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from agentgw.sandbox import guest
 from agentgw.sandbox.cpio import parse
 from agentgw.sandbox.job import (
+    MAX_FILES,
     MAX_INPUT_BYTES,
     TIMED_OUT_EXIT,
     JobRequest,
@@ -61,6 +62,7 @@ def test_request_defaults_and_json_round_trip() -> None:
         {"argv": ("x",), "timeout_s": 0},
         {"argv": ("x",), "memory_mb": 16},
         {"argv": ("x",), "stdin": b"x" * (MAX_INPUT_BYTES + 1)},
+        {"argv": ("x",), "files": {f"f{i}": b"" for i in range(MAX_FILES + 1)}},
         {"argv": ("x",), "surprise": 1},
     ],
 )

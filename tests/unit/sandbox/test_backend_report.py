@@ -1,0 +1,46 @@
+"""What the registry and ``status`` say about the sandbox backend, from the stored self-test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentgw.cli.status import sandbox_line
+from agentgw.paths import Layout
+from agentgw.registry.reads import read_sandbox
+
+
+def _store(layout: Layout, backend: str) -> None:
+    base = layout.state / "sandbox"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "selftest.json").write_text(json.dumps(
+        {"backend": backend, "time": "2026-12-04T04:00:00+00:00"}))
+
+
+@pytest.mark.parametrize(
+    ("backend", "boundary", "line"),
+    [
+        ("gvisor", True, "sandbox: gvisor (a security boundary)"),
+        ("kvm", True, "sandbox: kvm (a security boundary)"),
+        ("tcg", False, "sandbox: tcg (NOT a security boundary)"),
+        ("none", False, "sandbox: none (NOT a security boundary)"),
+    ],
+)
+def test_backend_and_boundary_are_reported(
+    tmp_path: Path, backend: str, boundary: bool, line: str
+) -> None:
+    layout = Layout(root=tmp_path)
+    _store(layout, backend)
+    report = read_sandbox(layout, 0.0)
+    assert (report.backend, report.boundary) == (backend, boundary)
+    assert report.kvm == (backend == "kvm")
+    assert sandbox_line(layout) == line
+
+
+def test_no_selftest_is_unknown_not_guessed(tmp_path: Path) -> None:
+    layout = Layout(root=tmp_path)
+    report = read_sandbox(layout, 0.0)
+    assert (report.backend, report.boundary) == ("unknown", None)
+    assert sandbox_line(layout).startswith("sandbox: unknown")
