@@ -1,8 +1,9 @@
 """A lab's network link and sshd: a veth pair into a network namespace the caller created.
 
-The lab end is moved into the container (nspawn ``--network-interface``, which also gives it
-a private network), the other end into the caller's namespace. Both get an IPv6 ULA address
-of a /64 derived from the lab's name, so the addresses exist only on that pair and no traffic
+The lab end is put into a namespace of the lab's own (``agentgw-lab-<name>``, which nspawn
+joins with ``--network-namespace-path``: ``--network-interface`` would refuse an interface
+udev has not initialized, and these hosts run no udev), the other end into the caller's.
+Both get an IPv6 ULA address of a /64 derived from the lab's name, so the addresses exist only on that pair and no traffic
 leaves the machine. The sshd is OpenSSH's, run as a transient unit inside the lab, with a host
 key made at boot (per run) and the root login allowed for the caller's public key only.
 """
@@ -77,25 +78,34 @@ def check_netns(netns: str) -> None:
         )
 
 
-def create_pair(lab: str, netns: str) -> None:
-    """The veth pair, its namespace end configured and up; the lab end stays here until
-    nspawn moves it in."""
+def lab_netns(lab: str) -> str:
+    return f"agentgw-lab-{lab}"
+
+
+def create_pair(lab: str, netns: str) -> Path:
+    """The lab's namespace and the veth pair, both ends addressed and up; returns the path
+    nspawn joins."""
     check_netns(netns)
+    own = lab_netns(lab)
     inside, outside = names(lab)
-    _, peer = addresses(lab)
-    run.run(["ip", "link", "add", inside, "type", "veth", "peer", "name", outside,
+    address, peer = addresses(lab)
+    run.run(["ip", "netns", "add", own])
+    run.run(["ip", "link", "add", inside, "netns", own, "type", "veth", "peer", "name", outside,
              "netns", netns])
-    run.run(["ip", "-n", netns, "addr", "add", f"{peer}/64", "dev", outside, "nodad"])
-    run.run(["ip", "-n", netns, "link", "set", outside, "up"])
+    for ns, dev, addr in ((own, inside, address), (netns, outside, peer)):
+        run.run(["ip", "-n", ns, "addr", "add", f"{addr}/64", "dev", dev, "nodad"])
+        run.run(["ip", "-n", ns, "link", "set", dev, "up"])
+    run.run(["ip", "-n", own, "link", "set", "lo", "up"])
+    return Path("/run/netns", own)
 
 
 def remove_pair(lab: str, netns: str) -> None:
-    """Deleting either end deletes both; the pair may already be gone with the lab's or the
-    caller's namespace."""
-    inside, outside = names(lab)
+    """Deleting the lab's namespace deletes its veth end, and with it the caller's end."""
+    _, outside = names(lab)
+    if Path("/run/netns", lab_netns(lab)).exists():
+        run.run(["ip", "netns", "del", lab_netns(lab)], check=False)
     if Path("/run/netns", netns).exists():
         run.run(["ip", "-n", netns, "link", "del", outside], check=False)
-    run.run(["ip", "link", "del", inside], check=False)
 
 
 def write_config(root: Path, lab: str, spec: LinkSpec) -> None:
@@ -114,15 +124,10 @@ def host_key(root: Path) -> str:
 
 
 def setup_script(lab: str, sshd: Path) -> str:
-    """Run inside the booted lab: address the link, make a host key, start the sshd and wait
-    until it listens."""
-    inside, _ = names(lab)
-    address, _ = addresses(lab)
+    """Run inside the booted lab: make a host key, start the sshd and wait until it listens."""
     libs = os.fspath(SSHD_ROOT / "usr/lib/x86_64-linux-gnu")
     return "\n".join([
         "set -eu",
-        f"ip addr add {address}/64 dev {inside} nodad",
-        f"ip link set {inside} up",
         f"mkdir -p {SSH_DIR} /run/sshd",
         f"ssh-keygen -q -t ed25519 -N '' -f {SSH_DIR / 'host_ed25519'}",
         "getent passwd sshd >/dev/null || useradd -r -M -d /run/sshd -s /usr/sbin/nologin sshd",

@@ -260,8 +260,8 @@ class Lab:
         ]
         if spec.link is not None:
             # A private network whose only link is the lab end of the pair.
-            link.create_pair(spec.name, spec.link.netns)
-            argv.append(f"--network-interface={link.names(spec.name)[0]}")
+            own = link.create_pair(spec.name, spec.link.netns)
+            argv.append(f"--network-namespace-path={os.fspath(own)}")
         elif spec.private_network:
             # Its own loopback: gateways in two labs (or a lab and the host) never collide
             # on 127.77.0.N:port, and nothing inside reaches the network.
@@ -328,9 +328,17 @@ class Lab:
                     return
             time.sleep(0.05)
         raise AgentgwError(
-            f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})",
+            f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})"
+            f"; console: {self._console_tail()}",
             hint=f"see {self.dir / 'console.log'}",
         )
+
+    def _console_tail(self) -> str:
+        """The end of the boot log, for errors: the lab's directory is gone after teardown."""
+        try:
+            return (self.dir / "console.log").read_text(errors="replace")[-600:].strip()
+        except OSError:
+            return "(no console.log)"
 
     def _find_init(self) -> int:
         """The container's PID 1: the child of nspawn running systemd. nspawn's first child can
