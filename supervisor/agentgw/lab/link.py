@@ -3,9 +3,10 @@
 The lab end is put into a namespace of the lab's own (``agentgw-lab-<name>``, which nspawn
 joins with ``--network-namespace-path``: ``--network-interface`` would refuse an interface
 udev has not initialized, and these hosts run no udev), the other end into the caller's.
-Both get an IPv6 ULA address of a /64 derived from the lab's name, so the addresses exist only on that pair and no traffic
-leaves the machine. The sshd is OpenSSH's, run as a transient unit inside the lab, with a host
-key made at boot (per run) and the root login allowed for the caller's public key only.
+Both get an IPv6 ULA address of a /64 derived from the lab's name, so the addresses exist only
+on that pair and no traffic leaves the machine. The sshd is OpenSSH's, run as a transient unit
+inside the lab, with a host key made at boot (per run) and the root login allowed for the
+caller's public key only.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import uuid
@@ -122,8 +123,10 @@ def fleet(work: Path, hosts: int = 3) -> Iterator[Fleet]:
                 for i in range(1, hosts + 1)]
         known = work / "known_hosts"
         known.write_text("".join(f"{lab.state.address} {lab.state.host_key}\n" for lab in labs))
-        control = work / "cp"
-        control.mkdir()
+        # ssh's control sockets: a short path (a unix socket path is at most 107 bytes).
+        control = Path(f"/run/agentgw-fleet-{run_id}")
+        control.mkdir(mode=0o700)
+        stack.callback(shutil.rmtree, control, ignore_errors=True)
         ssh_args = (f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
                     f"-o ControlMaster=auto -o ControlPersist=60s -o ControlPath={control}/%C")
         inventory = work / "hosts.ini"

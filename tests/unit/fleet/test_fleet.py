@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.fleet.harness import FLEET, FLEET_VENV, PROFILE, build_releases, fleet, recap
+from tests.unit.fleet.harness import FLEET, FLEET_VENV, build_releases, fleet, recap
 
 pytestmark = pytest.mark.skipif(
     not (FLEET_VENV / "bin/ansible-playbook").exists(),
