@@ -62,7 +62,7 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
         for lab in f.labs:
             row = f.status(lab)
             assert release_of(row) == good.sha
-            assert aligned(row) == "aligned"
+            assert aligned(row) == "yes"
             before[lab.name] = f.main_pid(lab)
             assert before[lab.name] > 0
 
@@ -77,14 +77,14 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
         assert all(lab.name not in results for lab in others), results
         row = f.status(first_host)
         assert release_of(row) == good.sha
-        assert aligned(row) == "aligned"
+        assert aligned(row) == "yes"
         last = row["last_promote"]
         assert isinstance(last, dict) and last["result"] == "rolled_back"
         assert f"{crash.sha}-crash" in f.releases(first_host)
         for lab in others:
             row = f.status(lab)
             assert release_of(row) == good.sha
-            assert aligned(row) == "aligned"
+            assert aligned(row) == "yes"
             assert f.main_pid(lab) == before[lab.name]
             assert f.releases(lab) == [f"{good.sha}-good"]
 

@@ -54,7 +54,7 @@ profiles:
   type: list
   elements: dict
 aligned:
-  description: True when every profile's C(aligned.state) is C(aligned).
+  description: True when every profile's C(aligned.state) is C(yes).
   returned: always
   type: bool
 rc:
@@ -85,7 +85,7 @@ def main():
         fail(module, args, rc, out, err)
     doc = parse_json(module, out, args)
     profiles = doc.get("profiles", [])
-    aligned = all((p.get("aligned") or {}).get("state") == "aligned" for p in profiles)
+    aligned = all((p.get("aligned") or {}).get("state") == "yes" for p in profiles)
     module.exit_json(
         changed=False, ansible_facts=dict(agentgw_status=doc), profiles=profiles,
         aligned=aligned, rc=rc,
