@@ -22,6 +22,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def fatal(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure lines of an ansible-playbook run and its end, for assertion messages."""
+    lines = [line for line in result.stdout.splitlines() if line.startswith("fatal")]
+    return "\n".join(lines) + "\n" + result.stdout[-2500:] + result.stderr[-1500:]
+
+
 def release_of(row: dict[str, object]) -> str:
     release = row["release"]
     assert isinstance(release, dict)
@@ -42,21 +48,21 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
     good, crash = releases["good"], releases["crash"]
     with fleet(tmp_path) as f:
         first = f.playbook("bootstrap.yml")
-        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        assert first.returncode == 0, fatal(first)
         again = f.playbook("bootstrap.yml")
-        assert again.returncode == 0, again.stdout[-3000:]
+        assert again.returncode == 0, fatal(again)
         second = recap(again.stdout)
         assert sorted(second) == sorted(lab.name for lab in f.labs)
         assert {h: r["changed"] for h, r in second.items()} == {lab.name: 0 for lab in f.labs}
 
         check = f.playbook("rolling-promote.yml", "--check", *good.extra_vars())
-        assert check.returncode == 0, check.stdout[-3000:]
+        assert check.returncode == 0, fatal(check)
         for lab in f.labs:
             assert f.releases(lab) == []
             assert f.main_pid(lab) == 0
 
         promoted = f.playbook("rolling-promote.yml", *good.extra_vars())
-        assert promoted.returncode == 0, promoted.stdout[-4000:] + promoted.stderr[-2000:]
+        assert promoted.returncode == 0, fatal(promoted)
         assert "Summary" in promoted.stdout
         before: dict[str, int] = {}
         for lab in f.labs:
