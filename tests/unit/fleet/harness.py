@@ -103,6 +103,17 @@ def build_releases(work: Path) -> dict[str, Release]:
             for entry in sorted(Path(directory).iterdir()):
                 tar.add(entry, arcname=entry.name)
         found[label] = Release(label=label, sha=sha, tarball=tarball)
+        if label == "good":
+            # A second good release (the benchmark moves between the two): the same tree plus
+            # a file, under A's sha with another first digit.
+            with tarfile.open(work / "good2.tar.gz", "w:gz") as tar:
+                for entry in sorted(Path(directory).iterdir()):
+                    tar.add(entry, arcname=entry.name)
+                changes = work / "CHANGES"
+                changes.write_text("second build\n")
+                tar.add(changes, arcname="CHANGES")
+            sha2 = ("c" if sha.startswith("b") else "b") + sha[1:]
+            found["good2"] = Release(label="good2", sha=sha2, tarball=work / "good2.tar.gz")
     return found
 
 
