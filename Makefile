@@ -80,7 +80,7 @@ sshd:
 # ansible-lint at the production profile, then three labs with a network link and an sshd:
 # bootstrap over real ssh, rolling promotes of a good and a broken release (tests/unit/fleet).
 fleet: setup fleet-venv sshd
-	cd fleet && $(FLEET_VENV)/bin/ansible-lint --profile production playbooks ansible_collections
+	cd fleet && PATH=$(FLEET_VENV)/bin:$$PATH ansible-lint --profile production playbooks ansible_collections
 	$(VENV)/bin/pytest tests/unit/fleet
 
 # Boots a disposable systemd (the lab), runs the integration tests inside it, tears it down.
