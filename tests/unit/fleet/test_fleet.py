@@ -2,7 +2,8 @@
 
 Each host is a lab (real systemd) with a veth link into a namespace of this test and an sshd;
 ansible-playbook runs in that namespace. Proven: bootstrap works and a second run changes
-nothing; --check moves nothing; a rolling promote of a good release aligns all three; a broken
+nothing; --check moves nothing; a rolling promote of a good release aligns all three, and a
+second one changes nothing; a broken
 release rolls back on the first host, halts the play, and leaves the other two untouched
 (their own `agentgw status --json`, release lists and MainPIDs).
 """
@@ -71,6 +72,13 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
             assert aligned(row) == "yes"
             before[lab.name] = f.main_pid(lab)
             assert before[lab.name] > 0
+
+        # The same release again: nothing moves, no task reports a change, no restart.
+        same = f.playbook("rolling-promote.yml", *good.extra_vars())
+        assert same.returncode == 0, fatal(same)
+        assert {h: r["changed"] for h, r in recap(same.stdout).items()} == {
+            lab.name: 0 for lab in f.labs}
+        assert {lab.name: f.main_pid(lab) for lab in f.labs} == before
 
         broken = f.playbook("rolling-promote.yml", *crash.extra_vars())
         assert broken.returncode != 0
