@@ -12,6 +12,7 @@ caller's public key only.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,10 @@ def addresses(lab: str) -> tuple[str, str]:
     """(lab address, namespace address) in the lab's own ULA /64."""
     digest = hashlib.sha256(lab.encode()).hexdigest()
     subnet = f"{ULA_PREFIX}:{digest[:4]}:{digest[4:8]}"
-    return f"{subnet}::2", f"{subnet}::1"
+    # The canonical text (no leading zeros in a group): ssh looks known_hosts up by it, so a
+    # group like 0e6e written as such is never found.
+    return (ipaddress.IPv6Address(f"{subnet}::2").compressed,
+            ipaddress.IPv6Address(f"{subnet}::1").compressed)
 
 
 def find_sshd() -> Path:

@@ -29,3 +29,10 @@ def test_sshd_config_listens_only_on_the_link_with_keys_only() -> None:
     assert "ListenAddress [fd61:6777:1:2::2]:22\n" in config
     assert "PasswordAuthentication no\n" in config
     assert "PermitRootLogin prohibit-password\n" in config
+
+
+def test_addresses_are_canonical_text() -> None:
+    """ssh finds a host in known_hosts by the canonical text: no group with a leading zero."""
+    for i in range(200):
+        for address in link.addresses(f"fleet-x-{i}"):
+            assert address == ipaddress.IPv6Address(address).compressed
