@@ -6,13 +6,15 @@ AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc
 
-.PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help
+.PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help \
+	fleet fleet-venv sshd
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
-	@echo "make test   - set up, lint (ruff, mypy --strict), unit tests, integration tests in the lab"
+	@echo "make test   - set up, lint (ruff, mypy --strict), unit tests, fleet (ansible), integration in the lab"
 	@echo "make bench  - set up and run benchmarks/ (prints a table)"
 	@echo "make soak   - faults in one profile vs its sibling, 200 promote/rollback cycles (lab)"
+	@echo "make fleet  - ansible-lint, and the Ansible collection over real ssh against 3 labs"
 
 setup: apt venv sandbox-image wheels
 
@@ -51,15 +53,44 @@ lint: setup
 	$(VENV)/bin/mypy
 
 unit: setup
-	$(VENV)/bin/pytest -m 'not integration' tests
+	$(VENV)/bin/pytest -m 'not integration' --ignore=tests/unit/fleet tests
+
+# The Ansible side (issue 17): ansible-core and ansible-lint, pinned in fleet/requirements.txt,
+# live in their own venv so the main venv's install stays as it is.
+FLEET_VENV ?= /opt/agentgw/fleet-venv
+fleet-venv:
+	@if ! $(FLEET_VENV)/bin/python -m pip install -q --dry-run --no-index --find-links /nonexistent \
+		-r fleet/requirements.txt >/dev/null 2>&1; then \
+		[ -x $(FLEET_VENV)/bin/python ] || /usr/bin/python3 -m venv $(FLEET_VENV); \
+		$(FLEET_VENV)/bin/python -m pip install -q -r fleet/requirements.txt 2>&1 \
+			| grep -v '^WARNING: Location' || true; \
+	fi
+
+# The labs' sshd: Debian's openssh-server (and libwrap0) unpacked, not installed (installing
+# would start an sshd on this machine). A no-op when present.
+SSHD_CACHE := /var/cache/agentgw/sshd
+sshd:
+	@if [ ! -x $(SSHD_CACHE)/root/usr/sbin/sshd ] || \
+		[ ! -e $(SSHD_CACHE)/root/usr/lib/x86_64-linux-gnu/libwrap.so.0 ]; then \
+		mkdir -p $(SSHD_CACHE) && cd $(SSHD_CACHE) && \
+		apt-get download openssh-server libwrap0 2>&1 | grep -v '^W: Download is performed unsandboxed' ; \
+		for deb in $(SSHD_CACHE)/*.deb; do dpkg-deb -x $$deb $(SSHD_CACHE)/root; done; \
+	fi
+
+# ansible-lint at the production profile, then three labs with a network link and an sshd:
+# bootstrap over real ssh, rolling promotes of a good and a broken release (tests/unit/fleet).
+fleet: setup fleet-venv sshd
+	cd fleet && PATH=$(FLEET_VENV)/bin:$$PATH ansible-lint --profile production playbooks ansible_collections
+	$(VENV)/bin/pytest tests/unit/fleet
 
 # Boots a disposable systemd (the lab), runs the integration tests inside it, tears it down.
 integration: setup
 	VENV=$(VENV) scripts/integration
 
-test: lint unit integration
+test: lint unit fleet integration
 	@if findmnt -rn -o TARGET | grep -q '/run/agentgw-lab/'; then echo "lab mounts left behind"; exit 1; fi
 	@if pgrep -x systemd-nspawn >/dev/null; then echo "nspawn processes left behind"; exit 1; fi
+	@if ip netns list | grep -q '^agentgw-'; then echo "network namespaces left behind"; exit 1; fi
 	@echo "make test: lint, unit and integration passed"
 
 demo: setup

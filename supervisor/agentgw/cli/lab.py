@@ -10,6 +10,7 @@ import click
 from agentgw import run
 from agentgw.cli.context import echo_json
 from agentgw.errors import AgentgwError, Exit
+from agentgw.lab.link import LinkSpec
 from agentgw.lab.machine import DEFAULT_NAME, Lab, LabSpec, booted, why_unavailable
 
 
@@ -67,6 +68,30 @@ cgroups_option = click.option(
     "controllers delegated read-write, so they are.",
 )
 
+link_option = click.option(
+    "--link",
+    "netns",
+    metavar="NETNS",
+    help="Give the lab a network link instead of no network: a veth pair into the network "
+    "namespace NETNS (made by the caller with 'ip netns add'), with IPv6 ULA addresses that "
+    "exist only on that pair, and an sshd on the lab's end (host key made at boot). "
+    "Needs --authorized-key.",
+)
+key_option = click.option(
+    "--authorized-key",
+    "authorized_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public key file allowed to log in as root over the --link's sshd.",
+)
+
+
+def link_spec(netns: str | None, authorized_key: Path | None) -> LinkSpec | None:
+    if netns is None and authorized_key is None:
+        return None
+    if netns is None or authorized_key is None:
+        raise click.UsageError("--link and --authorized-key go together")
+    return LinkSpec(netns=netns, authorized_key=authorized_key.read_text())
+
 
 @click.group()
 def lab() -> None:
@@ -82,15 +107,22 @@ def lab() -> None:
 @bind_option
 @bpf_option
 @cgroups_option
-def lab_up(name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str) -> None:
-    """Boot a lab and wait until its systemd is running; prints the boot time."""
-    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups)
+@link_option
+@key_option
+def lab_up(name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str,
+           netns: str | None, authorized_key: Path | None) -> None:
+    """Boot a lab and wait until its systemd is running; prints the boot time (and, with
+    --link, the lab's address and sshd host key; also in 'lab status --json')."""
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups,
+                   link=link_spec(netns, authorized_key))
     machine = Lab.up(spec)
     click.echo(
         f"lab {name} up in {machine.state.boot_seconds:.2f}s "
         f"(init pid {machine.state.leader_pid}, bpf {'allowed' if spec.bpf else 'blocked'}, "
         f"cgroups {cgroups})"
     )
+    if machine.state.address:
+        click.echo(f"ssh root@{machine.state.address} (host key {machine.state.host_key})")
 
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True})
@@ -113,15 +145,19 @@ def lab_exec(name: str, cwd: Path | None, argv: tuple[str, ...]) -> None:
 @bind_option
 @bpf_option
 @cgroups_option
+@link_option
+@key_option
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def lab_run(
-    name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str, argv: tuple[str, ...]
+    name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str, netns: str | None,
+    authorized_key: Path | None, argv: tuple[str, ...]
 ) -> None:
     """Boot a lab, run ARGV inside, and tear the lab down whatever happens (also on Ctrl-C).
 
     Exits with ARGV's exit code.
     """
-    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups)
+    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups,
+                   link=link_spec(netns, authorized_key))
     with booted(spec) as machine:
         click.echo(f"lab {name} up in {machine.state.boot_seconds:.2f}s", err=True)
         result = machine.exec(list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False)
@@ -154,6 +190,8 @@ def lab_status(as_json: bool) -> None:
                 "bpf": machine.state.bpf if machine else None,
                 "cgroups": machine.state.cgroups if machine else None,
                 "boot_seconds": machine.state.boot_seconds if machine else None,
+                "address": machine.state.address or None if machine else None,
+                "host_key": machine.state.host_key or None if machine else None,
             }
         )
     if as_json:

@@ -23,7 +23,7 @@ import psutil
 
 from agentgw import run
 from agentgw.errors import AgentgwError, Exit, usage
-from agentgw.lab import cgroups
+from agentgw.lab import cgroups, link
 from agentgw.log import get_logger
 
 log = get_logger(__name__)
@@ -99,6 +99,8 @@ class LabSpec:
     private_network: bool = True
     boot_timeout: float = 90.0
     cgroups: str = "unified"
+    # A veth link into the caller's network namespace and an sshd on it (agentgw.lab.link).
+    link: link.LinkSpec | None = None
 
 
 @dataclass
@@ -114,6 +116,10 @@ class LabState:
     cgroups: str = "unified"
     # The lab's own cgroups on the host (removed at teardown).
     groups: list[str] = field(default_factory=list)
+    # With a link: the caller's namespace, the lab's address on it and its sshd host key.
+    link_netns: str = ""
+    address: str = ""
+    host_key: str = ""
 
 
 def _mounted(path: Path) -> bool:
@@ -197,6 +203,7 @@ class Lab:
             bpf=spec.bpf,
             binds=[os.fspath(b) for b in spec.binds],
             cgroups=spec.cgroups,
+            link_netns=spec.link.netns if spec.link else "",
         )
         lab = cls(state)
         t0 = time.monotonic()
@@ -205,6 +212,8 @@ class Lab:
             lab._write_state()
             lab._boot(spec)
             lab._wait_running(spec.boot_timeout)
+            if spec.link is not None:
+                lab._start_sshd(spec.link)
         except BaseException:
             cls.teardown(spec.name, spec.base)
             raise
@@ -212,6 +221,19 @@ class Lab:
         lab._write_state()
         log.info("lab_up", name=spec.name, seconds=state.boot_seconds)
         return lab
+
+    def _start_sshd(self, spec: link.LinkSpec) -> None:
+        sshd = link.find_sshd()
+        link.write_config(self.root, self.name, spec)
+        result = self.exec(["sh", "-c", link.setup_script(self.name, sshd)], check=False,
+                           timeout=30)
+        if result.returncode != 0:
+            raise AgentgwError(
+                f"the lab's sshd did not start: {result.stderr.strip()[-400:]}",
+                hint=f"see {self.dir / 'console.log'}",
+            )
+        self.state.address = link.addresses(self.name)[0]
+        self.state.host_key = link.host_key(self.root)
 
     def _mount(self) -> None:
         ovl, root = self.dir / "ovl", self.root
@@ -236,7 +258,11 @@ class Lab:
             "--register=no",
             "--keep-unit",
         ]
-        if spec.private_network:
+        if spec.link is not None:
+            # A private network whose only link is the lab end of the pair.
+            own = link.create_pair(spec.name, spec.link.netns)
+            argv.append(f"--network-namespace-path={os.fspath(own)}")
+        elif spec.private_network:
             # Its own loopback: gateways in two labs (or a lab and the host) never collide
             # on 127.77.0.N:port, and nothing inside reaches the network.
             argv.append("--private-network")
@@ -302,9 +328,17 @@ class Lab:
                     return
             time.sleep(0.05)
         raise AgentgwError(
-            f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})",
+            f"the lab did not reach 'running' within {timeout:.0f}s (last state: {last or '?'})"
+            f"; console: {self._console_tail()}",
             hint=f"see {self.dir / 'console.log'}",
         )
+
+    def _console_tail(self) -> str:
+        """The end of the boot log, for errors: the lab's directory is gone after teardown."""
+        try:
+            return (self.dir / "console.log").read_text(errors="replace")[-600:].strip()
+        except OSError:
+            return "(no console.log)"
 
     def _find_init(self) -> int:
         """The container's PID 1: the child of nspawn running systemd. nspawn's first child can
@@ -392,6 +426,8 @@ class Lab:
         lab = cls.find(name, base)
         if lab is not None:
             lab._stop()
+        if lab is not None and lab.state.link_netns:
+            link.remove_pair(name, lab.state.link_netns)
         for mount in (lab_dir / "root", lab_dir / "ovl"):
             cls._umount(mount)
         if lab is not None:

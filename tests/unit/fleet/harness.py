@@ -1,0 +1,157 @@
+"""Three (or n) lab hosts reachable over real ssh from a network namespace, and ansible-playbook
+run from that namespace: the set-up of the fleet test and benchmark.
+
+Per run: a network namespace, a client key, one lab per host with a veth link into the
+namespace and an sshd (its host key made at boot, written to this run's known_hosts).
+Everything is removed on exit, also when the body fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentgw.lab.link import LinkSpec
+from agentgw.lab.machine import Lab, LabSpec, booted
+
+REPO = Path(__file__).resolve().parents[3]
+FLEET = REPO / "fleet"
+FLEET_VENV = Path(os.environ.get("AGENTGW_FLEET_VENV", "/opt/agentgw/fleet-venv"))
+AGENTGW = "/opt/agentgw/venv/bin/agentgw"
+PROFILE = "api"
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass(frozen=True)
+class Release:
+    label: str
+    sha: str
+    tarball: Path
+
+    def extra_vars(self) -> list[str]:
+        return ["-e", f"release_tarball={self.tarball}", "-e", f"release_sha={self.sha}",
+                "-e", f"release_label={self.label}"]
+
+
+@dataclass
+class Fleet:
+    netns: str
+    labs: list[Lab]
+    inventory: Path
+    work: Path
+
+    def playbook(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{FLEET_VENV / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": os.fspath(self.work),
+            "ANSIBLE_CONFIG": os.fspath(FLEET / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_LOCAL_TEMP": os.fspath(self.work / "ansible-tmp"),
+        }
+        argv = ["ip", "netns", "exec", self.netns, os.fspath(FLEET_VENV / "bin/ansible-playbook"),
+                "-i", os.fspath(self.inventory), os.fspath(FLEET / "playbooks" / name), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=FLEET,
+                              check=False, timeout=600)
+
+    def agentgw(self, lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+        """agentgw on that host itself (not through Ansible)."""
+        result = lab.exec([AGENTGW, *args], check=False, timeout=120)
+        return subprocess.CompletedProcess(args, result.returncode, result.stdout, result.stderr)
+
+    def status(self, lab: Lab) -> dict[str, object]:
+        row = json.loads(self.agentgw(lab, "status", PROFILE, "--json").stdout)["profiles"][0]
+        assert isinstance(row, dict)
+        return row
+
+    def main_pid(self, lab: Lab) -> int:
+        out = lab.exec(["systemctl", "show", "-P", "MainPID", f"agent-gateway@{PROFILE}.service"])
+        return int(out.stdout.strip())
+
+    def releases(self, lab: Lab) -> list[str]:
+        doc = json.loads(self.agentgw(lab, "release", "list", "--json").stdout)
+        return [str(r["name"]) for r in doc["releases"]]
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP per host: ok, changed, unreachable, failed."""
+    return {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]),
+                   "failed": int(m[5])} for m in RECAP.finditer(stdout)}
+
+
+def build_releases(work: Path) -> dict[str, Release]:
+    """The demo runtime's good and crash trees (scripts/build-releases), as tarballs."""
+    out = subprocess.run([os.fspath(REPO / "scripts/build-releases"), "--out",
+                          os.fspath(work / "build")], capture_output=True, text=True,
+                         check=True).stdout
+    found: dict[str, Release] = {}
+    for line in out.splitlines():
+        label, sha, directory = line.split()
+        if label not in ("good", "crash"):
+            continue
+        tarball = work / f"{label}.tar.gz"
+        with tarfile.open(tarball, "w:gz") as tar:
+            for entry in sorted(Path(directory).iterdir()):
+                tar.add(entry, arcname=entry.name)
+        found[label] = Release(label=label, sha=sha, tarball=tarball)
+        if label == "good":
+            # A second good release (the benchmark moves between the two): the same tree plus
+            # a file, under A's sha with another first digit.
+            with tarfile.open(work / "good2.tar.gz", "w:gz") as tar:
+                for entry in sorted(Path(directory).iterdir()):
+                    tar.add(entry, arcname=entry.name)
+                changes = work / "CHANGES"
+                changes.write_text("second build\n")
+                tar.add(changes, arcname="CHANGES")
+            sha2 = ("c" if sha.startswith("b") else "b") + sha[1:]
+            found["good2"] = Release(label="good2", sha=sha2, tarball=work / "good2.tar.gz")
+    return found
+
+
+@contextmanager
+def fleet(work: Path, hosts: int = 3) -> Iterator[Fleet]:
+    run_id = uuid.uuid4().hex[:6]
+    netns = f"agentgw-fleet-{run_id}"
+    key = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"fleet-{run_id}",
+                    "-f", os.fspath(key)], check=True)
+    with ExitStack() as stack:
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+        stack.callback(subprocess.run, ["ip", "netns", "del", netns], check=False)
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        link = LinkSpec(netns=netns, authorized_key=key.with_suffix(".pub").read_text())
+        labs = [stack.enter_context(booted(LabSpec(name=f"fleet-{run_id}-{i}", binds=(REPO,),
+                                                   link=link)))
+                for i in range(1, hosts + 1)]
+        known = work / "known_hosts"
+        known.write_text("".join(f"{lab.state.address} {lab.state.host_key}\n" for lab in labs))
+        # ssh's control sockets: a short path (a unix socket path is at most 107 bytes).
+        control = Path(f"/run/agentgw-fleet-{run_id}")
+        control.mkdir(mode=0o700)
+        stack.callback(shutil.rmtree, control, ignore_errors=True)
+        ssh_args = (f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+                    f"-o ControlMaster=auto -o ControlPersist=60s -o ControlPath={control}/%C")
+        inventory = work / "hosts.ini"
+        inventory.write_text(
+            "[agentgw_hosts]\n"
+            + "".join(f"{lab.name} ansible_host={lab.state.address}\n" for lab in labs)
+            + "\n[agentgw_hosts:vars]\nansible_user=root\n"
+            f"ansible_ssh_private_key_file={key}\n"
+            f"ansible_ssh_common_args='{ssh_args}'\n"
+            f"agentgw_profiles=[\"{PROFILE}\"]\n"
+        )
+        # The ssh masters end before their labs do (registered last, so run first).
+        for lab in labs:
+            stack.callback(subprocess.run, [
+                "ip", "netns", "exec", netns, "ssh", "-o", f"ControlPath={control}/%C",
+                "-O", "exit", f"root@{lab.state.address}"], capture_output=True, check=False)
+        yield Fleet(netns=netns, labs=labs, inventory=inventory, work=work)
