@@ -20,7 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.unit.fleet.harness import AGENTGW, FLEET, FLEET_VENV, PROFILE, build_releases, fleet
+from tests.unit.fleet.harness import (
+    AGENTGW,
+    FLEET,
+    FLEET_VENV,
+    PROFILE,
+    Fleet,
+    build_releases,
+    fleet,
+    sign_off_host,
+    signing_vars,
+)
+
+PLUGINS = Path(__file__).resolve().parent / "ansible_plugins"
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:
@@ -28,13 +40,32 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
         raise RuntimeError(result.stdout[-3000:] + result.stderr[-2000:])
 
 
+def timed(f: Fleet, out: Path, *args: str) -> dict[str, Any]:
+    """A playbook run with the agentgw_timing callback: its total and per-task wall times."""
+    _ok(f.playbook(*args, env_extra={
+        "ANSIBLE_CALLBACK_PLUGINS": os.fspath(PLUGINS),
+        "ANSIBLE_CALLBACKS_ENABLED": "agentgw_timing",
+        "AGENTGW_TIMING_OUT": os.fspath(out)}))
+    doc: dict[str, Any] = json.loads(out.read_text())
+    return doc
+
+
+def per_task(doc: dict[str, Any]) -> str:
+    """Seconds per task summed over hosts, the slowest first."""
+    sums: dict[str, float] = {}
+    for row in doc["tasks"]:
+        sums[row["task"]] = sums.get(row["task"], 0.0) + row["seconds"]
+    return ", ".join(f"{t} {s:.2f}" for t, s in sorted(sums.items(), key=lambda x: -x[1]))
+
+
 def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
         releases = build_releases(work)
+        pubkey = sign_off_host(work, releases)
         a, b = releases["good"], releases["good2"]
         with fleet(work) as f:
-            _ok(f.playbook("bootstrap.yml"))
+            _ok(f.playbook("bootstrap.yml", *signing_vars(pubkey)))
             _ok(f.playbook("rolling-promote.yml", *a.extra_vars()))
             _ok(f.playbook("rolling-promote.yml", *b.extra_vars()))
 
@@ -45,11 +76,11 @@ def run() -> list[dict[str, Any]]:
             direct = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            _ok(f.playbook("rolling-promote.yml", *b.extra_vars()))
+            moved = timed(f, work / "rolling.json", "rolling-promote.yml", *b.extra_vars())
             rolling = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            _ok(f.playbook("rolling-promote.yml", *b.extra_vars()))
+            still = timed(f, work / "noop.json", "rolling-promote.yml", *b.extra_vars())
             noop = time.perf_counter() - t0
 
             env = {"PATH": f"{FLEET_VENV / 'bin'}:/usr/bin:/bin", "HOME": os.fspath(work),
@@ -66,7 +97,9 @@ def run() -> list[dict[str, Any]]:
         {"name": "rolling promote, 3 hosts, serial 1", "value": round(rolling, 2), "unit": "s",
          "baseline": round(direct, 2), "ratio": round(rolling / direct, 2),
          "goal": f"<= 1.5x direct + start-up ({budget:.1f} s)", "ok": rolling <= budget},
+        {"name": "rolling promote, per task (s, 3 hosts)", "value": per_task(moved)},
         {"name": "rolling promote, nothing moves", "value": round(noop, 2), "unit": "s"},
+        {"name": "nothing moves, per task (s, 3 hosts)", "value": per_task(still)},
         {"name": "ansible-playbook start-up (--list-tasks)", "value": round(startup, 2),
          "unit": "s"},
     ]

@@ -8,6 +8,7 @@ Everything is removed on exit, also when the body fails.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -37,9 +38,55 @@ class Release:
     sha: str
     tarball: Path
 
+    @property
+    def signature(self) -> Path:
+        """Made once, off-host, by ``agentgw release sign`` (sign_off_host)."""
+        return self.tarball.with_name(self.tarball.name + ".sig")
+
     def extra_vars(self) -> list[str]:
         return ["-e", f"release_tarball={self.tarball}", "-e", f"release_sha={self.sha}",
-                "-e", f"release_label={self.label}"]
+                "-e", f"release_label={self.label}", "-e", f"release_signature={self.signature}"]
+
+
+def sign_off_host(work: Path, releases: dict[str, Release]) -> str:
+    """Sign every release once, here (CI), with a key made for this run, then delete the
+    private half before any lab boots: the hosts only ever get the public key, returned."""
+    key = work / "ci" / "release.key"
+    key.parent.mkdir(mode=0o700)
+    subprocess.run([AGENTGW, "release", "keygen", "--out", os.fspath(key)], check=True,
+                   capture_output=True)
+    try:
+        for release in releases.values():
+            subprocess.run([AGENTGW, "release", "sign", os.fspath(release.tarball), "--sha",
+                            release.sha, "--label", release.label, "--key", os.fspath(key),
+                            "--out", os.fspath(release.signature)], check=True,
+                           capture_output=True)
+    finally:
+        key.unlink()
+    return key.with_name("release.key.pub").read_text().strip()
+
+
+def signing_vars(pubkey: str) -> list[str]:
+    """bootstrap.yml's extra vars: trust the off-host key, make none on the host."""
+    return ["-e", json.dumps({"agentgw_sign_on_host": False, "agentgw_trusted_pubkey": pubkey})]
+
+
+def tampered(work: Path, release: Release) -> Release:
+    """The same release with one byte of one file changed, beside the original signature."""
+    out = work / f"{release.label}-tampered" / release.tarball.name
+    out.parent.mkdir()
+    changed = False
+    with tarfile.open(release.tarball) as src, tarfile.open(out, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            body = data.read() if data is not None else b""
+            if body and not changed:
+                body = bytes([body[0] ^ 0x01]) + body[1:]
+                changed = True
+            dst.addfile(member, io.BytesIO(body) if member.isfile() else None)
+    assert changed, "no file to change in the release"
+    shutil.copyfile(release.signature, out.with_name(out.name + ".sig"))
+    return Release(label=release.label, sha=release.sha, tarball=out)
 
 
 @dataclass
@@ -49,7 +96,8 @@ class Fleet:
     inventory: Path
     work: Path
 
-    def playbook(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def playbook(self, name: str, *args: str,
+                 env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": f"{FLEET_VENV / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": os.fspath(self.work),
@@ -57,6 +105,7 @@ class Fleet:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_LOCAL_TEMP": os.fspath(self.work / "ansible-tmp"),
+            **(env_extra or {}),
         }
         argv = ["ip", "netns", "exec", self.netns, os.fspath(FLEET_VENV / "bin/ansible-playbook"),
                 "-i", os.fspath(self.inventory), os.fspath(FLEET / "playbooks" / name), *args]

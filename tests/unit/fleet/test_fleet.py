@@ -1,11 +1,13 @@
 """The agentgw.fleet collection over real ssh against three lab hosts (issue 17).
 
 Each host is a lab (real systemd) with a veth link into a namespace of this test and an sshd;
-ansible-playbook runs in that namespace. Proven: bootstrap works and a second run changes
-nothing; --check moves nothing; a rolling promote of a good release aligns all three, and a
-second one changes nothing; a broken
-release rolls back on the first host, halts the play, and leaves the other two untouched
-(their own `agentgw status --json`, release lists and MainPIDs).
+ansible-playbook runs in that namespace. The releases are signed once, here, before any lab
+boots, and the private key is deleted: the hosts get only its public half. Proven: bootstrap
+works and a second run changes nothing; --check (and bootstrap's --check --diff) moves nothing
+and says what would; a rolling promote of a good release aligns all three, and a second one
+changes nothing; a release with one byte changed is refused by every host; a broken release
+rolls back on the first host, halts the play, and leaves the other two untouched (their own
+`agentgw status --json`, release lists and MainPIDs).
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.fleet.harness import FLEET, FLEET_VENV, build_releases, fleet, recap
+from tests.unit.fleet.harness import (
+    FLEET,
+    FLEET_VENV,
+    REPO,
+    Fleet,
+    build_releases,
+    fleet,
+    recap,
+    sign_off_host,
+    signing_vars,
+    tampered,
+)
 
 pytestmark = pytest.mark.skipif(
     not (FLEET_VENV / "bin/ansible-playbook").exists(),
@@ -41,26 +54,51 @@ def aligned(row: dict[str, object]) -> str:
     return str(state["state"])
 
 
+def check_runs(f: Fleet, tmp_path: Path, boot: list[str], extra: list[str]) -> None:
+    """bootstrap --check --diff shows a changed profile file's diff; rolling-promote --check
+    says each host would move; neither changes a thing."""
+    gateways = tmp_path / "gateways"
+    gateways.mkdir()
+    api = (REPO / "gateways/api.yaml").read_text()
+    (gateways / "api.yaml").write_text(api.replace("tasks_max: 512", "tasks_max: 384"))
+    diff = f.playbook("bootstrap.yml", "--check", "--diff", *boot,
+                      "-e", f"agentgw_gateways_dir={gateways}")
+    assert diff.returncode == 0, fatal(diff)
+    assert "-  tasks_max: 512" in diff.stdout and "+  tasks_max: 384" in diff.stdout, diff.stdout
+    check = f.playbook("rolling-promote.yml", "--check", "-v", *extra)
+    assert check.returncode == 0, fatal(check)
+    assert check.stdout.count('"result": "would_move"') == len(f.labs), check.stdout[-3000:]
+    for lab in f.labs:
+        assert lab.exec(["cat", "/etc/agentgw/gateways/api.yaml"]).stdout == api
+        assert f.releases(lab) == []
+        assert f.main_pid(lab) == 0
+
+
 @pytest.mark.lab
 def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None:
-    """Good release: every host aligned on it. Broken release: host 1 rolls back (task failed
-    with agentgw's reason and phases), the play halts, hosts 2 and 3 keep their process."""
+    """Signed once off-host. Good release: every host aligned on it. The good release with a
+    byte changed: refused by each host. Broken release: host 1 rolls back (task failed with
+    agentgw's reason and phases), the play halts, hosts 2 and 3 keep their process."""
     releases = build_releases(tmp_path)
-    good, crash = releases["good"], releases["crash"]
+    pubkey = sign_off_host(tmp_path, releases)
+    good, crash, forged = releases["good"], releases["crash"], tampered(tmp_path, releases["good2"])
+    boot = signing_vars(pubkey)
     with fleet(tmp_path) as f:
-        first = f.playbook("bootstrap.yml")
+        first = f.playbook("bootstrap.yml", *boot)
         assert first.returncode == 0, fatal(first)
-        again = f.playbook("bootstrap.yml")
+        again = f.playbook("bootstrap.yml", *boot)
         assert again.returncode == 0, fatal(again)
         second = recap(again.stdout)
         assert sorted(second) == sorted(lab.name for lab in f.labs)
         assert {h: r["changed"] for h, r in second.items()} == {lab.name: 0 for lab in f.labs}
-
-        check = f.playbook("rolling-promote.yml", "--check", *good.extra_vars())
-        assert check.returncode == 0, fatal(check)
         for lab in f.labs:
-            assert f.releases(lab) == []
-            assert f.main_pid(lab) == 0
+            # No private signing key on a host: the CI key is gone, none was made there.
+            for path in (tmp_path / "ci/release.key", "/etc/agentgw/release-signing.key"):
+                assert lab.exec(["test", "-e", str(path)], check=False).returncode == 1, path
+            assert pubkey.split()[1] in lab.exec(
+                ["cat", "/etc/agentgw/release-signing.pub"]).stdout
+
+        check_runs(f, tmp_path, boot, good.extra_vars())
 
         promoted = f.playbook("rolling-promote.yml", *good.extra_vars())
         assert promoted.returncode == 0, fatal(promoted)
@@ -79,6 +117,19 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
         assert {h: r["changed"] for h, r in recap(same.stdout).items()} == {
             lab.name: 0 for lab in f.labs}
         assert {lab.name: f.main_pid(lab) for lab in f.labs} == before
+
+        # One byte changed under the CI's signature: every host refuses it (one batch of 3).
+        refused = f.playbook("rolling-promote.yml", *forged.extra_vars(),
+                             "-e", f"agentgw_serial={len(f.labs)}")
+        assert refused.returncode != 0
+        assert {h: r["failed"] for h, r in recap(refused.stdout).items()} == {
+            lab.name: 1 for lab in f.labs}, refused.stdout[-4000:]
+        fatals = [line for line in refused.stdout.splitlines() if line.startswith("fatal")]
+        assert len(fatals) == len(f.labs), fatal(refused)
+        assert all("signature" in line for line in fatals), fatal(refused)
+        for lab in f.labs:
+            assert f.releases(lab) == [f"{good.sha}-good"]
+            assert f.main_pid(lab) == before[lab.name]
 
         broken = f.playbook("rolling-promote.yml", *crash.extra_vars())
         assert broken.returncode != 0
