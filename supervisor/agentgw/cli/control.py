@@ -60,23 +60,52 @@ def report(outcome: Outcome, as_json: bool) -> None:
     sys.exit(exit_code(outcome))
 
 
+def already_runs(ctl: Controller, profile: str, sha: str) -> str | None:
+    """The release PROFILE runs when it is SHA and the gateway is active and aligned on it."""
+    from agentgw.bus import Systemd
+    from agentgw.observe.status import collect_status
+
+    ctl.profile(profile)
+    sd = ctl.sd if isinstance(ctl.sd, Systemd) else None
+    (row,) = (r for r in collect_status(ctl.layout, ctl.config, sd) if r.profile == profile)
+    release = row.release
+    if (release is None or not (release.sha or "").startswith(sha.lower())
+            or not row.up or row.aligned.state != "yes"):
+        return None
+    return release.name
+
+
 @click.command("promote")
 @click.argument("profile")
 @click.argument("sha")
 @click.option("--allow-downgrade", is_flag=True, help="Allow a release older than current.")
+@click.option("--unless-current", is_flag=True,
+              help="Do nothing (exit 0, result 'unchanged') when PROFILE already runs SHA, "
+              "active and aligned: for idempotent callers (agentgw.fleet.promote).")
 @etc_option()
 @json_option
 @pass_app
 def promote(
-    app: App, profile: str, sha: str, allow_downgrade: bool, etc: Path | None, as_json: bool
+    app: App, profile: str, sha: str, allow_downgrade: bool, unless_current: bool,
+    etc: Path | None, as_json: bool,
 ) -> None:
     """Switch PROFILE to the release SHA (a unique prefix of >= 7 hex digits) and prove it.
 
     Phases: verify, flip current (keeping previous), restart over D-Bus, ready, aligned (the new
     process imports exactly current = the release), healthy; then siblings unchanged. Any
     failure flips back, restarts and proves the previous release (exit 1, rolled_back).
+    Promoting the release that runs restarts it and proves it again, unless --unless-current.
     """
     with controller(app, etc, as_json, profile) as ctl:
+        kept = already_runs(ctl, profile, sha) if unless_current else None
+        if kept is not None:
+            reason = "already runs this release, active and aligned"
+            if as_json:
+                echo_json({"op": "promote", "profile": profile, "release": kept,
+                           "result": "unchanged", "reason": reason, "phases": []})
+            else:
+                click.echo(f"promote {profile} -> {kept}: unchanged ({reason})")
+            return
         if not as_json:
             click.echo(f"promote {profile} -> {sha}")
         outcome = ctl.promote(profile, sha, allow_downgrade=allow_downgrade)

@@ -192,3 +192,19 @@ def test_settle_rolls_back_a_release_that_dies_after_its_first_answer(rel: Relea
     finally:
         path.write_text(original)
     agentgw("history", "--verify")
+
+
+def test_unless_current_does_nothing_only_when_it_runs_aligned(rel: Releases) -> None:
+    """promote --unless-current: on the running, aligned release nothing happens (result
+    unchanged, same MainPID, no history record); on a stopped gateway it promotes and proves."""
+    agentgw("promote", "mcp", rel.b, "--allow-downgrade")
+    before, records = main_pid("mcp"), len(agentgw("history", "mcp", "--json").stdout)
+    again = json.loads(agentgw("promote", "mcp", rel.b, "--unless-current", "--json").stdout)
+    assert (again["result"], again["release"]) == ("unchanged", current("mcp"))
+    assert main_pid("mcp") == before
+    assert len(agentgw("history", "mcp", "--json").stdout) == records
+    subprocess.run(["systemctl", "stop", "agent-gateway@mcp.service"], check=True)
+    proved = json.loads(agentgw("promote", "mcp", rel.b, "--unless-current", "--json").stdout)
+    assert proved["result"] == "ok"
+    assert_aligned("mcp", rel.b)
+    agentgw("promote", "mcp", rel.a, "--allow-downgrade")

@@ -66,9 +66,9 @@ def sign_off_host(work: Path, releases: dict[str, Release]) -> str:
     return key.with_name("release.key.pub").read_text().strip()
 
 
-def signing_vars(pubkey: str) -> list[str]:
-    """bootstrap.yml's extra vars: trust the off-host key, make none on the host."""
-    return ["-e", json.dumps({"agentgw_sign_on_host": False, "agentgw_trusted_pubkey": pubkey})]
+def signing_vars(work: Path) -> list[str]:
+    """bootstrap.yml's extra var, as the README gives it: trust the off-host public key."""
+    return ["-e", f"agentgw_trusted_pubkey_file={work / 'ci' / 'release.key.pub'}"]
 
 
 def tampered(work: Path, release: Release) -> Release:

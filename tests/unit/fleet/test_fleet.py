@@ -5,13 +5,15 @@ ansible-playbook runs in that namespace. The releases are signed once, here, bef
 boots, and the private key is deleted: the hosts get only its public half. Proven: bootstrap
 works and a second run changes nothing; --check (and bootstrap's --check --diff) moves nothing
 and says what would; a rolling promote of a good release aligns all three, and a second one
-changes nothing; a release with one byte changed is refused by every host; a broken release
-rolls back on the first host, halts the play, and leaves the other two untouched (their own
-`agentgw status --json`, release lists and MainPIDs).
+changes nothing; a release with one byte changed is refused by every host, before any
+promote; a broken release is staged everywhere, rolls back on the first host, halts the play,
+and the other two keep running the good release (their own `agentgw status --json` and
+MainPIDs).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
     releases = build_releases(tmp_path)
     pubkey = sign_off_host(tmp_path, releases)
     good, crash, forged = releases["good"], releases["crash"], tampered(tmp_path, releases["good2"])
-    boot = signing_vars(pubkey)
+    boot = signing_vars(tmp_path)
     with fleet(tmp_path) as f:
         first = f.playbook("bootstrap.yml", *boot)
         assert first.returncode == 0, fatal(first)
@@ -95,14 +97,15 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
             # No private signing key on a host: the CI key is gone, none was made there.
             for path in (tmp_path / "ci/release.key", "/etc/agentgw/release-signing.key"):
                 assert lab.exec(["test", "-e", str(path)], check=False).returncode == 1, path
-            assert pubkey.split()[1] in lab.exec(
+            assert pubkey.splitlines()[1] in lab.exec(
                 ["cat", "/etc/agentgw/release-signing.pub"]).stdout
 
         check_runs(f, tmp_path, boot, good.extra_vars())
 
         promoted = f.playbook("rolling-promote.yml", *good.extra_vars())
         assert promoted.returncode == 0, fatal(promoted)
-        assert "Summary" in promoted.stdout
+        assert len(re.findall(rf"api={good.sha}-good ok \d", promoted.stdout)) == len(f.labs), (
+            promoted.stdout[-2000:])
         before: dict[str, int] = {}
         for lab in f.labs:
             row = f.status(lab)
@@ -117,16 +120,18 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
         assert {h: r["changed"] for h, r in recap(same.stdout).items()} == {
             lab.name: 0 for lab in f.labs}
         assert {lab.name: f.main_pid(lab) for lab in f.labs} == before
+        assert len(re.findall(rf"api={good.sha}-good unchanged", same.stdout)) == len(f.labs)
 
-        # One byte changed under the CI's signature: every host refuses it (one batch of 3).
-        refused = f.playbook("rolling-promote.yml", *forged.extra_vars(),
-                             "-e", f"agentgw_serial={len(f.labs)}")
+        # One byte changed under the CI's signature: every host refuses it (staged on all at
+        # once), and the run stops before any promote.
+        refused = f.playbook("rolling-promote.yml", *forged.extra_vars())
         assert refused.returncode != 0
         assert {h: r["failed"] for h, r in recap(refused.stdout).items()} == {
             lab.name: 1 for lab in f.labs}, refused.stdout[-4000:]
         fatals = [line for line in refused.stdout.splitlines() if line.startswith("fatal")]
         assert len(fatals) == len(f.labs), fatal(refused)
         assert all("signature" in line for line in fatals), fatal(refused)
+        assert "Promote each profile" not in refused.stdout
         for lab in f.labs:
             assert f.releases(lab) == [f"{good.sha}-good"]
             assert f.main_pid(lab) == before[lab.name]
@@ -135,11 +140,13 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
         assert broken.returncode != 0
         first_host, *others = f.labs
         assert f"HALTED at {first_host.name}" in broken.stdout, broken.stdout[-4000:]
+        assert "Hosts not promoted: " + ", ".join(lab.name for lab in others) in broken.stdout, (
+            fatal(broken))
         assert "rolled_back" in broken.stdout
         assert "Phases: [" in broken.stdout
         results = recap(broken.stdout)
         assert results[first_host.name]["failed"] == 1
-        assert all(lab.name not in results for lab in others), results
+        assert all(results[lab.name]["failed"] == 0 for lab in others), results
         row = f.status(first_host)
         assert release_of(row) == good.sha
         assert aligned(row) == "yes"
@@ -151,7 +158,8 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
             assert release_of(row) == good.sha
             assert aligned(row) == "yes"
             assert f.main_pid(lab) == before[lab.name]
-            assert f.releases(lab) == [f"{good.sha}-good"]
+            # Staged (added, verified) but never promoted there.
+            assert sorted(f.releases(lab)) == sorted([f"{good.sha}-good", f"{crash.sha}-crash"])
 
 
 def test_collection_lints_and_documents() -> None:

@@ -11,11 +11,13 @@ module: promote
 short_description: Promote a profile to a release, or roll it back, with agentgw's proofs
 version_added: "0.1.0"
 description:
-  - Runs C(agentgw promote PROFILE SHA --json) (or C(agentgw rollback PROFILE --json)) on the
+  - Runs C(agentgw promote PROFILE SHA --unless-current --json) (or C(agentgw rollback PROFILE
+    --json)) on the
     managed host. agentgw verifies the release, flips C(current), restarts the unit and proves
     readiness, alignment and health; any failure flips back (result C(rolled_back)).
-  - C(changed) only when the profile's release moved. When the profile already runs I(sha)
-    nothing is run.
+  - C(changed) only when the profile's release moved. When the profile already runs I(sha),
+    active and aligned, agentgw does nothing (result C(unchanged)); when it runs I(sha) but is
+    down or not aligned, it is restarted and proved again.
   - A C(rolled_back) or C(failed) result fails the task with agentgw's reason, and still
     returns the record (phases and timings).
 options:
@@ -119,22 +121,26 @@ def main():
         required_if=[("state", "promoted", ("sha",))],
     )
     p = module.params
-    before = current_release(module, p["profile"])
     if p["state"] == "promoted":
         sha = p["sha"].lower()
-        if (before.get("sha") or "").startswith(sha):
-            module.exit_json(changed=False, result="unchanged", release=before.get("name", ""))
-        args = ["promote", p["profile"], sha, "--json"]
+        # agentgw does nothing when the profile already runs sha, active and aligned.
+        args = ["promote", p["profile"], sha, "--unless-current", "--json"]
         if p["allow_downgrade"]:
             args.append("--allow-downgrade")
     else:
         args = ["rollback", p["profile"], "--json"]
     if module.check_mode:
+        before = current_release(module, p["profile"])
+        if p["state"] == "promoted" and (before.get("sha") or "").startswith(sha):
+            module.exit_json(changed=False, result="unchanged", release=before.get("name", ""))
         module.exit_json(changed=True, result="would_move", release=before.get("name", ""))
     rc, out, err = run_agentgw(module, args, check_rc=False)
     if not out.strip():
         fail(module, args, rc, out, err)
     record = parse_json(module, out, args)
+    if rc == 0 and record.get("result") == "unchanged":
+        module.exit_json(changed=False, result="unchanged", release=record.get("release", ""),
+                         total_ms=0)
     phases = record.get("phases", [])
     total = round(sum(ph.get("ms", 0) for ph in phases), 1)
     moved = record.get("result") == "ok"

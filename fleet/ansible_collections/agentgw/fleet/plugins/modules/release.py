@@ -16,12 +16,14 @@ description:
   - C(changed) only when the release was added; agentgw prints C(unchanged ...) when the same
     content is already present, and nothing is run when C(agentgw release list --json) already
     lists C(<sha>-<label>).
+  - Without I(src) it only reports whether the release is present (I(present)) and changes
+    nothing: a cheap first step that lets a play skip copying a release a host already has.
 options:
   src:
     description: A directory or tarball on the managed host (copy it there with
-      M(ansible.builtin.copy) or M(ansible.builtin.unarchive) first).
+      M(ansible.builtin.copy) or M(ansible.builtin.unarchive) first). Omit to only ask
+      whether the release is present.
     type: path
-    required: true
   sha:
     description: The git commit the release is built from (7-40 hex).
     type: str
@@ -68,6 +70,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+present:
+  description: Whether C(<sha>-<label>) is on the host at the end (in check mode, would be).
+  returned: always
+  type: bool
 release:
   description: The release directory name, C(<sha>-<label>).
   returned: always
@@ -88,7 +94,7 @@ from ansible_collections.agentgw.fleet.plugins.module_utils.agentgw import (
 
 def main():
     spec = dict(
-        src=dict(type="path", required=True),
+        src=dict(type="path"),
         sha=dict(type="str", required=True),
         label=dict(type="str", default="release"),
         sign_key=dict(type="path"),
@@ -104,16 +110,19 @@ def main():
     _rc, out, _err = run_agentgw(module, ["release", "list", "--json"], etc=False)
     present = [r.get("name") for r in parse_json(module, out, ["release", "list"])["releases"]]
     if name in present:
-        module.exit_json(changed=False, release=name)
+        module.exit_json(changed=False, release=name, present=True)
+    if not p["src"]:
+        module.exit_json(changed=False, release=name, present=False)
     if module.check_mode:
-        module.exit_json(changed=True, release=name)
+        module.exit_json(changed=True, release=name, present=True)
     args = ["release", "add", p["src"], "--sha", p["sha"], "--label", p["label"]]
     if p["sign_key"]:
         args += ["--sign-key", p["sign_key"]]
     if p["signature"]:
         args += ["--signature", p["signature"]]
     _rc, out, _err = run_agentgw(module, args, etc=False)
-    module.exit_json(changed=not out.startswith("unchanged"), release=name, stdout=out)
+    module.exit_json(changed=not out.startswith("unchanged"), release=name, present=True,
+                     stdout=out)
 
 
 if __name__ == "__main__":
