@@ -17,7 +17,7 @@ description:
     content is already present, and nothing is run when C(agentgw release list --json) already
     lists C(<sha>-<label>).
   - Without I(src) it only reports whether the release is present (I(present)) and changes
-    nothing: a cheap first step that lets a play skip copying a release a host already has.
+    nothing (a cheap first step, so that a play skips copying a release a host already has).
 options:
   src:
     description: A directory or tarball on the managed host (copy it there with
