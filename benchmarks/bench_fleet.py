@@ -51,11 +51,15 @@ def timed(f: Fleet, out: Path, *args: str) -> dict[str, Any]:
 
 
 def per_task(doc: dict[str, Any]) -> str:
-    """Seconds per task summed over hosts, the slowest first."""
+    """Wall seconds per task (each run until its last host answered, summed over the serial
+    batches), the slowest first; the rest is ansible-playbook's own start and play changes."""
     sums: dict[str, float] = {}
-    for row in doc["tasks"]:
-        sums[row["task"]] = sums.get(row["task"], 0.0) + row["seconds"]
-    return ", ".join(f"{t} {s:.2f}" for t, s in sorted(sums.items(), key=lambda x: -x[1]))
+    for run in doc["runs"]:
+        if run["hosts"]:
+            sums[run["task"]] = sums.get(run["task"], 0.0) + max(run["hosts"].values())
+    rest = doc["total"] - sum(sums.values())
+    tasks = sorted(sums.items(), key=lambda x: -x[1])
+    return ", ".join(f"{t} {s:.2f}" for t, s in [*tasks, ("other", rest)])
 
 
 def run() -> list[dict[str, Any]]:
@@ -103,11 +107,11 @@ def run() -> list[dict[str, Any]]:
         {"name": "rolling promote, 3 hosts, serial 1", "value": round(rolling, 2), "unit": "s",
          "baseline": round(direct, 2), "ratio": round(rolling / direct, 2),
          "goal": f"<= 1.5x direct + start-up ({budget:.1f} s)", "ok": rolling <= budget},
-        {"name": "rolling promote, per task (s, 3 hosts)", "value": per_task(moved)},
+        {"name": "rolling promote, wall s per task", "value": per_task(moved)},
         {"name": "rolling promote, nothing moves", "value": round(noop, 2), "unit": "s"},
         *({"name": f"agentgw {n} on a host, direct", "value": round(v, 2), "unit": "s"}
           for n, v in cli.items()),
-        {"name": "nothing moves, per task (s, 3 hosts)", "value": per_task(still)},
+        {"name": "nothing moves, wall s per task", "value": per_task(still)},
         {"name": "Ansible start-up: ansible-playbook + connect 3 hosts", "value": round(startup, 2),
          "unit": "s"},
     ]

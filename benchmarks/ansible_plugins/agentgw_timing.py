@@ -1,5 +1,6 @@
-"""An Ansible callback for bench_fleet: wall time of each task (start to its last host result)
-and of the whole run, written as JSON to $AGENTGW_TIMING_OUT when the play ends."""
+"""An Ansible callback for bench_fleet: the wall time of each task run (from its start to each
+host's result; a task runs once per serial batch) and of the whole run, written as JSON to
+$AGENTGW_TIMING_OUT when the playbook ends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ DOCUMENTATION = """
 name: agentgw_timing
 type: aggregate
 short_description: per-task wall times for benchmarks/bench_fleet.py
-description: writes [{task, host, seconds}] to $AGENTGW_TIMING_OUT
+description: writes {total, runs [{task, hosts {host: seconds}}]} to $AGENTGW_TIMING_OUT
 """
 
 
@@ -27,17 +28,17 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.began = time.perf_counter()
-        self.task = ""
         self.started = self.began
-        self.rows: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
-        self.task = task.get_name()
         self.started = time.perf_counter()
+        self.runs.append({"task": task.get_name(), "hosts": {}})
 
     def _done(self, result: Any, *_: Any, **__: Any) -> None:
-        self.rows.append({"task": self.task, "host": result._host.get_name(),
-                          "seconds": round(time.perf_counter() - self.started, 3)})
+        if self.runs:
+            self.runs[-1]["hosts"][result._host.get_name()] = round(
+                time.perf_counter() - self.started, 3)
 
     v2_runner_on_ok = v2_runner_on_failed = v2_runner_on_skipped = _done
 
@@ -46,4 +47,4 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
         if out:
             with open(out, "w", encoding="utf-8") as f:
                 json.dump({"total": round(time.perf_counter() - self.began, 3),
-                           "tasks": self.rows}, f)
+                           "runs": self.runs}, f)
