@@ -15,7 +15,7 @@ DOCUMENTATION = """
 name: agentgw_timing
 type: aggregate
 short_description: per-task wall times for benchmarks/bench_fleet.py
-description: writes {total, runs [{task, hosts {host: seconds}}]} to $AGENTGW_TIMING_OUT
+description: "writes {total, runs [{task, hosts {host: seconds}}]} to $AGENTGW_TIMING_OUT"
 """
 
 
