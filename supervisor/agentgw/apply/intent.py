@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from agentgw.apply.files import write_atomic
+from agentgw.fsio import write_atomic
 from agentgw.model.history import Intent
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from agentgw.errors import AgentgwError, Exit, die, usage
+from agentgw.fsio import MANIFEST_FILE, fsync_dir, write_atomic
 from agentgw.log import get_logger
 from agentgw.model.release import FileEntry, Manifest, ManifestSignature, ReleasePolicy
 from agentgw.observe.release import (
@@ -38,7 +39,6 @@ from agentgw.plan.release import (
     DEFAULT_LABEL,
     DIR_MODE,
     FILE_MODE,
-    MANIFEST_FILE,
     SIGNATURE_FILE,
     STATEMENT_SIG_FILE,
     SYMLINK_MODE,
@@ -59,7 +59,7 @@ from agentgw.plan.release import (
     signing_payload,
     statement_of,
 )
-from agentgw.proofs.signing import (
+from agentgw.signing import (
     encode_public_key,
     fingerprint,
     load_private_key,
@@ -152,7 +152,7 @@ def _signer(
 def _check_statement_signer(statement_sig: bytes, policy: ReleasePolicy) -> None:
     """An off-host signature that can be read, by a trusted key when the host requires one
     (whether it covers this tree is checked once the tree is hashed)."""
-    from agentgw.proofs import sshsig
+    from agentgw.signing import sshsig
 
     try:
         sig = sshsig.parse(statement_sig)
@@ -177,7 +177,7 @@ def _check_statement_signer(statement_sig: bytes, policy: ReleasePolicy) -> None
 
 
 def _check_statement(manifest: Manifest, statement_sig: bytes) -> None:
-    from agentgw.proofs import sshsig
+    from agentgw.signing import sshsig
 
     if not sshsig.verify_message(sshsig.parse(statement_sig), statement_of(manifest)):
         raise AgentgwError(
@@ -338,13 +338,7 @@ def _record_version(layout: Layout, version: int) -> None:
     if _read_counter(layout) >= version:
         return
     tmp = layout.releases / f"{TMP_PREFIX}version-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{version}\n")
-        out.flush()
-        os.fsync(fd)
-    os.replace(tmp, layout.releases / COUNTER_FILE)
-    _fsync_dir(layout.releases)
+    write_atomic(layout.releases / COUNTER_FILE, f"{version}\n", tmp=tmp)
 
 
 def _versions(layout: Layout) -> list[int]:
@@ -470,7 +464,7 @@ def _build(
     except BaseException:
         _remove_tree(tmp)
         raise
-    _fsync_dir(layout.releases)
+    fsync_dir(layout.releases)
     return manifest
 
 
@@ -479,14 +473,6 @@ def _write_text(path: Path, text: str, owner: tuple[int, int]) -> None:
 
 
 # removal ---------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:
@@ -515,7 +501,7 @@ def remove_leftovers(layout: Layout) -> tuple[str, ...]:
             removed.append(entry.name)
             log.warning("release_leftover_removed", path=entry.path)
     if removed:
-        _fsync_dir(layout.releases)
+        fsync_dir(layout.releases)
     return tuple(removed)
 
 
@@ -533,7 +519,7 @@ def gc(layout: Layout, keep: int) -> GcResult:
         for name in doomed:
             trash = layout.releases / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
             os.rename(layout.releases / name, trash)
-            _fsync_dir(layout.releases)
+            fsync_dir(layout.releases)
             _remove_tree(trash)
             log.info("release_removed", release=name)
     return GcResult(removed=tuple(doomed), leftovers=leftovers)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from agentgw.apply.files import write_atomic
 from agentgw.apply.release import AddResult, add_release, gc
 from agentgw.apply.release_source import exported_commit
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config import load_config
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import write_atomic
 from agentgw.model.host import HostConfig
 from agentgw.model.release import ReleasePolicy, ReleaseRef
 from agentgw.observe.release import (
@@ -33,7 +33,7 @@ from agentgw.plan.release import (
     render_problems,
     render_statement,
 )
-from agentgw.proofs.signing import generate_keypair
+from agentgw.signing import generate_keypair
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after
 # an interrupted add) yields byte-identical trees, manifest and signature included.
@@ -193,8 +193,7 @@ def sign_(src: Path, sha: str, label: str, key_path: Path, out: Path | None) -> 
     Hosts then run: agentgw release add SRC --sha SHA --label LABEL --signature SIG.
     """
     from agentgw.apply.release import source_files
-    from agentgw.proofs import sshsig
-    from agentgw.proofs.signing import fingerprint, load_private_key
+    from agentgw.signing import fingerprint, load_private_key, sshsig
 
     check_sha(sha)
     check_label(label)

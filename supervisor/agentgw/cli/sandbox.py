@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit, die, usage
+from agentgw.fsio import write_atomic
 from agentgw.log import get_logger
 from agentgw.model.profile import PROFILE_NAME_RE
 from agentgw.paths import Layout
@@ -148,9 +149,8 @@ def serve(
 
 def _write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n",
+                 tmp=path.with_name(f".{path.name}.{os.getpid()}"))
 
 
 def read_files(specs: tuple[str, ...]) -> dict[str, bytes]:

@@ -87,8 +87,9 @@ def from_registry(app: App) -> tuple[dict[str, Any], str] | None:
 def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
     """The same document (and its text), computed by this command: config, D-Bus, /proc."""
     from agentgw.config.load import load_config
+    from agentgw.fsio import iso
     from agentgw.model.status import ProfileList
-    from agentgw.observe.status import iso, status_now
+    from agentgw.observe.status import status_now
 
     config = load_config(etc if etc is not None else app.layout.etc)
     taken = time.time()

@@ -23,6 +23,7 @@ import psutil
 
 from agentgw import run
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import write_atomic
 from agentgw.lab import cgroups, link
 from agentgw.log import get_logger
 
@@ -352,9 +353,7 @@ class Lab:
 
     def _write_state(self) -> None:
         path = self.dir / "state.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.state), indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(self.state), indent=2), tmp=path.with_suffix(".tmp"))
 
     # -- use -------------------------------------------------------------------------------
     def nsenter_argv(

@@ -13,15 +13,24 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from agentgw.bus import ServiceStatus, StartFacts, Systemd
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
-from agentgw.fsio import RECORD_CAP, Unreadable, clean, loads_untrusted, read_untrusted
+from agentgw.fsio import (
+    MANIFEST_FILE,
+    Read,
+    Unreadable,
+    clean,
+    iso,
+    parse_iso,
+    read_json,
+    read_manifest_head,
+    read_untrusted,
+    why,
+)
 from agentgw.model.profile import Profile
 from agentgw.model.status import (
     Alignment,
@@ -45,7 +54,6 @@ REASON_LIMIT = 400
 UNIT_PATTERN = "agent-gateway@*.service"
 PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
 LAUNCH_RECORD = "launch.json"
-MANIFEST = "manifest.json"
 
 
 class UnitReader(Protocol):
@@ -55,30 +63,7 @@ class UnitReader(Protocol):
     def start_facts(self, name: str) -> StartFacts: ...
 
 
-@dataclass(frozen=True)
-class Read:
-    """A JSON object or text read from the host: ``data``, or why not (``None`` = absent)."""
-
-    data: Any = None
-    error: str | None = None
-
-
 # --- pure -------------------------------------------------------------------------------------
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: object) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time with a zone (``Z`` allowed), else None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
 
 
 def parse_environ(raw: bytes) -> dict[str, str]:
@@ -317,28 +302,6 @@ def status_of(
 # --- reading the host ---------------------------------------------------------------------------
 
 
-def _why(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-def read_json(path: Path, cap: int = RECORD_CAP) -> Read:
-    """A JSON document; absent is ``Read()``, unreadable or invalid is ``Read(error=...)``.
-
-    Read as a file its profile's user may have planted (:mod:`agentgw.fsio`): never through a
-    symlink, never blocking, regular files of at most ``cap`` bytes, any nesting.
-    """
-    try:
-        return Read(data=loads_untrusted(read_untrusted(path, cap)))
-    except FileNotFoundError:
-        return Read()
-    except Unreadable as exc:
-        return Read(error=f"{path}: {exc}")
-    except OSError as exc:
-        return Read(error=f"{path}: {_why(exc)}")
-    except ValueError as exc:
-        return Read(error=f"{path}: not valid JSON ({clean(str(exc), 80)})")
-
-
 def read_environ(pid: int, proc: Path = PROC) -> Read:
     try:
         return Read(data=parse_environ(read_untrusted(proc / str(pid) / "environ", ENVIRON_CAP)))
@@ -348,43 +311,7 @@ def read_environ(pid: int, proc: Path = PROC) -> Read:
         return Read(error=str(exc))
     except OSError as exc:
         hint = " (reading another user's environment needs root with CAP_SYS_PTRACE)"
-        return Read(error=_why(exc) + (hint if isinstance(exc, PermissionError) else ""))
-
-
-class ManifestHead(NamedTuple):
-    """The top-level fields of a manifest that identify a release (unvalidated JSON values)."""
-
-    sha: Any
-    label: Any
-    version: Any
-    created: Any
-
-
-@functools.lru_cache(maxsize=512)
-def _manifest_head(path: str, _identity: tuple[int, int, int]) -> ManifestHead | str:
-    """The head of a manifest (or the problem); keyed by inode, size and mtime.
-
-    Releases are immutable, and a manifest lists every file of a tree, so it is parsed once.
-    """
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except OSError as exc:
-        return f"{MANIFEST}: {_why(exc)}"
-    except ValueError:
-        return f"{MANIFEST} is not valid JSON"
-    if not isinstance(data, dict):
-        return f"{MANIFEST} is not a JSON object"
-    return ManifestHead(*(data.get(key) for key in ManifestHead._fields))
-
-
-def read_manifest_head(release: Path) -> ManifestHead | str:
-    """The identifying fields of ``release``'s manifest, or why it has none."""
-    path = release / MANIFEST
-    try:
-        st = path.stat()
-    except OSError as exc:
-        return f"no readable {MANIFEST} ({_why(exc)})"
-    return _manifest_head(os.fspath(path), (st.st_ino, st.st_size, st.st_mtime_ns))
+        return Read(error=why(exc) + (hint if isinstance(exc, PermissionError) else ""))
 
 
 def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
@@ -405,9 +332,9 @@ def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
         return ReleaseInfo(**info, problem=head)
     sha, label, version = head.sha, head.label, head.version
     if not isinstance(sha, str) or not isinstance(label, str):
-        return ReleaseInfo(**info, problem=f"{MANIFEST} has no sha and label")
+        return ReleaseInfo(**info, problem=f"{MANIFEST_FILE} has no sha and label")
     version = version if isinstance(version, int) and not isinstance(version, bool) else None
-    problem = None if f"{sha}-{label}" == target.name else f"{MANIFEST} names {sha}-{label}"
+    problem = None if f"{sha}-{label}" == target.name else f"{MANIFEST_FILE} names {sha}-{label}"
     return ReleaseInfo(**info, sha=sha, label=label, version=version, problem=problem)
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from agentgw.errors import usage
+from agentgw.fsio import MANIFEST_FILE
 from agentgw.model.release import (
     LABEL_PATTERN,
     SHA_PATTERN,
@@ -29,7 +30,6 @@ from agentgw.model.release import (
 )
 
 DEFAULT_LABEL = "release"
-MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 # The signature made once, off-host, over the release's host-independent statement.
 STATEMENT_SIG_FILE = "release.sig"

@@ -21,10 +21,11 @@ from agentgw.apply.history import read_history
 from agentgw.bus import SERVICE, UNIT, Systemd
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import iso
 from agentgw.model.proof import Check, HostFacts, ProofRecord, SandboxMatch
 from agentgw.model.status import ProfileStatus
 from agentgw.observe import lint
-from agentgw.observe.status import collect_status, iso
+from agentgw.observe.status import collect_status
 from agentgw.paths import Layout, unit_name
 from agentgw.proofs import checks
 from agentgw.proofs.host import probe_host

@@ -34,10 +34,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentgw import __version__
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
+from agentgw.fsio import iso
 from agentgw.model.host import HostConfig
 from agentgw.model.profile import want_profile_name
 from agentgw.model.status import ProfileList, ProfileStatus
-from agentgw.observe.status import iso
 from agentgw.paths import Layout
 from agentgw.registry.auth import (
     Accounts,

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from agentgw.fsio import parse_iso, read_json, read_manifest_head
 from agentgw.model.release import ProfileUse, Slot
-from agentgw.observe.status import parse_iso, read_json, read_manifest_head
 from agentgw.paths import Layout
 from agentgw.registry.auth import Refused
 from agentgw.registry.documents import ReleaseEntry, SandboxReport

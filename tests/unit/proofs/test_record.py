@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agentgw.fsio import Read, parse_iso
 from agentgw.model.proof import ProofRecord
-from agentgw.observe.status import Read, judge_isolation, parse_iso
+from agentgw.observe.status import judge_isolation
 from agentgw.paths import Layout
 from agentgw.proofs.record import (
     attest,
@@ -20,7 +21,7 @@ from agentgw.proofs.record import (
     sign_record,
     write_record,
 )
-from agentgw.proofs.signing import fingerprint, generate_keypair, load_public_key
+from agentgw.signing import fingerprint, generate_keypair, load_public_key
 from tests.unit.proofs.support import sample_record
 from tests.unit.release.support import cli
 

@@ -14,7 +14,7 @@ import pytest
 
 from agentgw.cli.main import main
 from agentgw.paths import Layout
-from agentgw.proofs.signing import generate_keypair
+from agentgw.signing import generate_keypair
 
 SHA = "3f9c2e1"
 OTHER_SHA = "0a1b2c3d4e5f"

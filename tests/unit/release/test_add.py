@@ -28,7 +28,7 @@ from agentgw.observe.release import (
 )
 from agentgw.paths import Layout
 from agentgw.plan.release import same_tree
-from agentgw.proofs.signing import fingerprint, load_public_key
+from agentgw.signing import fingerprint, load_public_key
 from tests.unit.release.support import (
     OTHER_SHA,
     SHA,

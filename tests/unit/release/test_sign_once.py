@@ -12,8 +12,7 @@ import pytest
 
 from agentgw.paths import Layout
 from agentgw.plan.release import render_statement
-from agentgw.proofs import sshsig
-from agentgw.proofs.signing import load_private_key
+from agentgw.signing import load_private_key, sshsig
 from tests.unit.release.support import SHA, Keys, cli, make_keys, write_tree
 
 
