@@ -24,7 +24,8 @@ from typing import Any
 
 from agentgw import log
 from agentgw.bus import Systemd
-from agentgw.lab.machine import IN_LAB_ENV, LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import IN_LAB_ENV, LabSpec
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = 100

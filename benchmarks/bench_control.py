@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agentgw.lab.machine import LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import LabSpec
 
 REPO = Path(__file__).resolve().parents[1]
 

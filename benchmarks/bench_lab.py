@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agentgw.lab.machine import Lab, LabSpec
+from agentgw.lab.machine import Lab
+from agentgw.lab.spec import LabSpec
 
 RUNS = 5
 GOAL_S = 5.0

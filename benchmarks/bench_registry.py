@@ -96,14 +96,14 @@ def serve(kind: str, report: Connection) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from agentgw.registry.app import create_app
+    from agentgw.registry.app import Options, create_app
     from agentgw.registry.serve import run_server, tcp_listener
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "registry":
             config, provider, layout = fabricate(Path(tmp))
             assert len(provider(config)) == PROFILES
-            app: Any = create_app(layout, lambda: config, provider, token=TOKEN.encode())
+            app: Any = create_app(layout, lambda: config, provider, Options(token=TOKEN.encode()))
         else:
             async def constant(request: Request) -> Response:
                 return Response(b'{"status":"ok"}', media_type="application/json")

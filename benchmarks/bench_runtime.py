@@ -25,7 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agentgw.lab.machine import LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import LabSpec
 from agentgw.model.release import ReleasePolicy
 from agentgw.observe.release import release_owner, verify_tree
 from agentgw.paths import Layout

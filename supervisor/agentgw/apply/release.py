@@ -9,7 +9,6 @@ under a release name.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -24,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from agentgw.apply.release_sign import check_statement, sign_manifest, signing_key
 from agentgw.errors import AgentgwError, Exit, die, usage
 from agentgw.fsio import MANIFEST_FILE, fsync_dir, write_atomic
 from agentgw.log import get_logger
-from agentgw.model.release import FileEntry, Manifest, ManifestSignature, ReleasePolicy
+from agentgw.model.release import FileEntry, Manifest, ReleasePolicy
 from agentgw.observe.release import (
     gc_candidates,
     read_manifest,
@@ -47,7 +47,6 @@ from agentgw.plan.release import (
     Planned,
     check_label,
     check_sha,
-    content_digest,
     next_version,
     plan_tree,
     release_name,
@@ -55,18 +54,8 @@ from agentgw.plan.release import (
     render_manifest,
     render_mode,
     render_signature,
-    same_tree,
-    signing_payload,
-    statement_of,
 )
-from agentgw.signing import (
-    encode_public_key,
-    fingerprint,
-    load_private_key,
-    raw_public_key,
-    sign,
-    trusted_keys,
-)
+from agentgw.plan.tree_diff import same_tree
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -120,73 +109,6 @@ def releases_lock(layout: Layout, *, shared: bool = False) -> Iterator[None]:
 
 
 # add -------------------------------------------------------------------------------------------
-
-
-def _signer(
-    sign_key: Path | None, policy: ReleasePolicy, statement_sig: bytes | None = None
-) -> Ed25519PrivateKey | None:
-    """The signing key, checked against the policy before anything is written."""
-    trusted = trusted_keys(policy.trusted_keys) if policy.require_signature else {}
-    if statement_sig is not None:
-        _check_statement_signer(statement_sig, policy)
-    if sign_key is None:
-        if policy.require_signature and statement_sig is None:
-            raise usage(
-                "this host requires signed releases and no --sign-key or --signature was given",
-                hint="pass --signature FILE made by 'agentgw release sign' with a trusted key "
-                "(or --sign-key with a key whose public half is in trusted_keys)",
-            )
-        return None
-    key = load_private_key(sign_key)
-    public = key.public_key()
-    if policy.require_signature:
-        known = trusted.get(fingerprint(public))
-        if known is None or raw_public_key(known) != raw_public_key(public):
-            raise usage(
-                f"signing key {fingerprint(public)} is not one of this host's trusted keys",
-                hint="sign with a trusted key, or add its .pub to trusted_keys in agentgw.yaml",
-            )
-    return key
-
-
-def _check_statement_signer(statement_sig: bytes, policy: ReleasePolicy) -> None:
-    """An off-host signature that can be read, by a trusted key when the host requires one
-    (whether it covers this tree is checked once the tree is hashed)."""
-    from agentgw.signing import sshsig
-
-    try:
-        sig = sshsig.parse(statement_sig)
-    except sshsig.BadSignature as exc:
-        raise usage(
-            f"--signature is not an SSH signature agentgw can read: {exc}",
-            hint="make it with: agentgw release sign SRC --sha SHA --label LABEL --key KEY",
-        ) from exc
-    if sig.namespace != sshsig.NAMESPACE:
-        raise usage(
-            f"--signature was made for namespace {sig.namespace!r}, not {sshsig.NAMESPACE!r}",
-            hint="sign with agentgw release sign (or ssh-keygen -Y sign -n agentgw-release)",
-        )
-    if policy.require_signature:
-        key = fingerprint(sshsig.public_key_of(sig))
-        known = trusted_keys(policy.trusted_keys).get(key)
-        if known is None or raw_public_key(known) != sig.public_key:
-            raise usage(
-                f"--signature is by key {key}, which is not one of this host's trusted keys",
-                hint="add the signer's public key to trusted_keys in agentgw.yaml",
-            )
-
-
-def _check_statement(manifest: Manifest, statement_sig: bytes) -> None:
-    from agentgw.signing import sshsig
-
-    if not sshsig.verify_message(sshsig.parse(statement_sig), statement_of(manifest)):
-        raise AgentgwError(
-            f"--signature does not match this tree: it was not made over release "
-            f"{manifest.sha}-{manifest.label} with content {content_digest(manifest.files)}",
-            hint="the source changed after it was signed, or the signature is another "
-            "release's; nothing was added",
-            code=Exit.VERIFY,
-        )
 
 
 def _entry(planned: Planned, sha256: str | None = None, size: int = 0) -> FileEntry:
@@ -310,15 +232,6 @@ def _stage(
     return tuple(entries[p.path] for p in planned)
 
 
-def _sign_manifest(key: Ed25519PrivateKey, manifest: Manifest) -> ManifestSignature:
-    public = key.public_key()
-    return ManifestSignature(
-        key=fingerprint(public),
-        public_key=encode_public_key(public),
-        signature=base64.b64encode(sign(key, signing_payload(manifest))).decode(),
-    )
-
-
 def _read_counter(layout: Layout) -> int:
     path = layout.releases / COUNTER_FILE
     try:
@@ -391,7 +304,7 @@ def add_release(
     """
     policy = policy or ReleasePolicy()
     name = release_name(check_sha(sha), check_label(label))
-    signer = _signer(sign_key, policy, statement_sig)
+    signer = signing_key(sign_key, policy, statement_sig)
     # Here, not at the top: tarfile, lzma and zlib are for adding, not for promote.
     from agentgw.apply.release_source import open_source
 
@@ -452,10 +365,10 @@ def _build(
         _write_text(tmp / MANIFEST_FILE, render_manifest(manifest), owner)
         if signer is not None:
             _write_text(
-                tmp / SIGNATURE_FILE, render_signature(_sign_manifest(signer, manifest)), owner
+                tmp / SIGNATURE_FILE, render_signature(sign_manifest(signer, manifest)), owner
             )
         if statement_sig is not None:
-            _check_statement(manifest, statement_sig)
+            check_statement(manifest, statement_sig)
             _write(tmp / STATEMENT_SIG_FILE, io.BytesIO(statement_sig), FILE_MODE, owner)
         _seal_dir(tmp, owner)
         # Every file, link and directory of the tree is on disk before its name appears.

@@ -11,7 +11,8 @@ from agentgw import run
 from agentgw.cli.context import echo_json
 from agentgw.errors import AgentgwError, Exit
 from agentgw.lab.link import LinkSpec
-from agentgw.lab.machine import DEFAULT_NAME, Lab, LabSpec, booted, why_unavailable
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import DEFAULT_NAME, LabSpec, why_unavailable
 
 
 def checkout() -> Path | None:

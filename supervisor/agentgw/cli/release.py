@@ -30,9 +30,9 @@ from agentgw.plan.release import (
     check_label,
     check_sha,
     content_digest,
-    render_problems,
     render_statement,
 )
+from agentgw.plan.tree_diff import render_problems
 from agentgw.signing import generate_keypair
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after

@@ -20,7 +20,7 @@ from agentgw.config.load import load_config
 from agentgw.errors import Exit, die, usage
 from agentgw.fsio import write_atomic
 from agentgw.log import get_logger
-from agentgw.model.profile import PROFILE_NAME_RE
+from agentgw.model.fields import PROFILE_NAME_RE
 from agentgw.paths import Layout
 from agentgw.sandbox import backend, image
 from agentgw.sandbox.broker import QUEUE_WAIT_S, ExecLog

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
-from agentgw.model.profile import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
+from agentgw.model.fields import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
 from agentgw.paths import user_name
 from agentgw.signing import inline_key
 

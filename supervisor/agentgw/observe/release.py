@@ -36,17 +36,15 @@ from agentgw.paths import Layout
 from agentgw.plan.release import (
     SIGNATURE_FILE,
     STATEMENT_SIG_FILE,
-    ObservedEntry,
     check_downgrade,
     content_digest,
-    diff_tree,
     match_release,
     parse_release_name,
     plan_gc,
-    render_problems,
     signing_payload,
     statement_of,
 )
+from agentgw.plan.tree_diff import ObservedEntry, diff_tree, render_problems
 from agentgw.signing import (
     fingerprint,
     parse_public_key,

@@ -24,11 +24,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, die, usage
 from agentgw.log import get_logger
-from agentgw.model.profile import Listen
+from agentgw.model.fields import Listen
 from agentgw.observe.status import status_inputs, status_now
 from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout
-from agentgw.registry.app import create_app
+from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
 from agentgw.unixsock import listen
@@ -177,9 +177,9 @@ def serve(
             "(PrivateNetwork=no, AF_INET, IPAddressAllow=localhost)",
         )
     watch = open_watch(layout)
-    app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c),
-                     token=token, ttl=ttl, watch=watch,
-                     inputs=lambda c: status_inputs(layout, etc, c.profiles))
+    app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c), Options(
+        token=token, ttl=ttl, watch=watch, inputs=lambda c: status_inputs(layout, etc, c.profiles)
+    ))
     sockets: list[socket.socket] = []
     owned: list[Path] = []
     try:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentgw.lab.link import LinkSpec
-from agentgw.lab.machine import Lab, LabSpec, booted
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import LabSpec
 
 REPO = Path(__file__).resolve().parents[3]
 FLEET = REPO / "fleet"

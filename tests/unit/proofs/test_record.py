@@ -10,7 +10,7 @@ import pytest
 
 from agentgw.fsio import Read, parse_iso
 from agentgw.model.proof import ProofRecord
-from agentgw.observe.status import judge_isolation
+from agentgw.observe.isolation import judge_isolation
 from agentgw.paths import Layout
 from agentgw.proofs.record import (
     attest,

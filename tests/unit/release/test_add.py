@@ -27,7 +27,7 @@ from agentgw.observe.release import (
     verify_release,
 )
 from agentgw.paths import Layout
-from agentgw.plan.release import same_tree
+from agentgw.plan.tree_diff import same_tree
 from agentgw.signing import fingerprint, load_public_key
 from tests.unit.release.support import (
     OTHER_SHA,
