@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import click
 from pydantic import ValidationError
@@ -192,6 +193,17 @@ def emit(result: JobResult) -> None:
         click.echo(f"agentgw: timed out ({result.detail})", err=True)
 
 
+class ExecOptions(TypedDict):
+    """The options of ``agentgw exec`` (see the option decorators)."""
+
+    pass_stdin: bool
+    files: tuple[str, ...]
+    timeout: float | None
+    memory: int | None
+    direct: bool
+    cache: Path | None
+
+
 @click.command("exec")
 @click.argument("profile")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -209,8 +221,7 @@ def emit(result: JobResult) -> None:
 @cache_option
 @pass_app
 def exec_(
-    app: App, profile: str, argv: tuple[str, ...], pass_stdin: bool, files: tuple[str, ...],
-    timeout: float | None, memory: int | None, direct: bool, cache: Path | None,
+    app: App, profile: str, argv: tuple[str, ...], **options: Unpack[ExecOptions]
 ) -> None:
     """Run ARGV in a fresh microVM for PROFILE; exit with the job's exit code.
 
@@ -221,6 +232,8 @@ def exec_(
 
     Example: agentgw exec api -- sh -c 'echo hi; exit 3'
     """
+    pass_stdin, files, direct = options["pass_stdin"], options["files"], options["direct"]
+    timeout, memory, cache = options["timeout"], options["memory"], options["cache"]
     if not PROFILE_NAME_RE.fullmatch(profile):
         raise usage(f"bad profile name: {profile!r}", hint="names match [a-z][a-z0-9]{0,24}")
     chosen = {k: v for k, v in (("timeout_s", timeout), ("memory_mb", memory)) if v is not None}

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
+from typing import Unpack
 
 import psutil
 
@@ -332,19 +333,10 @@ class Lab:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        check: bool = True,
-        timeout: float | None = None,
-        input: str | None = None,
-        capture: bool = True,
+        **options: Unpack[run.RunOptions],
     ) -> run.Completed:
         """Run a command inside the lab and return its result."""
-        return run.run(
-            self.nsenter_argv(argv, env=env, cwd=cwd),
-            check=check,
-            timeout=timeout,
-            input=input,
-            capture=capture,
-        )
+        return run.run(self.nsenter_argv(argv, env=env, cwd=cwd), **options)
 
     # -- tear down -------------------------------------------------------------------------
     def down(self) -> None:

@@ -31,7 +31,7 @@ from agentgw.paths import Layout
 from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
-from agentgw.unixsock import listen
+from agentgw.unixsock import Server, listen
 
 if TYPE_CHECKING:
     from agentgw.bus.watch import UnitWatch
@@ -75,10 +75,9 @@ class NotifyingServer(uvicorn.Server):
 
 def unix_listener(path: Path) -> socket.socket:
     """A listening socket at ``path`` (mode 0666); a stale socket file is replaced."""
-    return listen(path, mode=SOCKET_MODE, dir_mode=0o755, backlog=BACKLOG,
-                  who="another process", unit="agentgw-registry",
-                  not_socket=usage, not_socket_hint="remove it or pick --socket",
-                  fail_hint="run as root")
+    server = Server(who="another process", unit="agentgw-registry", not_socket=usage,
+                    not_socket_hint="remove it or pick --socket", fail_hint="run as root")
+    return listen(path, server, mode=SOCKET_MODE, dir_mode=0o755, backlog=BACKLOG)
 
 
 def tcp_listener(host: str, port: int) -> socket.socket:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentgw.sandbox.broker import Broker, ExecLog, Peer
+from agentgw.sandbox.broker import Broker, Callers, Capacity, ExecLog, Peer
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.protocol import Limits
 from agentgw.sandbox.serve import make_listener
@@ -103,13 +103,14 @@ def served(
     table = dict(uids) if uids is not None else {f"agent-{p}": os.getuid() for p in profiles}
     records = tmp_path / "state" / "execs.jsonl"
     log = ExecLog.open(records)
-    broker = Broker(
-        limits=LIMITS, per_profile=per_profile, per_host=per_host, runner=runner, records=log,
-        user_of=lambda p: f"agent-{p}", uid_of=table.get, queue_wait_s=queue_wait_s,
-        read_timeout_s=read_timeout_s,
+    capacity = Capacity(limits=LIMITS, per_profile=per_profile, per_host=per_host,
+                        queue_wait_s=queue_wait_s, read_timeout_s=read_timeout_s)
+    callers = Callers(
+        user_of=lambda p: f"agent-{p}", uid_of=table.get,
         **({"peer": lambda sock: Peer(pid=1, uid=peer_uid, gid=peer_uid)}
            if peer_uid is not None else {}),
     )
+    broker = Broker(capacity, callers, runner=runner, records=log)
     directory = socket_dir or tmp_path / "run"
     paths = {p: directory / f"{p}.sock" for p in profiles}
     listeners = {p: make_listener(path, None) for p, path in paths.items()}
