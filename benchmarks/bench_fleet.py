@@ -1,7 +1,7 @@
 """A rolling promote through Ansible across 3 lab hosts (serial 1) beside the sum of three
 direct ``agentgw promote`` calls, in the same run (issue 17).
 
-Set-up (untimed): three labs reachable over ssh (tests/unit/fleet/harness.py), bootstrap, then
+Set-up (untimed): three labs reachable over ssh (agentgw.lab.fleet), bootstrap, then
 release A and B copied, added and promoted by the playbook, so both are present everywhere and
 B runs. Timed: three direct ``agentgw promote api A`` (one per host, through nsenter: no ssh),
 then the playbook promoting B (copy and add are no-ops; three promotes over ssh). Also timed:
@@ -11,29 +11,32 @@ the same playbook when nothing moves (Ansible's per-run cost with these hosts) a
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.unit.fleet.harness import AGENTGW, FLEET, FLEET_VENV, PROFILE, build_releases, fleet
+from agentgw.lab.fleet import AGENTGW, FLEET_VENV, PROFILE, build_releases, fleet
+from agentgw.run import Completed
+from benchmarks.rows import Row, rows_to_json
 
 
-def _ok(result: subprocess.CompletedProcess[str]) -> None:
+def _ok(result: Completed | subprocess.CompletedProcess[str]) -> None:
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-3000:] + result.stderr[-2000:])
 
 
-def run() -> list[dict[str, Any]]:
+REPO = Path(__file__).resolve().parents[1]
+FLEET = REPO / "fleet"
+
+
+def run() -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
-        releases = build_releases(work)
+        releases = build_releases(REPO, work)
         a, b = releases["good"], releases["good2"]
-        with fleet(work) as f:
+        with fleet(REPO, work) as f:
             _ok(f.playbook("bootstrap.yml"))
             _ok(f.playbook("rolling-promote.yml", *a.extra_vars()))
             _ok(f.playbook("rolling-promote.yml", *b.extra_vars()))
@@ -62,15 +65,24 @@ def run() -> list[dict[str, Any]]:
             startup = time.perf_counter() - t0
     budget = 1.5 * direct + startup
     return [
-        {"name": "3 direct agentgw promote (sum)", "value": round(direct, 2), "unit": "s"},
-        {"name": "rolling promote, 3 hosts, serial 1", "value": round(rolling, 2), "unit": "s",
-         "baseline": round(direct, 2), "ratio": round(rolling / direct, 2),
-         "goal": f"<= 1.5x direct + start-up ({budget:.1f} s)", "ok": rolling <= budget},
-        {"name": "rolling promote, nothing moves", "value": round(noop, 2), "unit": "s"},
-        {"name": "ansible-playbook start-up (--list-tasks)", "value": round(startup, 2),
-         "unit": "s"},
+        Row(name="3 direct agentgw promote (sum)", value=round(direct, 2), unit="s"),
+        Row(
+            name="rolling promote, 3 hosts, serial 1",
+            value=round(rolling, 2),
+            unit="s",
+            baseline=round(direct, 2),
+            ratio=round(rolling / direct, 2),
+            goal=f"<= 1.5x direct + start-up ({budget:.1f} s)",
+            ok=rolling <= budget,
+        ),
+        Row(name="rolling promote, nothing moves", value=round(noop, 2), unit="s"),
+        Row(
+            name="ansible-playbook start-up (--list-tasks)",
+            value=round(startup, 2),
+            unit="s",
+        ),
     ]
 
 
 if __name__ == "__main__":
-    json.dump(run(), sys.stdout, indent=2)
+    print(rows_to_json(run()))

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.fleet.harness import FLEET, FLEET_VENV, build_releases, fleet, recap
+from agentgw import run
+from agentgw.lab.fleet import FLEET_VENV, build_releases, fleet, recap
+
+REPO = Path(__file__).resolve().parents[3]
+FLEET = REPO / "fleet"
 
 pytestmark = pytest.mark.skipif(
     not (FLEET_VENV / "bin/ansible-playbook").exists(),
@@ -23,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def fatal(result: subprocess.CompletedProcess[str]) -> str:
+def fatal(result: run.Completed) -> str:
     """The failure lines of an ansible-playbook run and its end, for assertion messages."""
     lines = [line for line in result.stdout.splitlines() if line.startswith("fatal")]
     return "\n".join(lines) + "\n" + result.stdout[-2500:] + result.stderr[-1500:]
@@ -45,9 +49,9 @@ def aligned(row: dict[str, object]) -> str:
 def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None:
     """Good release: every host aligned on it. Broken release: host 1 rolls back (task failed
     with agentgw's reason and phases), the play halts, hosts 2 and 3 keep their process."""
-    releases = build_releases(tmp_path)
+    releases = build_releases(REPO, tmp_path)
     good, crash = releases["good"], releases["crash"]
-    with fleet(tmp_path) as f:
+    with fleet(REPO, tmp_path) as f:
         first = f.playbook("bootstrap.yml")
         assert first.returncode == 0, fatal(first)
         again = f.playbook("bootstrap.yml")
