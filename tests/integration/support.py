@@ -11,10 +11,23 @@ from pathlib import Path
 from agentgw.lab.host import AGENTGW, ETC, KEY, OPT, PROFILES, Releases, agentgw
 from agentgw.lab.host import setup_host as setup_lab_host
 
-__all__ = ["AGENTGW", "ETC", "KEY", "OPT", "PROFILES", "REPO", "Releases", "agentgw",
-           "all_promoted", "current", "main_pid", "setup_host", "status_json"]
+__all__ = ["AGENTGW", "ETC", "KEY", "OPT", "PATH_ONLY", "PROFILES", "REPO", "Releases",
+           "agentgw", "all_promoted", "current", "main_pid", "setup_host", "sh", "status_json"]
 
 REPO = Path(__file__).resolve().parents[2]
+# An environment of nothing but a system PATH (for commands that must not see the caller's).
+PATH_ONLY = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def sh(*argv: str, check: bool = False, env: dict[str, str] | None = None,
+       timeout: float | None = None, user: str | None = None
+       ) -> subprocess.CompletedProcess[str]:
+    """Run a command in the lab and capture its text output; as ``user`` (setpriv, with that
+    user's groups) when given; CalledProcessError on a non-zero exit only with ``check``."""
+    if user is not None:
+        argv = ("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv)
+    return subprocess.run(argv, capture_output=True, text=True, check=check, env=env,
+                          timeout=timeout)
 
 
 def setup_host(build: Path) -> Releases:

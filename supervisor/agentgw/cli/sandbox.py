@@ -45,21 +45,11 @@ def cache_dir(layout: Layout, cache: Path | None) -> Path:
     return cache.absolute() if cache is not None else layout.root / image.DEFAULT_CACHE
 
 
-def selftest_path(layout: Layout) -> Path:
-    """Where the last self-test is kept for verify and the registry."""
-    return layout.state / "sandbox" / "selftest.json"
-
-
 def allow_emulation(layout: Layout) -> bool:
     """sandbox.allow_emulation from the host config; False without a config directory."""
     if not layout.etc.is_dir():
         return False
     return load_config(layout.etc).host.sandbox.allow_emulation
-
-
-def execs_path(layout: Layout) -> Path:
-    """The exec records (one JSON line each) that status and the registry read."""
-    return layout.state / "sandbox" / "execs.jsonl"
 
 
 @click.group("sandbox")
@@ -100,11 +90,11 @@ def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> Non
     detection = backend.detect(built, directory, redetect=redetect,
                                allow_emulation=allow_emulation(app.layout))
     if detection.backend == "none":
-        _write_json(selftest_path(app.layout), {
+        _write_json(app.layout.sandbox_selftest, {
             "backend": "none", "boundary": "none", "reason": detection.reason,
             "time": detection.detected_at})
     record = backend.probe(built, backend.machine_for(detection), reason=detection.reason)
-    _write_json(selftest_path(app.layout), record.model_dump(mode="json"))
+    _write_json(app.layout.sandbox_selftest, record.model_dump(mode="json"))
     if as_json:
         echo_json(record.model_dump(mode="json"))
     else:
@@ -140,7 +130,7 @@ def serve(
     if records == "-":
         sink = records_on_stdout()
     else:
-        sink = ExecLog.open(Path(records) if records else execs_path(app.layout))
+        sink = ExecLog.open(Path(records) if records else app.layout.sandbox_execs)
     try:
         run_broker(app.layout, config, cache=cache_dir(app.layout, cache), records=sink,
                    queue_wait_s=queue_wait)
@@ -277,9 +267,9 @@ def run_direct(
     detection = backend.detect(built, directory, allow_emulation=allow_emulation(layout))
     result = backend.run_once(detection, built, request)
     try:
-        records = ExecLog.open(execs_path(layout))
+        records = ExecLog.open(layout.sandbox_execs)
     except OSError as exc:  # the job ran; a record this user cannot write is not its failure
-        log.warning("sandbox_record_failed", path=str(execs_path(layout)), error=exc.strerror)
+        log.warning("sandbox_record_failed", path=str(layout.sandbox_execs), error=exc.strerror)
         return result
     try:
         records.append(render_record(profile=profile, uid=os.getuid(), argv=request.argv,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agentgw.cli.context import App, etc_option, pass_app
-from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.errors import AgentgwError, Exit, no_profile
 from agentgw.paths import Layout
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
     if profile is not None:
         rows = [r for r in rows if r.get("profile") == profile]
         if not rows:
-            known = ", ".join(str(r.get("profile")) for r in doc["profiles"]) or "none"
-            raise usage(f"no profile {profile!r}", hint=f"known profiles: {known}")
+            raise no_profile(profile, (str(r.get("profile")) for r in doc["profiles"]))
         doc["profiles"] = rows
         text = json.dumps(doc, indent=2, ensure_ascii=False)
     if as_json:

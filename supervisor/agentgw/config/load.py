@@ -26,7 +26,7 @@ from agentgw.config.explain import (
     line_of,
     shown_value,
 )
-from agentgw.errors import die, usage
+from agentgw.errors import die, no_profile, usage
 from agentgw.model import HostConfig, Profile, want_profile_name
 
 HOST_FILE = "agentgw.yaml"
@@ -57,11 +57,7 @@ class Config:
         try:
             return self.profiles[name]
         except KeyError:
-            known = ", ".join(self.names or self.profiles) or "none"
-            raise usage(
-                f"no profile named {name!r}",
-                hint=f"configured profiles: {known} (files in {self.etc}/gateways)",
-            ) from None
+            raise no_profile(name, self.names or self.profiles, self.etc) from None
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form: every setting, defaults included, with files relative to etc."""

@@ -130,7 +130,7 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
         (layout.intents, ROOT, ROOT, 0o700),
         (layout.archive, ROOT, ROOT, 0o700),
         # exec records and the self-test; systemd opens execs.jsonl for the broker (as root)
-        (layout.state / "sandbox", ROOT, ROOT, 0o700),
+        (layout.sandbox_state, ROOT, ROOT, 0o700),
     ]
 
 

@@ -97,7 +97,7 @@ class Snapshot:
             for status in self.statuses:
                 if status.profile == profile:
                     return status
-        raise Refused(404, f"no profile {profile!r}", hint="GET /v1/profiles lists them")
+        raise Refused(404, f"no profile named {profile!r}", hint="GET /v1/profiles lists them")
 
 
 @dataclass(frozen=True)

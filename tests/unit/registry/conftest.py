@@ -112,7 +112,7 @@ def fabricate(tmp_path: Path) -> tuple[Layout, Config, list[ProfileStatus]]:
              "checks": [{"name": "cross-read", "result": "passed", "evidence": "EACCES"}],
              "signature": {"key": "0123456789abcdef", "value": "c2ln"}}
     (layout.proofs / "api.json").write_text(json.dumps(proof, indent=1))
-    sandbox = layout.state / "sandbox"
+    sandbox = layout.sandbox_state
     sandbox.mkdir(parents=True)
     (sandbox / "selftest.json").write_text(json.dumps(
         {"time": "2023-11-14T22:00:00Z", "backend": "kvm", "ok": True}))
