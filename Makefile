@@ -48,7 +48,7 @@ apt:
 venv:
 	@VENV=$(VENV) scripts/install-venv
 
-lint: setup
+lint: venv
 	$(VENV)/bin/ruff check supervisor tests benchmarks launcher releases
 	$(VENV)/bin/mypy
 

@@ -11,7 +11,6 @@ measures directly. Runnable alone: ``python benchmarks/bench_bus.py``.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -20,11 +19,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agentgw import log
 from agentgw.bus import Systemd
-from agentgw.lab.machine import IN_LAB_ENV, LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import IN_LAB_ENV, LabSpec
+from benchmarks.rows import Row, rows_from_json, rows_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = 100
@@ -46,7 +46,7 @@ def _timed(fn: Callable[[], object], runs: int) -> list[float]:
     return out
 
 
-def measure() -> list[dict[str, Any]]:
+def measure() -> list[Row]:
     """Inside a lab: set up the template and its instances, measure, clean up."""
     unit_file = Path("/etc/systemd/system") / TEMPLATE
     # No start rate limit: the restart figure restarts one instance 20 times in a row.
@@ -67,7 +67,7 @@ def measure() -> list[dict[str, Any]]:
             sd.daemon_reload()
 
 
-def _rows(sd: Systemd, names: list[str]) -> list[dict[str, Any]]:
+def _rows(sd: Systemd, names: list[str]) -> list[Row]:
     def bus_status() -> None:
         with Systemd() as fresh:
             statuses = fresh.service_statuses([PATTERN])
@@ -92,41 +92,41 @@ def _rows(sd: Systemd, names: list[str]) -> list[dict[str, Any]]:
         _timed(lambda: subprocess.run(["systemctl", "restart", one], check=True), 10)
     )
     return [
-        {
-            "name": f"status of {UNITS} units: bus/ list + properties vs systemctl show loop",
-            "value": bus_ms,
-            "unit": "ms",
-            "baseline": shell_ms,
-            "ratio": shell_ms / bus_ms,
-            "goal": f">= {STATUS_GOAL:g}x",
-            "ok": shell_ms / bus_ms >= STATUS_GOAL,
-        },
-        {
-            "name": "restart one unit, waited via JobRemoved vs systemctl restart",
-            "value": bus_restart,
-            "unit": "ms",
-            "baseline": ctl_restart,
-            "ratio": ctl_restart / bus_restart,
-            "goal": "",
-            "ok": None,
-        },
+        Row(
+            name=f"status of {UNITS} units: bus/ list + properties vs systemctl show loop",
+            value=bus_ms,
+            unit="ms",
+            baseline=shell_ms,
+            ratio=shell_ms / bus_ms,
+            goal=f">= {STATUS_GOAL:g}x",
+            ok=shell_ms / bus_ms >= STATUS_GOAL,
+        ),
+        Row(
+            name="restart one unit, waited via JobRemoved vs systemctl restart",
+            value=bus_restart,
+            unit="ms",
+            baseline=ctl_restart,
+            ratio=ctl_restart / bus_restart,
+            goal="",
+            ok=None,
+        ),
     ]
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     if os.environ.get(IN_LAB_ENV) == "1":
         return measure()
     spec = LabSpec(name=f"bench-bus-{uuid.uuid4().hex[:8]}", binds=(REPO,))
     with booted(spec) as lab:
-        result = lab.exec([sys.executable, os.fspath(Path(__file__)), "--inside"], cwd=REPO)
-    rows: list[dict[str, Any]] = json.loads(result.stdout.splitlines()[-1])
+        result = lab.exec([sys.executable, "-m", "benchmarks.bench_bus", "--inside"], cwd=REPO)
+    rows = rows_from_json(result.stdout.splitlines()[-1])
     return rows
 
 
 if __name__ == "__main__":
     log.configure()
     if sys.argv[1:] == ["--inside"]:
-        print(json.dumps(measure()))
+        print(rows_to_json(measure()))
     else:
         for row in run():
             print(row)

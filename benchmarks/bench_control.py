@@ -7,25 +7,24 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
-from agentgw.lab.machine import LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import LabSpec
+from benchmarks.rows import Row, rows_from_json, rows_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     spec = LabSpec(name=f"bench-ctl-{uuid.uuid4().hex[:6]}", binds=(REPO,))
     with booted(spec) as lab:
-        out = lab.exec(["/opt/agentgw/venv/bin/python", str(REPO / "benchmarks/control_inside.py")],
+        out = lab.exec(["/opt/agentgw/venv/bin/python", "-m", "benchmarks.control_inside"],
                        cwd=REPO, timeout=900)
-    rows: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = rows_from_json(out.stdout.strip().splitlines()[-1])
     return rows
 
 
 if __name__ == "__main__":
-    json.dump(run(), sys.stdout, indent=2)
+    print(rows_to_json(run()))

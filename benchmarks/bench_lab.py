@@ -11,9 +11,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-from agentgw.lab.machine import Lab, LabSpec
+from agentgw.lab.machine import Lab
+from agentgw.lab.spec import LabSpec
+from benchmarks.rows import Row
 
 RUNS = 5
 GOAL_S = 5.0
@@ -37,7 +38,7 @@ def overlay_only() -> float:
     return elapsed
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     boots: list[float] = []
     downs: list[float] = []
     for _ in range(RUNS):
@@ -49,24 +50,24 @@ def run() -> list[dict[str, Any]]:
     base = statistics.median(overlay_only() for _ in range(RUNS))
     boot = statistics.median(boots)
     return [
-        {
-            "name": "lab boot to running (median of 5)",
-            "value": boot,
-            "unit": "s",
-            "baseline": base,
-            "ratio": boot / base if base else None,
-            "goal": f"<= {GOAL_S} s",
-            "ok": boot <= GOAL_S,
-        },
-        {
-            "name": "lab down (median of 5)",
-            "value": statistics.median(downs),
-            "unit": "s",
-            "baseline": None,
-            "ratio": None,
-            "goal": "",
-            "ok": None,
-        },
+        Row(
+            name="lab boot to running (median of 5)",
+            value=boot,
+            unit="s",
+            baseline=base,
+            ratio=boot / base if base else None,
+            goal=f"<= {GOAL_S} s",
+            ok=boot <= GOAL_S,
+        ),
+        Row(
+            name="lab down (median of 5)",
+            value=statistics.median(downs),
+            unit="s",
+            baseline=None,
+            ratio=None,
+            goal="",
+            ok=None,
+        ),
     ]
 
 

@@ -16,7 +16,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from benchmarks.rows import Row
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "launcher" / "launch"
@@ -80,49 +81,49 @@ def measure(iterations: int = ITERATIONS) -> tuple[list[float], list[float]]:
     return via, direct
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     via, direct = measure()
     n = len(via)
     via_med, direct_med = statistics.median(via), statistics.median(direct)
     via_p95, direct_p95 = p95(via), p95(direct)
     extra_med = via_med - direct_med
     return [
-        {
-            "name": f"exec to target via launcher, median of {n}",
-            "value": via_med,
-            "unit": "ms",
-            "baseline": direct_med,
-            "ratio": via_med / direct_med,
-            "goal": "",
-            "ok": None,
-        },
-        {
-            "name": f"exec to target via launcher, p95 of {n}",
-            "value": via_p95,
-            "unit": "ms",
-            "baseline": direct_p95,
-            "ratio": via_p95 / direct_p95,
-            "goal": "",
-            "ok": None,
-        },
-        {
-            "name": "launcher overhead, median extra",
-            "value": extra_med,
-            "unit": "ms",
-            "baseline": None,
-            "ratio": None,
-            "goal": f"<= {GOAL_MS:g} ms",
-            "ok": extra_med <= GOAL_MS,
-        },
-        {
-            "name": "launcher overhead, p95 extra",
-            "value": via_p95 - direct_p95,
-            "unit": "ms",
-            "baseline": None,
-            "ratio": None,
-            "goal": "",
-            "ok": None,
-        },
+        Row(
+            name=f"exec to target via launcher, median of {n}",
+            value=via_med,
+            unit="ms",
+            baseline=direct_med,
+            ratio=via_med / direct_med,
+            goal="",
+            ok=None,
+        ),
+        Row(
+            name=f"exec to target via launcher, p95 of {n}",
+            value=via_p95,
+            unit="ms",
+            baseline=direct_p95,
+            ratio=via_p95 / direct_p95,
+            goal="",
+            ok=None,
+        ),
+        Row(
+            name="launcher overhead, median extra",
+            value=extra_med,
+            unit="ms",
+            baseline=None,
+            ratio=None,
+            goal=f"<= {GOAL_MS:g} ms",
+            ok=extra_med <= GOAL_MS,
+        ),
+        Row(
+            name="launcher overhead, p95 extra",
+            value=via_p95 - direct_p95,
+            unit="ms",
+            baseline=None,
+            ratio=None,
+            goal="",
+            ok=None,
+        ),
     ]
 
 

@@ -25,6 +25,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rows import Row
+
 PROFILES = 100
 CONNECTIONS = 16
 DURATION_S = 10.0
@@ -96,14 +98,14 @@ def serve(kind: str, report: Connection) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from agentgw.registry.app import create_app
+    from agentgw.registry.app import Options, create_app
     from agentgw.registry.serve import run_server, tcp_listener
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "registry":
             config, provider, layout = fabricate(Path(tmp))
             assert len(provider(config)) == PROFILES
-            app: Any = create_app(layout, lambda: config, provider, token=TOKEN.encode())
+            app: Any = create_app(layout, lambda: config, provider, Options(token=TOKEN.encode()))
         else:
             async def constant(request: Request) -> Response:
                 return Response(b'{"status":"ok"}', media_type="application/json")
@@ -150,7 +152,7 @@ def measure(port: int) -> dict[str, float]:
     return {"rps": len(latencies) / DURATION_S, "p50_ms": cuts[49] * 1e3, "p99_ms": cuts[98] * 1e3}
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     ctx = multiprocessing.get_context("spawn")
     results: dict[str, dict[str, float]] = {}
     for kind in ("bare", "registry"):
@@ -167,15 +169,33 @@ def run() -> list[dict[str, Any]]:
     reg, bare = results["registry"], results["bare"]
     ratio = reg["rps"] / bare["rps"]
     return [
-        {"name": f"registry GET /v1/profiles ({PROFILES} profiles), {CONNECTIONS} conns",
-         "value": reg["rps"], "unit": "req/s", "baseline": bare["rps"], "ratio": ratio,
-         "goal": f">= {THROUGHPUT_GOAL:.0%} of bare", "ok": ratio >= THROUGHPUT_GOAL},
-        {"name": "registry GET /v1/profiles p99 latency", "value": reg["p99_ms"], "unit": "ms",
-         "baseline": bare["p99_ms"], "ratio": reg["p99_ms"] / bare["p99_ms"],
-         "goal": f"<= {P99_GOAL_MS:g} ms", "ok": reg["p99_ms"] <= P99_GOAL_MS},
-        {"name": "registry GET /v1/profiles p50 latency", "value": reg["p50_ms"], "unit": "ms",
-         "baseline": bare["p50_ms"], "ratio": reg["p50_ms"] / bare["p50_ms"], "goal": "",
-         "ok": None},
+        Row(
+            name=f"registry GET /v1/profiles ({PROFILES} profiles), {CONNECTIONS} conns",
+            value=reg["rps"],
+            unit="req/s",
+            baseline=bare["rps"],
+            ratio=ratio,
+            goal=f">= {THROUGHPUT_GOAL:.0%} of bare",
+            ok=ratio >= THROUGHPUT_GOAL,
+        ),
+        Row(
+            name="registry GET /v1/profiles p99 latency",
+            value=reg["p99_ms"],
+            unit="ms",
+            baseline=bare["p99_ms"],
+            ratio=reg["p99_ms"] / bare["p99_ms"],
+            goal=f"<= {P99_GOAL_MS:g} ms",
+            ok=reg["p99_ms"] <= P99_GOAL_MS,
+        ),
+        Row(
+            name="registry GET /v1/profiles p50 latency",
+            value=reg["p50_ms"],
+            unit="ms",
+            baseline=bare["p50_ms"],
+            ratio=reg["p50_ms"] / bare["p50_ms"],
+            goal="",
+            ok=None,
+        ),
     ]
 
 

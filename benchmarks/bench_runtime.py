@@ -13,22 +13,22 @@ the litellm tree) beside a bare `systemctl restart` + readiness of the same unit
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from agentgw.lab.machine import LabSpec, booted
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import LabSpec
 from agentgw.model.release import ReleasePolicy
 from agentgw.observe.release import release_owner, verify_tree
 from agentgw.paths import Layout
+from benchmarks.rows import Row, rows_from_json, rows_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTGW = "/opt/agentgw/venv/bin/agentgw"
@@ -68,13 +68,19 @@ def tree_size(root: Path) -> tuple[int, int]:
     return files, size
 
 
-def row(name: str, value: float, baseline: float, goal: str, ok: bool | None) -> dict[str, Any]:
-    return {"name": name, "value": round(value * 1000, 1), "unit": "ms",
-            "baseline": round(baseline * 1000, 1), "ratio": round(value / baseline, 2),
-            "goal": goal, "ok": ok}
+def row(name: str, value: float, baseline: float, goal: str, ok: bool | None) -> Row:
+    return Row(
+        name=name,
+        value=round(value * 1000, 1),
+        unit="ms",
+        baseline=round(baseline * 1000, 1),
+        ratio=round(value / baseline, 2),
+        goal=goal,
+        ok=ok,
+    )
 
 
-def on_host() -> list[dict[str, Any]]:
+def on_host() -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="agentgw-bench-", dir=SCRATCH))
     try:
         root = work / "root"
@@ -123,20 +129,20 @@ def on_host() -> list[dict[str, Any]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def in_lab() -> list[dict[str, Any]]:
+def in_lab() -> list[Row]:
     spec = LabSpec(name=f"bench-rt-{uuid.uuid4().hex[:6]}", binds=(REPO,))
     with booted(spec) as lab:
-        out = lab.exec([PYTHON, str(REPO / "benchmarks/runtime_inside.py")], cwd=REPO,
+        out = lab.exec([PYTHON, "-m", "benchmarks.runtime_inside"], cwd=REPO,
                        timeout=1200)
-    rows: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = rows_from_json(out.stdout.strip().splitlines()[-1])
     return rows
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     if not any(WHEELS.glob("litellm-*.whl")):
         raise RuntimeError(f"no wheels in {WHEELS}: run make bench (it fetches them)")
     return on_host() + in_lab()
 
 
 if __name__ == "__main__":
-    json.dump(run(), sys.stdout, indent=2)
+    print(rows_to_json(run()))

@@ -27,13 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from agentgw.errors import AgentgwError
 from agentgw.sandbox import backend, gvisor, image
 from agentgw.sandbox.job import JobRequest
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.vm import Machine, host_tsc_khz, run_cold
+from benchmarks.rows import Row
 
 RUNS = 20
 MEMORY_MB = 256
@@ -75,20 +75,20 @@ def bwrap() -> list[str]:
 
 
 def row(name: str, values: list[float], *, baseline: float | None, goal: str = "",
-        ok: bool | None = None, stat: str = "p50") -> dict[str, Any]:
+        ok: bool | None = None, stat: str = "p50") -> Row:
     value = statistics.median(values) if stat == "p50" else p95(values)
-    return {
-        "name": f"{name} {stat} ({len(values)} runs)",
-        "value": value,
-        "unit": "ms",
-        "baseline": baseline,
-        "ratio": value / baseline if baseline else None,
-        "goal": goal,
-        "ok": ok,
-    }
+    return Row(
+        name=f"{name} {stat} ({len(values)} runs)",
+        value=value,
+        unit="ms",
+        baseline=baseline,
+        ratio=value / baseline if baseline else None,
+        goal=goal,
+        ok=ok,
+    )
 
 
-def gvisor_rows(request: JobRequest, base: float) -> list[dict[str, Any]]:
+def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
     """Cold and warm exec of ``true`` under gVisor (see the module doc)."""
     if gvisor.runsc_path() is None:
         return []
@@ -133,7 +133,7 @@ def gvisor_rows(request: JobRequest, base: float) -> list[dict[str, Any]]:
     ]
 
 
-def run() -> list[dict[str, Any]]:
+def run() -> list[Row]:
     built, cache = sandbox_image()
     detection = backend.detect(built, cache, allow_emulation=True)
     # The microVM rows use KVM where it works, else TCG, whatever backend jobs use.
@@ -184,12 +184,15 @@ def run() -> list[dict[str, Any]]:
     rows.extend(gvisor_rows(request, base))
     if boots:
         rows.append(row(f"pool VM boot to READY [{label}]", boots, baseline=None))
-    rows.append({
-        "name": f"boot share of a cold exec [{label}] (1 - warm p50 / cold p50)",
-        "value": 100 * (1 - warm_p50 / cold_p50),
-        "unit": "%",
-        "baseline": None, "ratio": None, "goal": "", "ok": None,
-    })
+    rows.append(Row(
+        name=f"boot share of a cold exec [{label}] (1 - warm p50 / cold p50)",
+        value=100 * (1 - warm_p50 / cold_p50),
+        unit="%",
+        baseline=None,
+        ratio=None,
+        goal="",
+        ok=None,
+    ))
     return rows
 
 

@@ -10,11 +10,9 @@ but this kernel does not enforce is reported "not enforced", never counted as co
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.support import AGENTGW, OPT, agentgw
-
+from agentgw.lab.host import AGENTGW, OPT, agentgw
 from agentgw.paths import journald_unit, log_namespace
+from agentgw.registry.client import get
 from benchmarks.soak_host import (
     A_LIMITS,
     A_LOGS,
@@ -73,32 +71,12 @@ def p99_ms(latencies: list[float], failures: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98] * 1000
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("registry", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
-
-
 def ask_registry() -> str | None:
     """GET /v1/profiles from the registry's socket (as root: every profile); None when it
     answered 200 with the profiles, else what went wrong."""
-    conn = UnixHTTPConnection(REGISTRY_SOCKET, timeout=10.0)
-    try:
-        conn.request("GET", "/v1/profiles")
-        response = conn.getresponse()
-        body = response.read()
-    except OSError as exc:
-        return f"registry: {exc}"
-    finally:
-        conn.close()
-    if response.status != 200:
-        return f"registry answered {response.status}"
+    body = get(Path(REGISTRY_SOCKET), "/v1/profiles", timeout=10.0)
+    if body is None:
+        return "registry: no complete 200 answer"
     try:
         json.loads(body)["profiles"]
     except (ValueError, KeyError, TypeError):

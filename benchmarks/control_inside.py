@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.rows import Row, rows_to_json
+
 REPO = Path(__file__).resolve().parents[1]
 AGENTGW = "/opt/agentgw/venv/bin/agentgw"
 N = 100
@@ -93,15 +95,16 @@ def main() -> None:
         assert doc["source"] == source, doc["source"]
         shown = len(doc["profiles"])
         t_status = statistics.median(timed(status) for _ in range(9))
-        rows.append({
-            "name": f"agentgw status --json, {shown} profiles ({source})",
-            "value": round(t_status * 1000, 1), "unit": "ms",
-            "baseline": round(t_shell * 1000, 1),
-            "ratio": round(t_shell / t_status, 1),
-            "goal": ">= 8x faster than a systemctl show loop" if source == "registry"
+        rows.append(Row(
+            name=f"agentgw status --json, {shown} profiles ({source})",
+            value=round(t_status * 1000, 1),
+            unit="ms",
+            baseline=round(t_shell * 1000, 1),
+            ratio=round(t_shell / t_status, 1),
+            goal=">= 8x faster than a systemctl show loop" if source == "registry"
             else "(no registry: for comparison)",
-            "ok": t_shell / t_status >= 8 if source == "registry" else None,
-        })
+            ok=t_shell / t_status >= 8 if source == "registry" else None,
+        ))
     # promote overhead: agentgw promote vs systemctl restart + readiness of the same unit
     p = names[0]
     host = "127.77.1.1"
@@ -115,20 +118,25 @@ def main() -> None:
             time.sleep(0.005)
         bare_times.append(time.perf_counter() - t0)
     prom, bare = statistics.median(promote_times), statistics.median(bare_times)
-    rows.append({
-        "name": "promote (verify, flip, restart, proofs, health, history)",
-        "value": round(prom * 1000, 1), "unit": "ms",
-        "baseline": round(bare * 1000, 1),
-        "ratio": round(prom / bare, 2),
-        "goal": "<= 300 ms over a bare restart + readiness",
-        "ok": (prom - bare) <= 0.300,
-    })
-    rows.append({
-        "name": "promote overhead over bare restart + readiness",
-        "value": round((prom - bare) * 1000, 1), "unit": "ms",
-        "baseline": None, "ratio": None, "goal": "<= 300 ms", "ok": (prom - bare) <= 0.300,
-    })
-    print(json.dumps(rows))
+    rows.append(Row(
+        name="promote (verify, flip, restart, proofs, health, history)",
+        value=round(prom * 1000, 1),
+        unit="ms",
+        baseline=round(bare * 1000, 1),
+        ratio=round(prom / bare, 2),
+        goal="<= 300 ms over a bare restart + readiness",
+        ok=(prom - bare) <= 0.300,
+    ))
+    rows.append(Row(
+        name="promote overhead over bare restart + readiness",
+        value=round((prom - bare) * 1000, 1),
+        unit="ms",
+        baseline=None,
+        ratio=None,
+        goal="<= 300 ms",
+        ok=(prom - bare) <= 0.300,
+    ))
+    print(rows_to_json(rows))
 
 
 if __name__ == "__main__":

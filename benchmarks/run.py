@@ -10,13 +10,14 @@ import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.rows import Row  # noqa: E402 - needs the repository on sys.path
 
-def fmt(value: Any) -> str:
+
+def fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
     return "" if value is None else str(value)
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> int:
 
     configure(debug=False)
     only = set(argv)
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     failed = False
     for path in sorted(HERE.glob("bench_*.py")):
         if only and path.stem not in only:
@@ -35,20 +36,20 @@ def main(argv: list[str]) -> int:
         print(f"running {path.stem} ...", file=sys.stderr, flush=True)
         try:
             module = importlib.import_module(f"benchmarks.{path.stem}")
-            rows += [{"bench": path.stem, **r} for r in module.run()]
+            rows += [r.of(path.stem) for r in module.run()]
         except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
             traceback.print_exc()
-            rows.append({"bench": path.stem, "name": "ERROR", "ok": False})
+            rows.append(Row(name="ERROR", ok=False, bench=path.stem))
             failed = True
     header = ["bench", "name", "value", "unit", "baseline", "ratio", "goal", "ok"]
-    table = [[fmt(r.get(h)) for h in header] for r in rows]
+    table = [[fmt(getattr(r, h)) for h in header] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for t in table:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)))
-    missed = [r for r in rows if r.get("ok") is False]
+    missed = [r for r in rows if r.ok is False]
     if missed:
         print(f"\n{len(missed)} figure(s) missed their goal", file=sys.stderr)
     return 1 if failed else 0

@@ -5,7 +5,6 @@ the last line of stdout."""
 from __future__ import annotations
 
 import http.client
-import json
 import shutil
 import statistics
 import subprocess
@@ -13,6 +12,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.rows import Row, rows_to_json
 
 REPO = Path(__file__).resolve().parents[1]
 AGENTGW = "/opt/agentgw/venv/bin/agentgw"
@@ -71,14 +72,25 @@ def main() -> None:
             time.sleep(0.005)
         bares.append(time.perf_counter() - t0)
     prom, bare = statistics.median(promotes), statistics.median(bares)
-    print(json.dumps([
-        {"name": "promote of the big release vs bare restart + readiness",
-         "value": round(prom * 1000, 1), "unit": "ms", "baseline": round(bare * 1000, 1),
-         "ratio": round(prom / bare, 2), "goal": "(reported: includes the re-hash)",
-         "ok": None},
-        {"name": "promote overhead for the big release (re-hash, proofs, history)",
-         "value": round((prom - bare) * 1000, 1), "unit": "ms", "baseline": None,
-         "ratio": None, "goal": "(reported)", "ok": None},
+    print(rows_to_json([
+        Row(
+            name="promote of the big release vs bare restart + readiness",
+            value=round(prom * 1000, 1),
+            unit="ms",
+            baseline=round(bare * 1000, 1),
+            ratio=round(prom / bare, 2),
+            goal="(reported: includes the re-hash)",
+            ok=None,
+        ),
+        Row(
+            name="promote overhead for the big release (re-hash, proofs, history)",
+            value=round((prom - bare) * 1000, 1),
+            unit="ms",
+            baseline=None,
+            ratio=None,
+            goal="(reported)",
+            ok=None,
+        ),
     ]))
 
 

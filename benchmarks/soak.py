@@ -40,8 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.support import ETC, OPT, PROFILES, agentgw  # noqa: E402 - needs REPO
-
+from agentgw.lab.host import ETC, OPT, PROFILES, agentgw  # noqa: E402
 from benchmarks.blast import SHORT_FAULTS, Row, measure, run_fault, table  # noqa: E402
 from benchmarks.soak_host import (  # noqa: E402
     FAULTS,

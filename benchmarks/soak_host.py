@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.integration.support import ETC, KEY, OPT, PROFILES, agentgw, setup_host
 
+from agentgw.bus import SERVICE, UNIT, Systemd
+from agentgw.lab.host import ETC, KEY, OPT, PROFILES, agentgw, setup_host
 from agentgw.observe.host import host_cpus
 from agentgw.paths import log_namespace
 
@@ -33,6 +34,8 @@ CGROUP = Path("/sys/fs/cgroup")
 REGISTRY = "agentgw-registry.service"
 REGISTRY_SOCKET = "/run/agentgw/registry.sock"
 MIB = 1 << 20
+# Read on the Unit interface; every other property the soak reads is the Service's.
+UNIT_PROPERTIES = frozenset({"ActiveState", "SubState", "LoadState"})
 
 # A's limits in the soak: small, so each fault reaches them within seconds.
 A_LIMITS: dict[str, Any] = {
@@ -162,7 +165,7 @@ def set_up(build: Path) -> Host:
     """The host's CPUs partitioned (A's for A), init, keys, releases (good, broken, one per
     fault), the soak's profiles applied and on release A, and the registry started."""
     partition_cpus()
-    releases = setup_host(build)
+    releases = setup_host(REPO, build)
     shas = {"a": releases.a, "b": releases.b, "crash": releases.crash,
             "unhealthy": releases.unhealthy, "wrongsha": releases.wrongsha}
     for fault in FAULTS:
@@ -203,8 +206,12 @@ def restore_repo_profiles(build: Path) -> None:
 
 
 def show(name: str, *props: str) -> dict[str, str]:
-    out = sh("systemctl", "show", name, *(f"-p{p}" for p in props))
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    """Properties of a unit as ``systemctl show`` prints them, read over D-Bus (agentgw.bus)."""
+    with Systemd() as sd:
+        return {
+            p: str(sd.unit_properties(name, UNIT if p in UNIT_PROPERTIES else SERVICE, [p])[p])
+            for p in props
+        }
 
 
 def pid_and_start(profile: str) -> tuple[int, int]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.lab.machine import IN_LAB_ENV, Lab, LabSpec, booted, why_unavailable
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import IN_LAB_ENV, LabSpec, why_unavailable
 from agentgw.log import configure
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,9 @@ same errors to JSON. Exit codes follow DESIGN.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
+from pathlib import Path
 
 
 class Exit(IntEnum):
@@ -40,3 +42,11 @@ def die(message: str, *, hint: str = "", code: Exit = Exit.FAILED) -> AgentgwErr
 def usage(message: str, *, hint: str = "") -> AgentgwError:
     """Bad input: exit 2, and nothing on the host was changed."""
     return AgentgwError(message, hint=hint, code=Exit.USAGE)
+
+
+def no_profile(name: str, known: Iterable[str], etc: Path | None = None) -> AgentgwError:
+    """The one answer to a profile name that is not configured (exit 2): the known ones, and
+    where their files are when that is known."""
+    listed = ", ".join(known) or "none"
+    where = f" (files in {etc}/gateways)" if etc is not None else ""
+    return usage(f"no profile named {name!r}", hint=f"configured profiles: {listed}{where}")

@@ -159,6 +159,20 @@ class Layout:
         return self.state / "archive"
 
     @property
+    def sandbox_state(self) -> Path:
+        return self.state / "sandbox"
+
+    @property
+    def sandbox_selftest(self) -> Path:
+        """The last sandbox self-test, kept for verify and the registry."""
+        return self.sandbox_state / "selftest.json"
+
+    @property
+    def sandbox_execs(self) -> Path:
+        """The exec records (one JSON line each) that status and the registry read."""
+        return self.sandbox_state / "execs.jsonl"
+
+    @property
     def run(self) -> Path:
         return self._p("run/agentgw")
 

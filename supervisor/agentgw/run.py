@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from agentgw.errors import AgentgwError, Exit
 from agentgw.log import get_logger
@@ -30,20 +31,27 @@ def _argv(argv: Argv) -> list[str]:
     return [os.fspath(a) for a in argv]
 
 
+class RunOptions(TypedDict, total=False):
+    """How :func:`run` runs a command: ``check`` (default True) turns a non-zero exit into an
+    AgentgwError naming the command and its stderr; ``input`` is its stdin; ``capture``
+    (default True) collects stdout and stderr instead of passing them through."""
+
+    check: bool
+    input: str | bytes | None
+    timeout: float | None
+    capture: bool
+
+
 def run(
     argv: Argv,
     *,
-    check: bool = True,
-    input: str | bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    timeout: float | None = None,
-    capture: bool = True,
+    **options: Unpack[RunOptions],
 ) -> Completed:
-    """Run a command to completion and return its output as text.
-
-    ``check`` turns a non-zero exit into an AgentgwError naming the command and its stderr.
-    """
+    """Run a command to completion and return its output as text (see :class:`RunOptions`)."""
+    check, capture = options.get("check", True), options.get("capture", True)
+    input, timeout = options.get("input"), options.get("timeout")
     args = _argv(argv)
     log.debug("run", argv=args)
     data = input.encode() if isinstance(input, str) else input

@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentgw.errors import AgentgwError, die
@@ -21,24 +22,29 @@ def in_use(path: Path) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Server:
+    """Whose socket it is, for the errors of :func:`listen`: ``who`` else may be serving on it
+    (see ``unit``), ``not_socket(message, hint=not_socket_hint)`` when something else is at
+    the path, ``fail_hint`` when it cannot be bound."""
+
+    who: str
+    unit: str
+    not_socket: Callable[..., AgentgwError]
+    not_socket_hint: str
+    fail_hint: str
+
+
 def listen(
-    path: Path,
-    *,
-    mode: int,
-    dir_mode: int,
-    backlog: int,
-    who: str,
-    unit: str,
-    not_socket: Callable[..., AgentgwError],
-    not_socket_hint: str,
-    fail_hint: str,
-    gid: int | None = None,
+    path: Path, server: Server, *, mode: int, dir_mode: int, backlog: int, gid: int | None = None
 ) -> socket.socket:
     """A listening socket at ``path`` with ``mode`` (and group ``gid``, if given).
 
-    A stale socket file is replaced; one that ``who`` (another server) still serves is an
-    error naming ``unit``; anything else at ``path`` is ``not_socket(message, hint=...)``.
+    A stale socket file is replaced; one that ``server.who`` still serves is an error naming
+    its unit; anything else at ``path`` is ``server.not_socket(message, hint=...)``.
     """
+    who, unit, fail_hint = server.who, server.unit, server.fail_hint
+    not_socket, not_socket_hint = server.not_socket, server.not_socket_hint
     try:
         st = path.lstat()
     except FileNotFoundError:

@@ -22,7 +22,6 @@ from typing import Protocol
 
 import psutil
 
-from agentgw.apply.files import flip_symlink, fsync_dir
 from agentgw.apply.history import append_history, read_history
 from agentgw.apply.intent import clear_intent, read_intent, set_phase, write_intent
 from agentgw.apply.lock import is_locked, profile_lock
@@ -30,7 +29,7 @@ from agentgw.apply.release import releases_lock
 from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, die, usage
-from agentgw.fsio import clean
+from agentgw.fsio import clean, flip_symlink, fsync_dir, parse_iso, read_json
 from agentgw.log import get_logger
 from agentgw.model.control import Outcome, PhaseTime, Sibling
 from agentgw.model.history import Intent
@@ -44,13 +43,7 @@ from agentgw.observe.release import (
     read_manifest,
 )
 from agentgw.observe.startup import READY_RECORD, ReadyRecord, journal_tail, judge_start
-from agentgw.observe.status import (
-    judge_alignment,
-    parse_iso,
-    read_environ,
-    read_json,
-    read_release,
-)
+from agentgw.observe.status import judge_alignment, read_environ, read_release
 from agentgw.paths import Layout, profile_of, unit_name
 from agentgw.plan.units import STOP_MARGIN_S
 

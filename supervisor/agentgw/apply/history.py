@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentgw.apply.files import fsync_dir, write_atomic
+from agentgw.fsio import fsync_dir, write_atomic
 from agentgw.machine import identity
 from agentgw.model.history import HistoryRecord
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agentgw import run
-from agentgw.apply.files import ensure_dir, write_atomic
 from agentgw.errors import AgentgwError
+from agentgw.fsio import ensure_dir, write_atomic
 from agentgw.log import get_logger
 from agentgw.model.actions import (
     Action,

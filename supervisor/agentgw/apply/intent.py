@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NotRequired, TypedDict, Unpack
 
 import psutil
 
-from agentgw.apply.files import write_atomic
+from agentgw.fsio import write_atomic
 from agentgw.model.history import Intent
 
 
@@ -15,25 +16,24 @@ def intent_path(intents: Path, profile: str) -> Path:
     return intents / f"{profile}.json"
 
 
-def write_intent(
-    intents: Path,
-    *,
-    op: str,
-    profile: str,
-    target: str,
-    previous: str | None,
-    phase: str,
-    prior_previous: str | None = None,
-) -> Intent:
+class IntentFields(TypedDict):
+    """What an operation records of itself (the pid, its start and the time are added)."""
+
+    op: str
+    profile: str
+    target: str
+    previous: str | None
+    phase: str
+    prior_previous: NotRequired[str | None]
+
+
+def write_intent(intents: Path, **fields: Unpack[IntentFields]) -> Intent:
     me = psutil.Process()
+    profile = fields["profile"]
     intent = Intent.model_validate(
         {
-            "op": op,
-            "profile": profile,
-            "target": target,
-            "previous": previous,
-            "prior_previous": prior_previous,
-            "phase": phase,
+            "prior_previous": None,
+            **fields,
             "pid": me.pid,
             "started": me.create_time(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

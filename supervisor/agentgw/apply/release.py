@@ -9,10 +9,8 @@ under a release name.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import hashlib
 import io
 import os
 import secrets
@@ -22,11 +20,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from agentgw.apply.release_sign import check_statement, sign_manifest, signing_key
+from agentgw.apply.release_tree import (
+    hash_source,
+    seal_dir,
+    stage,
+    sync_fs,
+    write_member,
+    write_text,
+)
 from agentgw.errors import AgentgwError, Exit, die, usage
+from agentgw.fsio import MANIFEST_FILE, fsync_dir, write_atomic
 from agentgw.log import get_logger
-from agentgw.model.release import FileEntry, Manifest, ManifestSignature, ReleasePolicy
+from agentgw.model.release import FileEntry, Manifest, ReleasePolicy
 from agentgw.observe.release import (
     gc_candidates,
     read_manifest,
@@ -36,18 +44,14 @@ from agentgw.observe.release import (
 from agentgw.paths import Layout
 from agentgw.plan.release import (
     DEFAULT_LABEL,
-    DIR_MODE,
     FILE_MODE,
-    MANIFEST_FILE,
     SIGNATURE_FILE,
     STATEMENT_SIG_FILE,
-    SYMLINK_MODE,
     TMP_PREFIX,
     TRASH_PREFIX,
     Planned,
     check_label,
     check_sha,
-    content_digest,
     next_version,
     plan_tree,
     release_name,
@@ -55,18 +59,8 @@ from agentgw.plan.release import (
     render_manifest,
     render_mode,
     render_signature,
-    same_tree,
-    signing_payload,
-    statement_of,
 )
-from agentgw.proofs.signing import (
-    encode_public_key,
-    fingerprint,
-    load_private_key,
-    raw_public_key,
-    sign,
-    trusted_keys,
-)
+from agentgw.plan.tree_diff import same_tree
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -75,9 +69,18 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-CHUNK = 1 << 20
 # Highest version ever handed out, so versions keep going up after gc removed the newest release.
 COUNTER_FILE = ".version"
+
+
+class AddOptions(TypedDict, total=False):
+    """The keyword options of :func:`add_release`: the manifest's time (default now), an
+    off-host signature over the release statement, and whether a source others can write
+    may be read."""
+
+    created: datetime | None
+    statement_sig: bytes | None
+    allow_untrusted: bool
 
 
 @dataclass(frozen=True)
@@ -122,203 +125,6 @@ def releases_lock(layout: Layout, *, shared: bool = False) -> Iterator[None]:
 # add -------------------------------------------------------------------------------------------
 
 
-def _signer(
-    sign_key: Path | None, policy: ReleasePolicy, statement_sig: bytes | None = None
-) -> Ed25519PrivateKey | None:
-    """The signing key, checked against the policy before anything is written."""
-    trusted = trusted_keys(policy.trusted_keys) if policy.require_signature else {}
-    if statement_sig is not None:
-        _check_statement_signer(statement_sig, policy)
-    if sign_key is None:
-        if policy.require_signature and statement_sig is None:
-            raise usage(
-                "this host requires signed releases and no --sign-key or --signature was given",
-                hint="pass --signature FILE made by 'agentgw release sign' with a trusted key "
-                "(or --sign-key with a key whose public half is in trusted_keys)",
-            )
-        return None
-    key = load_private_key(sign_key)
-    public = key.public_key()
-    if policy.require_signature:
-        known = trusted.get(fingerprint(public))
-        if known is None or raw_public_key(known) != raw_public_key(public):
-            raise usage(
-                f"signing key {fingerprint(public)} is not one of this host's trusted keys",
-                hint="sign with a trusted key, or add its .pub to trusted_keys in agentgw.yaml",
-            )
-    return key
-
-
-def _check_statement_signer(statement_sig: bytes, policy: ReleasePolicy) -> None:
-    """An off-host signature that can be read, by a trusted key when the host requires one
-    (whether it covers this tree is checked once the tree is hashed)."""
-    from agentgw.proofs import sshsig
-
-    try:
-        sig = sshsig.parse(statement_sig)
-    except sshsig.BadSignature as exc:
-        raise usage(
-            f"--signature is not an SSH signature agentgw can read: {exc}",
-            hint="make it with: agentgw release sign SRC --sha SHA --label LABEL --key KEY",
-        ) from exc
-    if sig.namespace != sshsig.NAMESPACE:
-        raise usage(
-            f"--signature was made for namespace {sig.namespace!r}, not {sshsig.NAMESPACE!r}",
-            hint="sign with agentgw release sign (or ssh-keygen -Y sign -n agentgw-release)",
-        )
-    if policy.require_signature:
-        key = fingerprint(sshsig.public_key_of(sig))
-        known = trusted_keys(policy.trusted_keys).get(key)
-        if known is None or raw_public_key(known) != sig.public_key:
-            raise usage(
-                f"--signature is by key {key}, which is not one of this host's trusted keys",
-                hint="add the signer's public key to trusted_keys in agentgw.yaml",
-            )
-
-
-def _check_statement(manifest: Manifest, statement_sig: bytes) -> None:
-    from agentgw.proofs import sshsig
-
-    if not sshsig.verify_message(sshsig.parse(statement_sig), statement_of(manifest)):
-        raise AgentgwError(
-            f"--signature does not match this tree: it was not made over release "
-            f"{manifest.sha}-{manifest.label} with content {content_digest(manifest.files)}",
-            hint="the source changed after it was signed, or the signature is another "
-            "release's; nothing was added",
-            code=Exit.VERIFY,
-        )
-
-
-def _entry(planned: Planned, sha256: str | None = None, size: int = 0) -> FileEntry:
-    if planned.type == "symlink":
-        size = len(planned.target.encode())
-        return FileEntry(
-            path=planned.path,
-            type="symlink",
-            mode=render_mode(SYMLINK_MODE),
-            size=size,
-            target=planned.target,
-        )
-    return FileEntry(
-        path=planned.path,
-        type=planned.type,
-        mode=render_mode(planned.mode),
-        size=size,
-        sha256=sha256,
-    )
-
-
-def _in_source_order(planned: list[Planned]) -> list[Planned]:
-    """Files in the order the source holds them: a compressed tarball read out of order is
-    decompressed again from its start for every backward seek."""
-    return sorted((p for p in planned if p.type != "dir"), key=lambda p: p.origin)
-
-
-def _hash_source(source: Source, planned: list[Planned]) -> tuple[FileEntry, ...]:
-    """The manifest entries a source would produce, reading it without writing anything."""
-    entries = {p.path: _entry(p) for p in planned if p.type != "file"}
-    for item in _in_source_order(planned):
-        if item.type == "file":
-            with source.open(item.origin) as stream:
-                digest, size = _copy(stream, None)
-            entries[item.path] = _entry(item, digest, size)
-    return tuple(entries[p.path] for p in planned)
-
-
-def source_files(src: Path) -> tuple[FileEntry, ...]:
-    """What ``src`` (a directory or tarball) becomes as a release, its manifest's files, without
-    writing anything: what ``release sign`` signs off-host. A virtualenv's interpreter link is
-    taken as it is; each host that adds the release checks it against its own interpreters."""
-    from agentgw.apply.release_source import open_source
-
-    with open_source(src) as source:
-        links = {e.link for e in source.entries if e.kind == "symlink" and e.link.startswith("/")}
-        planned = plan_tree(source.entries, os.fspath(src), links)
-        return _hash_source(source, planned)
-
-
-def _copy(stream: IO[bytes], out: IO[bytes] | None) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-        if out is not None:
-            out.write(chunk)
-    return digest.hexdigest(), size
-
-
-def _write(path: Path, stream: IO[bytes], mode: int, owner: tuple[int, int]) -> tuple[str, int]:
-    """Write a new file with its final owner and mode; returns its sha256 and size. Durable
-    once :func:`_sync_fs` ran on its filesystem."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        digest, size = _copy(stream, out)
-        out.flush()
-        os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-    return digest, size
-
-
-def _sync_fs(path: Path) -> None:
-    """Make everything written under ``path`` durable at once: syncfs(2) on its filesystem is
-    one journal commit, where an fsync per file was one each (2.8 s of a 6.4 s add of 10,000
-    files here: make bench, bench_runtime). os.sync() where syncfs is missing."""
-    import ctypes  # only adding a release pays for it
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-def _seal_dir(path: Path, owner: tuple[int, int]) -> None:
-    """Make a finished directory read-only (its entries are already written)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fchown(fd, *owner)
-        os.fchmod(fd, DIR_MODE)
-    finally:
-        os.close(fd)
-
-
-def _stage(
-    source: Source, planned: list[Planned], tmp: Path, owner: tuple[int, int]
-) -> tuple[FileEntry, ...]:
-    """Build the planned tree under ``tmp``; the manifest entries come from what was written."""
-    entries: dict[str, FileEntry] = {}
-    for item in planned:
-        if item.type == "dir":
-            os.mkdir(tmp / item.path, 0o700)
-            entries[item.path] = _entry(item)
-    for item in _in_source_order(planned):
-        dest = tmp / item.path
-        if item.type == "symlink":
-            os.symlink(item.target, dest)
-            os.lchown(dest, *owner)
-            entries[item.path] = _entry(item)
-        else:
-            with source.open(item.origin) as stream:
-                digest, size = _write(dest, stream, item.mode, owner)
-            entries[item.path] = _entry(item, digest, size)
-    # Deepest first: a directory turns read-only only once everything inside it is written.
-    for item in reversed(planned):
-        if item.type == "dir":
-            _seal_dir(tmp / item.path, owner)
-    return tuple(entries[p.path] for p in planned)
-
-
-def _sign_manifest(key: Ed25519PrivateKey, manifest: Manifest) -> ManifestSignature:
-    public = key.public_key()
-    return ManifestSignature(
-        key=fingerprint(public),
-        public_key=encode_public_key(public),
-        signature=base64.b64encode(sign(key, signing_payload(manifest))).decode(),
-    )
-
-
 def _read_counter(layout: Layout) -> int:
     path = layout.releases / COUNTER_FILE
     try:
@@ -338,13 +144,7 @@ def _record_version(layout: Layout, version: int) -> None:
     if _read_counter(layout) >= version:
         return
     tmp = layout.releases / f"{TMP_PREFIX}version-{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{version}\n")
-        out.flush()
-        os.fsync(fd)
-    os.replace(tmp, layout.releases / COUNTER_FILE)
-    _fsync_dir(layout.releases)
+    write_atomic(layout.releases / COUNTER_FILE, f"{version}\n", tmp=tmp)
 
 
 def _versions(layout: Layout) -> list[int]:
@@ -385,19 +185,18 @@ def add_release(
     label: str = DEFAULT_LABEL,
     sign_key: Path | None = None,
     policy: ReleasePolicy | None = None,
-    *,
-    created: datetime | None = None,
-    statement_sig: bytes | None = None,
-    allow_untrusted: bool = False,
+    **options: Unpack[AddOptions],
 ) -> AddResult:
     """Add ``src`` (a directory or tarball) as release ``<sha>-<label>``.
 
     Every check (names, key and policy, every source member, an existing release with other
     content) runs before anything is written. Adding the same content again changes nothing.
     """
+    created, statement_sig = options.get("created"), options.get("statement_sig")
+    allow_untrusted = options.get("allow_untrusted", False)
     policy = policy or ReleasePolicy()
     name = release_name(check_sha(sha), check_label(label))
-    signer = _signer(sign_key, policy, statement_sig)
+    signer = signing_key(sign_key, policy, statement_sig)
     # Here, not at the top: tarfile, lzma and zlib are for adding, not for promote.
     from agentgw.apply.release_source import open_source
 
@@ -407,7 +206,7 @@ def add_release(
         )
         target = layout.releases / name
         if target.exists():
-            unchanged = _existing(layout, target, _hash_source(source, planned))
+            unchanged = _existing(layout, target, hash_source(source, planned))
             with releases_lock(layout):
                 removed = remove_leftovers(layout)
                 _record_version(layout, unchanged.version)
@@ -421,7 +220,7 @@ def add_release(
             version = next_version(_versions(layout), _read_counter(layout))
             when = render_created(created or datetime.now(UTC))
             manifest = _build(
-                layout, source, planned, name, owner, signer, version, when, statement_sig
+                layout, source, planned, owner, _Build(name, version, when, signer, statement_sig)
             )
             _record_version(layout, version)
     log.info("release_added", release=name, version=version, signed=signer is not None)
@@ -438,55 +237,48 @@ def _existing(layout: Layout, target: Path, files: tuple[FileEntry, ...]) -> Man
     return existing
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What a new release tree is made as: its name, version, time and signatures."""
+
+    name: str
+    version: int
+    created: str
+    signer: Ed25519PrivateKey | None
+    statement_sig: bytes | None
+
+
 def _build(
-    layout: Layout,
-    source: Source,
-    planned: list[Planned],
-    name: str,
-    owner: tuple[int, int],
-    signer: Ed25519PrivateKey | None,
-    version: int,
-    created: str,
-    statement_sig: bytes | None = None,
+    layout: Layout, source: Source, planned: list[Planned], owner: tuple[int, int], what: _Build
 ) -> Manifest:
+    name, version, created = what.name, what.version, what.created
+    signer, statement_sig = what.signer, what.statement_sig
     sha, _, label = name.partition("-")
     tmp = layout.releases / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
     os.mkdir(tmp, 0o700)
     try:
-        files = _stage(source, planned, tmp, owner)
+        files = stage(source, planned, tmp, owner)
         manifest = Manifest(sha=sha, label=label, version=version, created=created, files=files)
-        _write_text(tmp / MANIFEST_FILE, render_manifest(manifest), owner)
+        write_text(tmp / MANIFEST_FILE, render_manifest(manifest), owner)
         if signer is not None:
-            _write_text(
-                tmp / SIGNATURE_FILE, render_signature(_sign_manifest(signer, manifest)), owner
+            write_text(
+                tmp / SIGNATURE_FILE, render_signature(sign_manifest(signer, manifest)), owner
             )
         if statement_sig is not None:
-            _check_statement(manifest, statement_sig)
-            _write(tmp / STATEMENT_SIG_FILE, io.BytesIO(statement_sig), FILE_MODE, owner)
-        _seal_dir(tmp, owner)
+            check_statement(manifest, statement_sig)
+            write_member(tmp / STATEMENT_SIG_FILE, io.BytesIO(statement_sig), FILE_MODE, owner)
+        seal_dir(tmp, owner)
         # Every file, link and directory of the tree is on disk before its name appears.
-        _sync_fs(tmp)
+        sync_fs(tmp)
         os.rename(tmp, layout.releases / name)
     except BaseException:
         _remove_tree(tmp)
         raise
-    _fsync_dir(layout.releases)
+    fsync_dir(layout.releases)
     return manifest
 
 
-def _write_text(path: Path, text: str, owner: tuple[int, int]) -> None:
-    _write(path, io.BytesIO(text.encode()), FILE_MODE, owner)
-
-
 # removal ---------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:
@@ -515,7 +307,7 @@ def remove_leftovers(layout: Layout) -> tuple[str, ...]:
             removed.append(entry.name)
             log.warning("release_leftover_removed", path=entry.path)
     if removed:
-        _fsync_dir(layout.releases)
+        fsync_dir(layout.releases)
     return tuple(removed)
 
 
@@ -533,7 +325,7 @@ def gc(layout: Layout, keep: int) -> GcResult:
         for name in doomed:
             trash = layout.releases / f"{TRASH_PREFIX}{name}-{secrets.token_hex(4)}"
             os.rename(layout.releases / name, trash)
-            _fsync_dir(layout.releases)
+            fsync_dir(layout.releases)
             _remove_tree(trash)
             log.info("release_removed", release=name)
     return GcResult(removed=tuple(doomed), leftovers=leftovers)

@@ -8,15 +8,8 @@ from agentgw.bus import lean
 lean.ensure()  # before the first pystemd import: skip pystemd's introspection layer
 
 from agentgw.bus.errmap import bus_error, error_name, mapped  # noqa: E402
-from agentgw.bus.systemd import (  # noqa: E402
-    SERVICE,
-    UNIT,
-    ServiceStatus,
-    StartFacts,
-    Systemd,
-    TransientRun,
-    UnitInfo,
-)
+from agentgw.bus.facts import ServiceStatus, StartFacts, TransientRun, UnitInfo  # noqa: E402
+from agentgw.bus.systemd import SERVICE, UNIT, Systemd  # noqa: E402
 
 __all__ = [
     "SERVICE",

@@ -6,6 +6,12 @@ agentgw command, for classes agentgw never uses (it calls methods by name, see
 :mod:`agentgw.bus.systemd`). :func:`ensure` registers the package module *unexecuted* — its
 ``__path__`` is all a submodule import needs — so ``pystemd.dbuslib`` and ``pystemd.dbusexc``
 load alone. When pystemd is already imported (fully), nothing changes.
+
+Start-up trick (STYLE.md), called once, from ``agentgw/bus/__init__.py``. Benchmark row:
+bench_control's "agentgw status --json, 100 profiles (registry)" (every command that talks to
+systemd). It relies on pystemd's package layout, so tests/unit/test_startup_hacks.py pins
+pystemd's minor version, checks that the introspection layer stays unloaded, and checks
+:data:`agentgw.bus.wire.SIGNATURES` (which stands in for pystemd's signature table) against it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import select
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +26,15 @@ from pystemd.dbuslib import DBus, DBusAddress, path_encode
 
 from agentgw.bus import wire
 from agentgw.bus.errmap import mapped
+from agentgw.bus.facts import (
+    MAIN_CODES,
+    ServiceStatus,
+    StartFacts,
+    TransientRun,
+    UnitInfo,
+    as_int,
+    as_str,
+)
 from agentgw.errors import AgentgwError
 from agentgw.log import get_logger
 from agentgw.paths import profile_of
@@ -45,95 +53,6 @@ PRIVATE_SOCKET = "/run/systemd/private"
 # systemd reports "no value" for 64-bit counters (MemoryCurrent, ...) as UINT64_MAX.
 UINT64_MAX = 2**64 - 1
 DEFAULT_JOB_TIMEOUT = 90.0
-
-# si_code of the main process's exit (ExecMainCode), as systemctl prints it.
-_EXIT_CODES = {1: "exited", 2: "killed", 3: "dumped"}
-
-
-@dataclass(frozen=True)
-class UnitInfo:
-    """One row of ListUnitsByPatterns."""
-
-    name: str
-    description: str
-    load_state: str
-    active_state: str
-    sub_state: str
-    path: str
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """What ``agentgw status`` shows of a service unit."""
-
-    name: str
-    load_state: str
-    active_state: str
-    sub_state: str
-    main_pid: int
-    # ExecMainStartTimestamp: microseconds since the epoch, 0 when never started.
-    started_usec: int
-    n_restarts: int
-    # MemoryCurrent in bytes; None when systemd does not account it.
-    memory_bytes: int | None
-    invocation_id: str
-
-
-@dataclass(frozen=True)
-class StartFacts:
-    """What systemd knows of a service's last start: why it failed, if it did.
-
-    ``result`` is the Service's Result (success, timeout, exit-code, signal, core-dump,
-    start-limit-hit, resources, oom-kill, ...); ``main_code`` is "exited", "killed", "dumped"
-    or "" (the main process has not ended) and ``main_status`` its exit code or signal.
-    """
-
-    active_state: str
-    sub_state: str
-    result: str
-    main_code: str
-    main_status: int
-    main_pid: int
-    status_text: str
-    # ExecMainStartTimestamp / ExecMainExitTimestamp: microseconds since the epoch, 0 if none.
-    main_start_usec: int
-    main_exit_usec: int
-    n_restarts: int
-
-
-# siginfo's si_code of the main process's end (ExecMainCode).
-MAIN_CODES = {1: "exited", 2: "killed", 3: "dumped"}
-
-
-@dataclass(frozen=True)
-class TransientRun:
-    """The outcome of a command run to completion in a transient service."""
-
-    unit: str
-    result: str
-    # "exited", "killed" or "dumped"; status is the exit code or the signal number.
-    code: str
-    status: int
-    stdout: str
-    stderr: str
-    # Service properties asked for with ``read_back``, read before the unit was forgotten.
-    properties: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.status if self.code == "exited" else None
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AgentgwError(f"systemd sent {value!r} where an integer was expected")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise AgentgwError(f"systemd sent {value!r} where a string was expected")
-    return value
 
 
 class Systemd:
@@ -226,7 +145,7 @@ class Systemd:
         reply = self.call(
             MANAGER_PATH, PROPERTIES, "Get", "ss", MANAGER, "Version", action="read the version"
         )
-        return _str(reply)
+        return as_str(reply)
 
     def list_units(self, patterns: Sequence[str], states: Sequence[str] = ()) -> list[UnitInfo]:
         """Loaded units matching shell-style ``patterns`` (and ``states``, if any), one call."""
@@ -244,7 +163,7 @@ class Systemd:
 
         A unit that has no file still gets a path (its LoadState is ``not-found``).
         """
-        return _str(self._manager("LoadUnit", "s", name, action="load", unit=name))
+        return as_str(self._manager("LoadUnit", "s", name, action="load", unit=name))
 
     def unit_properties(
         self, name: str, interface: str = UNIT, names: Sequence[str] | None = None
@@ -274,12 +193,12 @@ class Systemd:
         states = {}
         for name in names:
             props = self.unit_properties(name, UNIT, ["ActiveState", "UnitFileState"])
-            states[name] = (_str(props["ActiveState"]), _str(props["UnitFileState"]))
+            states[name] = (as_str(props["ActiveState"]), as_str(props["UnitFileState"]))
         return states
 
     def main_pid(self, name: str) -> int:
         """The service's main PID, 0 when it has none (not running)."""
-        return _int(self.unit_properties(name, SERVICE, ["MainPID"])["MainPID"])
+        return as_int(self.unit_properties(name, SERVICE, ["MainPID"])["MainPID"])
 
     def service_status(self, name: str) -> ServiceStatus:
         """State, pid, start time, restarts, memory and invocation of one service."""
@@ -304,15 +223,15 @@ class Systemd:
             name, SERVICE, ["MainPID", "ExecMainStartTimestamp", "NRestarts", "MemoryCurrent"]
         )
         invocation = self.unit_properties(name, UNIT, ["InvocationID"])["InvocationID"]
-        memory = _int(svc["MemoryCurrent"])
+        memory = as_int(svc["MemoryCurrent"])
         return ServiceStatus(
             name=name,
-            load_state=_str(load),
-            active_state=_str(active),
-            sub_state=_str(sub),
-            main_pid=_int(svc["MainPID"]),
-            started_usec=_int(svc["ExecMainStartTimestamp"]),
-            n_restarts=_int(svc["NRestarts"]),
+            load_state=as_str(load),
+            active_state=as_str(active),
+            sub_state=as_str(sub),
+            main_pid=as_int(svc["MainPID"]),
+            started_usec=as_int(svc["ExecMainStartTimestamp"]),
+            n_restarts=as_int(svc["NRestarts"]),
             memory_bytes=None if memory == UINT64_MAX else memory,
             invocation_id=bytes(invocation).hex(),
         )
@@ -329,16 +248,16 @@ class Systemd:
             ],
         )
         return StartFacts(
-            active_state=_str(unit["ActiveState"]),
-            sub_state=_str(unit["SubState"]),
-            result=_str(svc["Result"]),
-            main_code=MAIN_CODES.get(_int(svc["ExecMainCode"]), ""),
-            main_status=_int(svc["ExecMainStatus"]),
-            main_pid=_int(svc["ExecMainPID"]),
-            status_text=_str(svc["StatusText"]),
-            main_start_usec=_int(svc["ExecMainStartTimestamp"]),
-            main_exit_usec=_int(svc["ExecMainExitTimestamp"]),
-            n_restarts=_int(svc["NRestarts"]),
+            active_state=as_str(unit["ActiveState"]),
+            sub_state=as_str(unit["SubState"]),
+            result=as_str(svc["Result"]),
+            main_code=MAIN_CODES.get(as_int(svc["ExecMainCode"]), ""),
+            main_status=as_int(svc["ExecMainStatus"]),
+            main_pid=as_int(svc["ExecMainPID"]),
+            status_text=as_str(svc["StatusText"]),
+            main_start_usec=as_int(svc["ExecMainStartTimestamp"]),
+            main_exit_usec=as_int(svc["ExecMainExitTimestamp"]),
+            n_restarts=as_int(svc["NRestarts"]),
         )
 
     # -- unit files ------------------------------------------------------------------------
@@ -376,7 +295,7 @@ class Systemd:
     def _job(self, method: str, action: str, name: str, timeout: float) -> str:
         self._watch_jobs()
         job = self._manager(method, "ss", name, "replace", action=action, unit=name)
-        return self._wait_job(_str(job), action, name, timeout)
+        return self._wait_job(as_str(job), action, name, timeout)
 
     def _watch_jobs(self) -> None:
         """Match the manager's JobRemoved signal once per connection (before queueing a job)."""
@@ -456,7 +375,7 @@ class Systemd:
                 DEST.encode(), MANAGER_PATH.encode(), MANAGER.encode(), b"StartTransientUnit",
                 encoded,
             )
-        job = _str(wire.decode(reply.body))
+        job = as_str(wire.decode(reply.body))
         if not wait:
             return job
         return self._wait_job(job, "start", name, timeout)
@@ -503,8 +422,8 @@ class Systemd:
             return TransientRun(
                 unit=name,
                 result=result,
-                code=_EXIT_CODES.get(_int(svc["ExecMainCode"]), "unknown"),
-                status=_int(svc["ExecMainStatus"]),
+                code=MAIN_CODES.get(as_int(svc["ExecMainCode"]), "unknown"),
+                status=as_int(svc["ExecMainStatus"]),
                 stdout=out.read().decode(errors="replace"),
                 stderr=err.read().decode(errors="replace"),
                 properties={k: svc[k] for k in read_back},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import click
 
@@ -11,7 +12,8 @@ from agentgw import run
 from agentgw.cli.context import echo_json
 from agentgw.errors import AgentgwError, Exit
 from agentgw.lab.link import LinkSpec
-from agentgw.lab.machine import DEFAULT_NAME, Lab, LabSpec, booted, why_unavailable
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import DEFAULT_NAME, LabSpec, why_unavailable
 
 
 def checkout() -> Path | None:
@@ -140,6 +142,16 @@ def lab_exec(name: str, cwd: Path | None, argv: tuple[str, ...]) -> None:
     run.exec_replace(machine.nsenter_argv(list(argv), cwd=wd))
 
 
+class SpecOptions(TypedDict):
+    """The options of ``lab run`` that say what to boot (see the option decorators)."""
+
+    binds: tuple[Path, ...]
+    no_bpf: bool
+    cgroups: str
+    netns: str | None
+    authorized_key: Path | None
+
+
 @lab.command("run", context_settings={"ignore_unknown_options": True})
 @name_option
 @bind_option
@@ -148,16 +160,14 @@ def lab_exec(name: str, cwd: Path | None, argv: tuple[str, ...]) -> None:
 @link_option
 @key_option
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
-def lab_run(
-    name: str, binds: tuple[Path, ...], no_bpf: bool, cgroups: str, netns: str | None,
-    authorized_key: Path | None, argv: tuple[str, ...]
-) -> None:
+def lab_run(name: str, argv: tuple[str, ...], **options: Unpack[SpecOptions]) -> None:
     """Boot a lab, run ARGV inside, and tear the lab down whatever happens (also on Ctrl-C).
 
     Exits with ARGV's exit code.
     """
-    spec = LabSpec(name=name, binds=default_binds(binds), bpf=not no_bpf, cgroups=cgroups,
-                   link=link_spec(netns, authorized_key))
+    spec = LabSpec(name=name, binds=default_binds(options["binds"]), bpf=not options["no_bpf"],
+                   cgroups=options["cgroups"],
+                   link=link_spec(options["netns"], options["authorized_key"]))
     with booted(spec) as machine:
         click.echo(f"lab {name} up in {machine.state.boot_seconds:.2f}s", err=True)
         result = machine.exec(list(argv), cwd=inside_cwd(spec.binds), check=False, capture=False)

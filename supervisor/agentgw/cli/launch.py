@@ -51,12 +51,7 @@ def launch(app: App, profile: str, dry_run: bool, etc: Path | None, as_json: boo
             hint="systemd starts gateways through the launcher: agentgw start PROFILE",
         )
     config = load_config(etc if etc is not None else app.layout.etc)
-    if profile not in config.profiles:
-        known = ", ".join(config.profiles) or "none"
-        raise usage(
-            f"no profile {profile!r} in {config.etc / 'gateways'}", hint=f"known profiles: {known}"
-        )
-    env_text = render_env(config.profiles[profile], config.host, app.layout)
+    env_text = render_env(config.profile(profile), config.host, app.layout)
     offline = not app.layout.current(profile).is_symlink()
     banner, argv = dry_run_launcher(env_text, offline=offline)
     if as_json:

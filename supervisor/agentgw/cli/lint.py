@@ -10,7 +10,7 @@ import click
 
 from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
-from agentgw.errors import AgentgwError, Exit
+from agentgw.errors import Exit
 from agentgw.observe.lint import lint_profiles
 from agentgw.observe.units import check_systemd_here
 
@@ -30,10 +30,8 @@ def lint(app: App, profile: str | None, etc: Path | None, as_json: bool) -> None
     check_systemd_here()
     config = load_config(etc if etc is not None else app.layout.etc)
     names = [profile] if profile else list(config.profiles)
-    unknown = [n for n in names if n not in config.profiles]
-    if unknown:
-        raise AgentgwError(f"no profile named {unknown[0]!r}", hint="see agentgw config check",
-                           code=Exit.USAGE)
+    for name in names:
+        config.profile(name)
     from agentgw.bus import Systemd
 
     with Systemd() as sd:

@@ -106,6 +106,10 @@ def run() -> NoReturn:
     Nothing is owed to that teardown: every ``with`` block and ``finally`` of the command ran
     inside :func:`main`, and output and logging are flushed here. Tests call :func:`main` and
     get ``SystemExit`` as usual.
+
+    Start-up trick (STYLE.md), the only ``os._exit`` after a command. Benchmark row:
+    bench_control's "agentgw status --json, 100 profiles (registry)" (and the promote
+    overhead rows). Pinned by tests/unit/test_startup_hacks.py (status and output unchanged).
     """
     try:
         main()

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from agentgw.cli.context import App, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import usage
-from agentgw.model.profile import LISTEN_HINT, Listen
+from agentgw.model.fields import LISTEN_HINT, Listen
 from agentgw.registry.serve import read_token, serve
 
 

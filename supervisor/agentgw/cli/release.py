@@ -7,15 +7,16 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import click
 
-from agentgw.apply.files import write_atomic
 from agentgw.apply.release import AddResult, add_release, gc
 from agentgw.apply.release_source import exported_commit
 from agentgw.cli.context import App, echo_json, pass_app
 from agentgw.config import load_config
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import write_atomic
 from agentgw.model.host import HostConfig
 from agentgw.model.release import ReleasePolicy, ReleaseRef
 from agentgw.observe.release import (
@@ -30,10 +31,10 @@ from agentgw.plan.release import (
     check_label,
     check_sha,
     content_digest,
-    render_problems,
     render_statement,
 )
-from agentgw.proofs.signing import generate_keypair
+from agentgw.plan.tree_diff import render_problems
+from agentgw.signing import generate_keypair
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after
 # an interrupted add) yields byte-identical trees, manifest and signature included.
@@ -95,6 +96,14 @@ def release() -> None:
     """
 
 
+class AddOptions(TypedDict):
+    """The options of ``release add`` beyond the key (see the option decorators)."""
+
+    signature: Path | None
+    repo: Path | None
+    allow_untrusted_source: bool
+
+
 @release.command("add")
 @click.argument("src", required=False, type=click.Path(path_type=Path))
 @click.option("--sha", required=True, help="The git commit the release is built from (7-40 hex).")
@@ -131,9 +140,7 @@ def add(
     sha: str,
     label: str,
     sign_key: Path | None,
-    signature: Path | None,
-    repo: Path | None,
-    allow_untrusted_source: bool,
+    **options: Unpack[AddOptions],
 ) -> None:
     """Add SRC (a directory or a tarball) as release <sha>-<label>.
 
@@ -143,6 +150,7 @@ def add(
     than root can change (without --allow-untrusted-source). Adding the same content again
     changes nothing.
     """
+    signature, repo = options["signature"], options["repo"]
     check_sha(sha)
     check_label(label)
     policy = host_policy(app.layout)
@@ -151,7 +159,7 @@ def add(
     with _source(src, repo, sha) as path:
         result = add_release(app.layout, path, sha, label, sign_key, policy, created=created,
                              statement_sig=statement_sig,
-                             allow_untrusted=allow_untrusted_source)
+                             allow_untrusted=options["allow_untrusted_source"])
     _report(result, "signed" if sign_key else "signed off-host" if signature else "unsigned")
 
 
@@ -192,9 +200,8 @@ def sign_(src: Path, sha: str, label: str, key_path: Path, out: Path | None) -> 
     ssh-keygen -Y verify -f allowed_signers -I release -n agentgw-release -s SIG < statement.
     Hosts then run: agentgw release add SRC --sha SHA --label LABEL --signature SIG.
     """
-    from agentgw.apply.release import source_files
-    from agentgw.proofs import sshsig
-    from agentgw.proofs.signing import fingerprint, load_private_key
+    from agentgw.apply.release_tree import source_files
+    from agentgw.signing import fingerprint, load_private_key, sshsig
 
     check_sha(sha)
     check_label(label)
@@ -214,6 +221,13 @@ def sign_(src: Path, sha: str, label: str, key_path: Path, out: Path | None) -> 
         f"{sshsig.render_ssh_public_key(public)}",
         err=True,
     )
+
+
+class BuildDeps(TypedDict):
+    """Where ``release build`` takes the runtime's dependencies from."""
+
+    requirements: Path | None
+    wheelhouse: Path | None
 
 
 @release.command("build")
@@ -246,9 +260,8 @@ def build(
     src: Path | None,
     sha: str,
     label: str,
-    requirements: Path | None,
-    wheelhouse: Path | None,
     sign_key: Path | None,
+    **deps: Unpack[BuildDeps],
 ) -> None:
     """Build a release with its dependencies, then add it as release <sha>-<label>.
 
@@ -265,6 +278,7 @@ def build(
     policy = host_policy(app.layout)
     python = _host_python(app.layout)
     created = _created()
+    requirements, wheelhouse = deps["requirements"], deps["wheelhouse"]
     with built_tree(src, requirements, wheelhouse, python, app.layout.state / "build") as tree:
         result = add_release(app.layout, tree, sha, label, sign_key, policy, created=created)
     _report(result, "unsigned" if sign_key is None else "signed")

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import click
 from pydantic import ValidationError
@@ -18,8 +19,9 @@ from pydantic import ValidationError
 from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit, die, usage
+from agentgw.fsio import write_atomic
 from agentgw.log import get_logger
-from agentgw.model.profile import PROFILE_NAME_RE
+from agentgw.model.fields import PROFILE_NAME_RE
 from agentgw.paths import Layout
 from agentgw.sandbox import backend, image
 from agentgw.sandbox.broker import QUEUE_WAIT_S, ExecLog
@@ -43,21 +45,11 @@ def cache_dir(layout: Layout, cache: Path | None) -> Path:
     return cache.absolute() if cache is not None else layout.root / image.DEFAULT_CACHE
 
 
-def selftest_path(layout: Layout) -> Path:
-    """Where the last self-test is kept for verify and the registry."""
-    return layout.state / "sandbox" / "selftest.json"
-
-
 def allow_emulation(layout: Layout) -> bool:
     """sandbox.allow_emulation from the host config; False without a config directory."""
     if not layout.etc.is_dir():
         return False
     return load_config(layout.etc).host.sandbox.allow_emulation
-
-
-def execs_path(layout: Layout) -> Path:
-    """The exec records (one JSON line each) that status and the registry read."""
-    return layout.state / "sandbox" / "execs.jsonl"
 
 
 @click.group("sandbox")
@@ -98,11 +90,11 @@ def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> Non
     detection = backend.detect(built, directory, redetect=redetect,
                                allow_emulation=allow_emulation(app.layout))
     if detection.backend == "none":
-        _write_json(selftest_path(app.layout), {
+        _write_json(app.layout.sandbox_selftest, {
             "backend": "none", "boundary": "none", "reason": detection.reason,
             "time": detection.detected_at})
     record = backend.probe(built, backend.machine_for(detection), reason=detection.reason)
-    _write_json(selftest_path(app.layout), record.model_dump(mode="json"))
+    _write_json(app.layout.sandbox_selftest, record.model_dump(mode="json"))
     if as_json:
         echo_json(record.model_dump(mode="json"))
     else:
@@ -138,7 +130,7 @@ def serve(
     if records == "-":
         sink = records_on_stdout()
     else:
-        sink = ExecLog.open(Path(records) if records else execs_path(app.layout))
+        sink = ExecLog.open(Path(records) if records else app.layout.sandbox_execs)
     try:
         run_broker(app.layout, config, cache=cache_dir(app.layout, cache), records=sink,
                    queue_wait_s=queue_wait)
@@ -148,9 +140,8 @@ def serve(
 
 def _write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n",
+                 tmp=path.with_name(f".{path.name}.{os.getpid()}"))
 
 
 def read_files(specs: tuple[str, ...]) -> dict[str, bytes]:
@@ -192,6 +183,17 @@ def emit(result: JobResult) -> None:
         click.echo(f"agentgw: timed out ({result.detail})", err=True)
 
 
+class ExecOptions(TypedDict):
+    """The options of ``agentgw exec`` (see the option decorators)."""
+
+    pass_stdin: bool
+    files: tuple[str, ...]
+    timeout: float | None
+    memory: int | None
+    direct: bool
+    cache: Path | None
+
+
 @click.command("exec")
 @click.argument("profile")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -209,8 +211,7 @@ def emit(result: JobResult) -> None:
 @cache_option
 @pass_app
 def exec_(
-    app: App, profile: str, argv: tuple[str, ...], pass_stdin: bool, files: tuple[str, ...],
-    timeout: float | None, memory: int | None, direct: bool, cache: Path | None,
+    app: App, profile: str, argv: tuple[str, ...], **options: Unpack[ExecOptions]
 ) -> None:
     """Run ARGV in a fresh microVM for PROFILE; exit with the job's exit code.
 
@@ -221,6 +222,8 @@ def exec_(
 
     Example: agentgw exec api -- sh -c 'echo hi; exit 3'
     """
+    pass_stdin, files, direct = options["pass_stdin"], options["files"], options["direct"]
+    timeout, memory, cache = options["timeout"], options["memory"], options["cache"]
     if not PROFILE_NAME_RE.fullmatch(profile):
         raise usage(f"bad profile name: {profile!r}", hint="names match [a-z][a-z0-9]{0,24}")
     chosen = {k: v for k, v in (("timeout_s", timeout), ("memory_mb", memory)) if v is not None}
@@ -264,9 +267,9 @@ def run_direct(
     detection = backend.detect(built, directory, allow_emulation=allow_emulation(layout))
     result = backend.run_once(detection, built, request)
     try:
-        records = ExecLog.open(execs_path(layout))
+        records = ExecLog.open(layout.sandbox_execs)
     except OSError as exc:  # the job ran; a record this user cannot write is not its failure
-        log.warning("sandbox_record_failed", path=str(execs_path(layout)), error=exc.strerror)
+        log.warning("sandbox_record_failed", path=str(layout.sandbox_execs), error=exc.strerror)
         return result
     try:
         records.append(render_record(profile=profile, uid=os.getuid(), argv=request.argv,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agentgw.cli.context import App, etc_option, pass_app
-from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.errors import AgentgwError, Exit, no_profile
 from agentgw.paths import Layout
 
 if TYPE_CHECKING:
@@ -87,8 +87,9 @@ def from_registry(app: App) -> tuple[dict[str, Any], str] | None:
 def computed(app: App, etc: Path | None) -> tuple[dict[str, Any], str]:
     """The same document (and its text), computed by this command: config, D-Bus, /proc."""
     from agentgw.config.load import load_config
+    from agentgw.fsio import iso
     from agentgw.model.status import ProfileList
-    from agentgw.observe.status import iso, status_now
+    from agentgw.observe.status import status_now
 
     config = load_config(etc if etc is not None else app.layout.etc)
     taken = time.time()
@@ -133,8 +134,7 @@ def status(app: App, profile: str | None, etc: Path | None, as_json: bool) -> No
     if profile is not None:
         rows = [r for r in rows if r.get("profile") == profile]
         if not rows:
-            known = ", ".join(str(r.get("profile")) for r in doc["profiles"]) or "none"
-            raise usage(f"no profile {profile!r}", hint=f"known profiles: {known}")
+            raise no_profile(profile, (str(r.get("profile")) for r in doc["profiles"]))
         doc["profiles"] = rows
         text = json.dumps(doc, indent=2, ensure_ascii=False)
     if as_json:

@@ -8,8 +8,6 @@ the earliest line is reported.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -19,42 +17,23 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
 
-from agentgw.errors import die, usage
+from agentgw.config.explain import (
+    Loc,
+    Source,
+    explain,
+    field_name,
+    line_of,
+    shown_value,
+)
+from agentgw.errors import die, no_profile, usage
 from agentgw.model import HostConfig, Profile, want_profile_name
-from agentgw.model.profile import ERROR_TYPE
 
 HOST_FILE = "agentgw.yaml"
 GATEWAYS_DIR = "gateways"
 PROFILE_SUFFIX = ".yaml"
 
-Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
-
-# Keys the loader fills in itself, so they are not offered as allowed keys.
-INJECTED: dict[type[BaseModel], set[str]] = {Profile: {"name"}}
-PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
-EXAMPLE_HINT = "see the commented examples in the agentgw repository's gateways/"
-KINDS = {
-    "string_type": "a string",
-    "int_type": "a whole number",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "path_type": "a path",
-}
-BOUNDS = {
-    "greater_than": ("gt", "above"),
-    "greater_than_equal": ("ge", "at least"),
-    "less_than": ("lt", "below"),
-    "less_than_equal": ("le", "at most"),
-}
 
 
 @dataclass(frozen=True)
@@ -78,11 +57,7 @@ class Config:
         try:
             return self.profiles[name]
         except KeyError:
-            known = ", ".join(self.names or self.profiles) or "none"
-            raise usage(
-                f"no profile named {name!r}",
-                hint=f"configured profiles: {known} (files in {self.etc}/gateways)",
-            ) from None
+            raise no_profile(name, self.names or self.profiles, self.etc) from None
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form: every setting, defaults included, with files relative to etc."""
@@ -100,15 +75,6 @@ class Config:
                 for name, profile in self.profiles.items()
             },
         }
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One parsed YAML file: how it is shown in errors, its data, and its node tree for lines."""
-
-    shown: str
-    data: object
-    node: yaml.Node | None
 
 
 def load_config(etc: Path, *, only: str | None = None) -> Config:
@@ -136,7 +102,7 @@ def load_config(etc: Path, *, only: str | None = None) -> Config:
 
     profiles: dict[str, Profile] = {}
     files: dict[str, Path] = {}
-    sources: dict[str, _Source] = {}
+    sources: dict[str, Source] = {}
     paths = _profile_files(etc)
     names = tuple(path.name.removesuffix(PROFILE_SUFFIX) for path in paths)
     for path, name in zip(paths, names, strict=True):
@@ -195,7 +161,7 @@ def _profile_files(etc: Path) -> list[Path]:
     return found
 
 
-def _read_yaml(etc: Path, path: Path) -> _Source:
+def _read_yaml(etc: Path, path: Path) -> Source:
     shown = _shown(etc, path)
     try:
         raw = path.read_bytes()
@@ -214,7 +180,7 @@ def _read_yaml(etc: Path, path: Path) -> _Source:
         node, data = fast
         if node is not None:
             _check_duplicate_keys(node, shown, (), set())
-        return _Source(shown, data, node)
+        return Source(shown, data, node)
     loader: yaml.SafeLoader | None = None
     try:
         loader = yaml.SafeLoader(text)
@@ -241,7 +207,7 @@ def _read_yaml(etc: Path, path: Path) -> _Source:
             loader.dispose()
     if node is not None:
         _check_duplicate_keys(node, shown, (), set())
-    return _Source(shown, data, node)
+    return Source(shown, data, node)
 
 
 def _parse_fast(text: str) -> tuple[yaml.Node | None, object] | None:
@@ -272,7 +238,7 @@ def _check_duplicate_keys(node: yaml.Node, shown: str, loc: Loc, seen: set[int])
                 line = key.start_mark.line + 1
                 if key.value in first:
                     raise usage(
-                        f"{shown}:{line}: {_field(loc + (key.value,))}: duplicate key "
+                        f"{shown}:{line}: {field_name(loc + (key.value,))}: duplicate key "
                         f"(first at line {first[key.value]})",
                         hint="YAML would keep only the last one; remove one of them",
                     )
@@ -283,17 +249,17 @@ def _check_duplicate_keys(node: yaml.Node, shown: str, loc: Loc, seen: set[int])
             _check_duplicate_keys(item, shown, loc + (index,), seen)
 
 
-def _mapping(source: _Source, data: object, example: str) -> dict[str, Any]:
+def _mapping(source: Source, data: object, example: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         line = source.node.start_mark.line + 1 if source.node is not None else 1
         raise usage(
-            f"{source.shown}:{line}: must be a mapping of settings, got {_show(data)}",
+            f"{source.shown}:{line}: must be a mapping of settings, got {shown_value(data)}",
             hint=f"write one 'key: value' per line, e.g. '{example}'",
         )
     return data
 
 
-def _load_profile(name: str, source: _Source) -> Profile:
+def _load_profile(name: str, source: Source) -> Profile:
     if source.data is None:
         raise usage(
             f"{source.shown}:1: empty profile",
@@ -301,166 +267,37 @@ def _load_profile(name: str, source: _Source) -> Profile:
         )
     data = _mapping(source, source.data, "mode: cli")
     if "name" in data:
+        line = line_of(source.node, ("name",), at_key=True)
         raise usage(
-            f"{source.shown}:{_line(source.node, ('name',), at_key=True)}: name: the profile name "
-            f"comes from the file name ({name})",
+            f"{source.shown}:{line}: name: the profile name comes from the file name ({name})",
             hint="remove the key, or rename the file",
         )
     return _validate(Profile, {**data, "name": name}, source)
 
 
-def _validate(model: type[M], data: dict[str, Any], source: _Source) -> M:
+def _validate(model: type[M], data: dict[str, Any], source: Source) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [_explain(model, error, source) for error in exc.errors()]
+        errors = [explain(model, error, source) for error in exc.errors()]
         line, message, hint = min(errors, key=lambda e: e[0])
         raise usage(f"{source.shown}:{line}: {message}", hint=hint) from None
 
 
-def _explain(model: type[BaseModel], error: ErrorDetails, source: _Source) -> tuple[int, str, str]:
-    """The line, ``field: what`` message and hint of one pydantic error."""
-    loc: Loc = tuple(error["loc"])
-    at_key = bool(loc) and loc[-1] == "[key]"
-    if at_key:
-        loc = loc[:-1]
-    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    holder, _ = _field_info(model, loc[:-1])
-    _, info = _field_info(model, loc)
-    hint = info.description if info is not None and info.description else EXAMPLE_HINT
-    if kind == ERROR_TYPE:
-        if ctx.get("field"):
-            loc, at_key = loc + (ctx["field"],), True
-        what, hint = str(ctx["message"]), str(ctx["hint"]) or hint
-    elif kind == "extra_forbidden":
-        at_key, what = True, "unknown key"
-        allowed = _allowed(holder)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = (f"did you mean {close[0]}? " if close else "") + f"allowed: {', '.join(allowed)}"
-    elif kind == "missing":
-        what = "required key is missing"
-        line = _line(source.node, loc[:-1], at_key=True)
-        return line, f"{_field(loc)}: {what}", hint
-    elif kind in KINDS:
-        what = f"must be {KINDS[kind]}, got {_show(value)}"
-    elif kind == "literal_error":
-        what = f"must be {ctx['expected']}, got {_show(value)}"
-    elif kind in BOUNDS:
-        bound, words = BOUNDS[kind]
-        what = f"must be {words} {_show(ctx[bound])}, got {_show(value)}"
-    else:
-        what = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        what = f"{what}, got {_show(value)}"
-    line = _line(source.node, loc, at_key=at_key)
-    return line, f"{_field(loc)}: {what}" if loc else what, hint
-
-
-def _field_info(
-    model: type[BaseModel], loc: Loc
-) -> tuple[type[BaseModel] | None, FieldInfo | None]:
-    """The model the value at ``loc`` is validated as (None for a mapping, list or scalar), and
-    the last model field on the way (``env.FOO`` gives the ``env`` field, for its description).
-    """
-    current: type[BaseModel] | None = model
-    info: FieldInfo | None = None
-    for part in loc:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            current = None
-            continue
-        info = current.model_fields[part]
-        current = _submodel(info.annotation)
-    return current, info
-
-
-def _submodel(annotation: object) -> type[BaseModel] | None:
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
-    for candidate in candidates:
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _allowed(model: type[BaseModel] | None) -> list[str]:
-    if model is None:
-        return []
-    hidden = INJECTED.get(model, set())
-    return [name for name in model.model_fields if name not in hidden]
-
-
-def _walk(node: yaml.Node, loc: Loc) -> tuple[yaml.Node | None, yaml.Node, bool]:
-    """Follow ``loc`` down the node tree: the deepest key and value nodes, and if all matched."""
-    key: yaml.Node | None = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
-            found = [(k, v) for k, v in match if k.value == str(part)]
-            if not found:
-                return key, node, False
-            key, node = found[0]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if not 0 <= part < len(node.value):
-                return key, node, False
-            key, node = None, node.value[part]
-        else:
-            return key, node, False
-    return key, node, True
-
-
-def _line(root: yaml.Node | None, loc: Loc, *, at_key: bool) -> int:
-    """1-based line of the value at ``loc``; of its key for unknown keys and nested mappings."""
-    if root is None:
-        return 1
-    key, value, found = _walk(root, loc)
-    anchor = value
-    if key is not None and (at_key or not found or not isinstance(value, yaml.ScalarNode)):
-        anchor = key
-    return int(anchor.start_mark.line) + 1
-
-
-def _field(loc: Loc) -> str:
-    """``egress[1]``, ``resources.memory_max``, ``env.FOO``, ``env['bad key']``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif PLAIN_KEY.fullmatch(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
-
-
-def _show(value: object) -> str:
-    """A value as the user wrote it in YAML, short."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:60] + "...")
-    if isinstance(value, float):
-        return format(value, "g")
-    return str(value)
-
-
 def _check_addresses(
     profiles: Mapping[str, Profile],
-    sources: Mapping[str, _Source],
+    sources: Mapping[str, Source],
     host: HostConfig,
-    host_source: _Source | None,
+    host_source: Source | None,
 ) -> None:
     """Each profile needs a loopback address of its own: IP filtering ignores ports."""
     owners: dict[IPv4Address, str] = {}
     if host.registry.tcp is not None:
-        line = _line(host_source.node if host_source else None, ("registry", "tcp"), at_key=False)
+        line = line_of(host_source.node if host_source else None, ("registry", "tcp"), at_key=False)
         owners[host.registry.tcp.host] = f"the registry ({HOST_FILE}:{line})"
     for name, profile in profiles.items():
         source = sources[name]
-        line = _line(source.node, ("listen",), at_key=False)
+        line = line_of(source.node, ("listen",), at_key=False)
         address = profile.listen.host
         if address in owners:
             raise usage(

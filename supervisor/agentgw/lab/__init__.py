@@ -3,6 +3,7 @@
 See ../shared/LAB.md. Every write inside lands in a tmpfs and is thrown away on ``down``.
 """
 
-from agentgw.lab.machine import Lab, LabSpec, check_available, why_unavailable
+from agentgw.lab.machine import Lab
+from agentgw.lab.spec import LabSpec, check_available, why_unavailable
 
 __all__ = ["Lab", "LabSpec", "check_available", "why_unavailable"]

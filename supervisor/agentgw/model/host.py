@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,35 +9,12 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
-from agentgw.model.profile import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
+from agentgw.model.fields import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
 from agentgw.paths import user_name
+from agentgw.signing import inline_key
 
 SHARED_USER = "agent-shared"
 GROUP_NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-PEM_BEGIN = "-----BEGIN PUBLIC KEY-----"
-PEM_END = "-----END PUBLIC KEY-----"
-# DER SubjectPublicKeyInfo header of an Ed25519 key; the 32 key bytes follow it.
-ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
-
-
-def _b64(text: str) -> bytes | None:
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def inline_key(value: str) -> bool:
-    """Whether a trusted_keys entry is the key itself (PEM, or base64 of its 32 bytes) rather
-    than a file path. Decided by the content, not a leading '/': base64 may start with '/'."""
-    text = value.strip()
-    if text.startswith(PEM_BEGIN) and text.endswith(PEM_END):
-        der = _b64(text[len(PEM_BEGIN) : -len(PEM_END)])
-        return der is not None and len(der) == 44 and der.startswith(ED25519_SPKI_PREFIX)
-    raw = _b64(text)
-    return raw is not None and len(raw) == 32
-
-
 def _trusted_key(value: str) -> str:
     """A key file's absolute path, or the key itself (PEM, or raw base64 of its 32 bytes)."""
     if inline_key(value):

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from agentgw.machine import SCHEMA_VERSION, identity
-from agentgw.model.profile import Frozen
+from agentgw.model.fields import Frozen
 
 AlignedState = Literal["yes", "no", "unknown"]
 IsolationState = Literal["isolated", "not isolated", "not enforced", "unproven", "stale"]

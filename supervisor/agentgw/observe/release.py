@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.fsio import MANIFEST_FILE, read_manifest_bytes
 from agentgw.model.release import (
     Manifest,
     ManifestSignature,
@@ -33,25 +34,22 @@ from agentgw.model.release import (
 )
 from agentgw.paths import Layout
 from agentgw.plan.release import (
-    MANIFEST_FILE,
     SIGNATURE_FILE,
     STATEMENT_SIG_FILE,
-    ObservedEntry,
     check_downgrade,
     content_digest,
-    diff_tree,
     match_release,
     parse_release_name,
     plan_gc,
-    render_problems,
     signing_payload,
     statement_of,
 )
-from agentgw.proofs import sshsig
-from agentgw.proofs.signing import (
+from agentgw.plan.tree_diff import ObservedEntry, diff_tree, render_problems
+from agentgw.signing import (
     fingerprint,
     parse_public_key,
     raw_public_key,
+    sshsig,
     trusted_keys,
     verify,
 )
@@ -86,7 +84,7 @@ def find_release(layout: Layout, ref: str) -> Path:
 
 def read_manifest(release: Path) -> Manifest:
     try:
-        return Manifest.model_validate_json((release / MANIFEST_FILE).read_bytes())
+        return Manifest.model_validate_json(read_manifest_bytes(release))
     except OSError as exc:
         raise AgentgwError(
             f"{release.name}: cannot read {MANIFEST_FILE}: {exc.strerror}",

@@ -82,44 +82,63 @@ def judge_start(
     profile: Profile, facts: StartFacts, ready: ReadyRecord | None
 ) -> StartFailure:
     """Why the last start of ``profile``'s unit failed, with the fix."""
-    name, mode, limit = profile.name, profile.readiness, profile.start_timeout_s
-    logs = f"agentgw logs {name} -n 50"
+    logs = f"agentgw logs {profile.name} -n 50"
     started = facts.main_start_usec / 1e6
     fresh = ready if ready is not None and ready.time >= started - 1 else None
+    cause, fix = (
+        _systemd_gave_up(profile, facts, logs)
+        or _health_never_answered(profile, fresh, logs)
+        or _process_ended(profile, facts, logs)
+        or _never_ready(profile, facts, fresh, logs)
+        or (
+            f"unit {facts.active_state}/{facts.sub_state} (result: {facts.result})",
+            f"its last log lines say why ({logs})",
+        )
+    )
+    return StartFailure(readiness=profile.readiness, cause=clean(cause), fix=fix)
 
-    def verdict(cause: str, fix: str) -> StartFailure:
-        return StartFailure(readiness=mode, cause=clean(cause), fix=fix)
 
+def _systemd_gave_up(profile: Profile, facts: StartFacts, logs: str) -> tuple[str, str] | None:
     if facts.result == "start-limit-hit":
-        return verdict(
+        return (
             f"systemd stopped restarting it: too many failed starts in a row "
             f"({facts.n_restarts} restarts)",
-            f"find the cause in its log ({logs}), fix it, then: agentgw restart {name}",
+            f"find the cause in its log ({logs}), fix it, then: agentgw restart {profile.name}",
         )
     if facts.result == "resources":
-        return verdict(
+        return (
             "systemd could not set up the unit's sandbox or run the launcher (result: resources)",
             f"run agentgw apply (it recreates home, logs and the env file); {logs}",
         )
     if facts.result == "oom-kill":
-        return verdict(
+        return (
             "the kernel's OOM killer ended it at resources.memory_max="
             f"{profile.resources.memory_max}",
             "raise resources.memory_max in the profile, or make the runtime use less",
         )
-    if mode == "health" and fresh is not None and fresh.result == "timeout":
-        return verdict(
-            f"readiness: health: GET {fresh.url} never answered 200 within "
-            f"{fresh.elapsed_s:g}s ({fresh.attempts} tries); last: {fresh.last_error}",
-            f"make the runtime serve {profile.health.path} on {profile.listen} (its own "
-            f"arguments or env choose where it listens), or raise start_timeout_s "
-            f"(now {limit:g}s) if it starts slowly; {logs}",
-        )
+    return None
+
+
+def _health_never_answered(
+    profile: Profile, fresh: ReadyRecord | None, logs: str
+) -> tuple[str, str] | None:
+    if profile.readiness != "health" or fresh is None or fresh.result != "timeout":
+        return None
+    return (
+        f"readiness: health: GET {fresh.url} never answered 200 within "
+        f"{fresh.elapsed_s:g}s ({fresh.attempts} tries); last: {fresh.last_error}",
+        f"make the runtime serve {profile.health.path} on {profile.listen} (its own "
+        f"arguments or env choose where it listens), or raise start_timeout_s "
+        f"(now {profile.start_timeout_s:g}s) if it starts slowly; {logs}",
+    )
+
+
+def _process_ended(profile: Profile, facts: StartFacts, logs: str) -> tuple[str, str] | None:
     if facts.main_code == "exited" and facts.main_status == EX_CONFIG:
-        return verdict(
+        return (
             "the launcher refused to start the runtime (exit 78): its agentgw-launch error line "
             "names the variable",
-            f"agentgw launch --dry-run {name}; agentgw apply",
+            f"agentgw launch --dry-run {profile.name}; agentgw apply",
         )
     if facts.main_code == "exited":
         how = (
@@ -127,19 +146,26 @@ def judge_start(
             if facts.main_status
             else "exited with status 0 (it does not stay up)"
         )
-        return verdict(
-            f"the gateway {how} before it was ready (readiness: {mode})",
+        return (
+            f"the gateway {how} before it was ready (readiness: {profile.readiness})",
             f"its last log lines say why ({logs}); a missing dependency shows as "
             "ModuleNotFoundError: build the release with it (agentgw release build)",
         )
     if facts.main_code in ("killed", "dumped") and facts.main_status not in STOP_SIGNALS:
-        return verdict(
+        return (
             f"the gateway was killed by {_signal_name(facts.main_status)} before it was ready",
             f"its last log lines say why ({logs})",
         )
-    if facts.result == "timeout" and mode == "notify":
+    return None
+
+
+def _never_ready(
+    profile: Profile, facts: StartFacts, fresh: ReadyRecord | None, logs: str
+) -> tuple[str, str] | None:
+    limit = profile.start_timeout_s
+    if facts.result == "timeout" and profile.readiness == "notify":
         said = f"; its last STATUS= was {facts.status_text!r}" if facts.status_text else ""
-        return verdict(
+        return (
             f"readiness: notify: no READY=1 within start_timeout_s={limit:g}s from any process "
             f"of the unit{said}",
             "if the runtime does not call sd_notify(READY=1), set readiness: health (the unit "
@@ -148,19 +174,16 @@ def judge_start(
         )
     if facts.result == "timeout":
         last = f"; last: {fresh.last_error}" if fresh is not None else ""
-        return verdict(
+        return (
             f"readiness: health: not healthy within start_timeout_s={limit:g}s{last}",
             f"raise start_timeout_s if it starts slowly; {logs}",
         )
-    if mode == "health" and fresh is not None and fresh.result == "exited":
-        return verdict(
+    if profile.readiness == "health" and fresh is not None and fresh.result == "exited":
+        return (
             f"the gateway exited before GET {fresh.url} answered 200",
             f"its last log lines say why ({logs})",
         )
-    return verdict(
-        f"unit {facts.active_state}/{facts.sub_state} (result: {facts.result})",
-        f"its last log lines say why ({logs})",
-    )
+    return None
 
 
 def journal_tail(

@@ -8,30 +8,37 @@ ListUnitsByPatterns plus plain property reads on the caller's bus connection, th
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from agentgw.bus import ServiceStatus, StartFacts, Systemd
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
-from agentgw.fsio import RECORD_CAP, Unreadable, clean, loads_untrusted, read_untrusted
+from agentgw.fsio import (
+    MANIFEST_FILE,
+    Read,
+    Unreadable,
+    clean,
+    iso,
+    read_json,
+    read_manifest_head,
+    read_untrusted,
+    why,
+)
 from agentgw.model.profile import Profile
 from agentgw.model.status import (
     Alignment,
-    Isolation,
-    IsolationState,
     ProfileStatus,
     PromoteInfo,
     ReleaseInfo,
     StartFailure,
 )
+from agentgw.observe.isolation import judge_isolation
+from agentgw.observe.promotes import read_promotes
 from agentgw.observe.startup import READY_RECORD, ReadyRecord, judge_start, want_failure
 from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout, unit_name
@@ -43,9 +50,7 @@ ENVIRON_CAP = 4 * 1024 * 1024
 PROOF_CAP = 8 * 1024 * 1024
 REASON_LIMIT = 400
 UNIT_PATTERN = "agent-gateway@*.service"
-PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
 LAUNCH_RECORD = "launch.json"
-MANIFEST = "manifest.json"
 
 
 class UnitReader(Protocol):
@@ -55,30 +60,7 @@ class UnitReader(Protocol):
     def start_facts(self, name: str) -> StartFacts: ...
 
 
-@dataclass(frozen=True)
-class Read:
-    """A JSON object or text read from the host: ``data``, or why not (``None`` = absent)."""
-
-    data: Any = None
-    error: str | None = None
-
-
 # --- pure -------------------------------------------------------------------------------------
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: object) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time with a zone (``Z`` allowed), else None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
 
 
 def parse_environ(raw: bytes) -> dict[str, str]:
@@ -146,9 +128,16 @@ def _judge_alignment(
         )
     if release.problem:
         return Alignment(state="no", reason=f"current -> {release.path}: {release.problem}")
+    return _judge_pythonpath(pid, current, environ) or _judge_launch(pid, current, release, launch)
+
+
+def _judge_pythonpath(pid: int, current: str, environ: Read) -> Alignment | None:
+    """What the process's own PYTHONPATH says against alignment, None if it agrees."""
     if environ.error or environ.data is None:
-        why = environ.error or "the process exited"
-        return Alignment(state="unknown", reason=f"cannot read the environment of pid {pid}: {why}")
+        problem = environ.error or "the process exited"
+        return Alignment(
+            state="unknown", reason=f"cannot read the environment of pid {pid}: {problem}"
+        )
     pythonpath = environ.data.get("PYTHONPATH")
     if pythonpath is None:
         return Alignment(state="no", reason=f"pid {pid} has no PYTHONPATH")
@@ -159,6 +148,11 @@ def _judge_alignment(
         )
     if entries[0] != current:
         return Alignment(state="no", reason=f"pid {pid} PYTHONPATH is {entries[0]}, not {current}")
+    return None
+
+
+def _judge_launch(pid: int, current: str, release: ReleaseInfo, launch: Read) -> Alignment:
+    """The launcher's record against the pid and the release ``current`` resolves to now."""
     if launch.error:
         return Alignment(state="unknown", reason=f"cannot read the launch record: {launch.error}")
     record = launch.data
@@ -185,108 +179,27 @@ def _judge_alignment(
     )
 
 
-def judge_isolation(
-    *, isolated_mode: bool, profile: str, proof: Read, started: float | None, now: float
-) -> Isolation:
-    """The last proof record, judged: only a passing proof of the running process is isolation.
+@dataclass(frozen=True)
+class Observed:
+    """Everything read about one profile, the input of :func:`status_of`."""
 
-    Convenience mode is never isolated. A check that the host could not enforce makes the
-    profile "not enforced", never "isolated"; a proof older than the running process is
-    "stale" (it proved an earlier process).
-    """
-    record = proof.data if isinstance(proof.data, dict) else None
-    proved = parse_iso(record.get("time")) if record else None
-
-    def verdict(state: IsolationState, reason: str) -> Isolation:
-        return Isolation(
-            state=state,
-            reason=reason,
-            proof_time=iso(proved) if proved is not None else None,
-            proof_age_s=max(0.0, now - proved) if proved is not None else None,
-        )
-
-    if not isolated_mode:
-        return verdict("not isolated", "convenience mode: every profile runs as one shared user")
-    if proof.error:
-        return verdict("unproven", f"proof record unreadable: {proof.error}")
-    if record is None:
-        return verdict("unproven", f"no proof record: run 'agentgw verify {profile}'")
-    if record.get("profile") != profile:
-        return verdict("unproven", f"the proof record names profile {record.get('profile')!r}")
-    if proved is None:
-        return verdict("unproven", "the proof record has no valid time")
-    raw_checks = record.get("checks")
-    checks = [c for c in raw_checks if isinstance(c, dict)] if isinstance(raw_checks, list) else []
-    failed = [str(c.get("name")) for c in checks if c.get("result") == "failed"]
-    unenforced = [str(c.get("name")) for c in checks if c.get("result") == "not-enforced"]
-    if failed:
-        return verdict("not isolated", "failed: " + ", ".join(failed))
-    if unenforced:
-        return verdict("not enforced", "the host cannot enforce: " + ", ".join(unenforced))
-    if record.get("isolated") is not True or not checks:
-        return verdict("not isolated", "the proof record says not isolated")
-    if started is not None and proved < started:
-        return verdict(
-            "stale",
-            f"proved at {iso(proved)}, before the running process started at {iso(started)}",
-        )
-    return verdict("isolated", f"{len(checks)} checks passed")
+    profile: str
+    current: str
+    unit: ServiceStatus | None
+    unit_problem: str
+    release: ReleaseInfo | None
+    previous: ReleaseInfo | None
+    environ: Read
+    launch: Read
+    proof: Read
+    promote: PromoteInfo | None
+    isolated_mode: bool
+    start_failure: StartFailure | None = None
 
 
-def promote_of(record: Mapping[str, Any]) -> PromoteInfo | None:
-    """A history record (``{time, action, profile, result, detail: {release, reason}}``)."""
-    time_text, action = record.get("time"), record.get("action")
-    if not isinstance(time_text, str) or not isinstance(action, str):
-        return None
-    detail = record.get("detail")
-    detail = detail if isinstance(detail, dict) else {}
-    release, reason = detail.get("release"), detail.get("reason")
-    return PromoteInfo(
-        time=time_text,
-        action=action,
-        result=str(record.get("result", "")),
-        release=release if isinstance(release, str) else None,
-        reason=reason if isinstance(reason, str) and reason else None,
-        timestamp=parse_iso(time_text),
-    )
-
-
-def last_promotes(lines: list[bytes]) -> dict[str, PromoteInfo]:
-    """The last promote or rollback per profile in history JSONL; malformed lines are skipped.
-
-    (``agentgw history --verify`` is what checks the log's integrity, not status.)
-    """
-    found: dict[str, PromoteInfo] = {}
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("action") not in PROMOTE_ACTIONS:
-            continue
-        profile, info = record.get("profile"), promote_of(record)
-        if isinstance(profile, str) and info is not None:
-            found[profile] = info
-    return found
-
-
-def status_of(
-    *,
-    profile: str,
-    current: str,
-    unit: ServiceStatus | None,
-    unit_problem: str,
-    release: ReleaseInfo | None,
-    previous: ReleaseInfo | None,
-    environ: Read,
-    launch: Read,
-    proof: Read,
-    promote: PromoteInfo | None,
-    isolated_mode: bool,
-    now: float,
-    start_failure: StartFailure | None = None,
-) -> ProfileStatus:
+def status_of(seen: Observed, now: float) -> ProfileStatus:
     """The status record of one profile from everything read about it."""
+    profile, unit, release = seen.profile, seen.unit, seen.release
     pid = unit.main_pid if unit is not None else 0
     started = unit.started_usec / 1e6 if unit is not None and unit.started_usec and pid else None
     return ProfileStatus(
@@ -301,42 +214,21 @@ def status_of(
         restarts=unit.n_restarts if unit and unit.load_state != "not-loaded" else None,
         memory_bytes=unit.memory_bytes if unit else None,
         release=release,
-        previous=previous,
+        previous=seen.previous,
         aligned=judge_alignment(
-            current=current, unit=unit, unit_problem=unit_problem, release=release,
-            environ=environ, launch=launch,
+            current=seen.current, unit=unit, unit_problem=seen.unit_problem, release=release,
+            environ=seen.environ, launch=seen.launch,
         ),
         isolation=judge_isolation(
-            isolated_mode=isolated_mode, profile=profile, proof=proof, started=started, now=now
+            isolated_mode=seen.isolated_mode, profile=profile, proof=seen.proof,
+            started=started, now=now,
         ),
-        last_promote=promote,
-        start_failure=start_failure,
+        last_promote=seen.promote,
+        start_failure=seen.start_failure,
     )
 
 
 # --- reading the host ---------------------------------------------------------------------------
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
-
-
-def read_json(path: Path, cap: int = RECORD_CAP) -> Read:
-    """A JSON document; absent is ``Read()``, unreadable or invalid is ``Read(error=...)``.
-
-    Read as a file its profile's user may have planted (:mod:`agentgw.fsio`): never through a
-    symlink, never blocking, regular files of at most ``cap`` bytes, any nesting.
-    """
-    try:
-        return Read(data=loads_untrusted(read_untrusted(path, cap)))
-    except FileNotFoundError:
-        return Read()
-    except Unreadable as exc:
-        return Read(error=f"{path}: {exc}")
-    except OSError as exc:
-        return Read(error=f"{path}: {_why(exc)}")
-    except ValueError as exc:
-        return Read(error=f"{path}: not valid JSON ({clean(str(exc), 80)})")
 
 
 def read_environ(pid: int, proc: Path = PROC) -> Read:
@@ -348,43 +240,7 @@ def read_environ(pid: int, proc: Path = PROC) -> Read:
         return Read(error=str(exc))
     except OSError as exc:
         hint = " (reading another user's environment needs root with CAP_SYS_PTRACE)"
-        return Read(error=_why(exc) + (hint if isinstance(exc, PermissionError) else ""))
-
-
-class ManifestHead(NamedTuple):
-    """The top-level fields of a manifest that identify a release (unvalidated JSON values)."""
-
-    sha: Any
-    label: Any
-    version: Any
-    created: Any
-
-
-@functools.lru_cache(maxsize=512)
-def _manifest_head(path: str, _identity: tuple[int, int, int]) -> ManifestHead | str:
-    """The head of a manifest (or the problem); keyed by inode, size and mtime.
-
-    Releases are immutable, and a manifest lists every file of a tree, so it is parsed once.
-    """
-    try:
-        data = json.loads(Path(path).read_bytes())
-    except OSError as exc:
-        return f"{MANIFEST}: {_why(exc)}"
-    except ValueError:
-        return f"{MANIFEST} is not valid JSON"
-    if not isinstance(data, dict):
-        return f"{MANIFEST} is not a JSON object"
-    return ManifestHead(*(data.get(key) for key in ManifestHead._fields))
-
-
-def read_manifest_head(release: Path) -> ManifestHead | str:
-    """The identifying fields of ``release``'s manifest, or why it has none."""
-    path = release / MANIFEST
-    try:
-        st = path.stat()
-    except OSError as exc:
-        return f"no readable {MANIFEST} ({_why(exc)})"
-    return _manifest_head(os.fspath(path), (st.st_ino, st.st_size, st.st_mtime_ns))
+        return Read(error=why(exc) + (hint if isinstance(exc, PermissionError) else ""))
 
 
 def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
@@ -405,25 +261,10 @@ def read_release(link: Path, releases: Path) -> ReleaseInfo | None:
         return ReleaseInfo(**info, problem=head)
     sha, label, version = head.sha, head.label, head.version
     if not isinstance(sha, str) or not isinstance(label, str):
-        return ReleaseInfo(**info, problem=f"{MANIFEST} has no sha and label")
+        return ReleaseInfo(**info, problem=f"{MANIFEST_FILE} has no sha and label")
     version = version if isinstance(version, int) and not isinstance(version, bool) else None
-    problem = None if f"{sha}-{label}" == target.name else f"{MANIFEST} names {sha}-{label}"
+    problem = None if f"{sha}-{label}" == target.name else f"{MANIFEST_FILE} names {sha}-{label}"
     return ReleaseInfo(**info, sha=sha, label=label, version=version, problem=problem)
-
-
-@functools.lru_cache(maxsize=4)
-def _promotes(path: str, _identity: tuple[int, int, int]) -> dict[str, PromoteInfo]:
-    with open(path, "rb") as f:
-        return last_promotes(f.read().splitlines())
-
-
-def read_promotes(history: Path) -> dict[str, PromoteInfo]:
-    """Last promote per profile; re-read only when the log changed (it is append-only)."""
-    try:
-        st = history.stat()
-        return _promotes(os.fspath(history), (st.st_ino, st.st_size, st.st_mtime_ns))
-    except OSError:
-        return {}
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
@@ -486,7 +327,7 @@ def collect_status(
         unit = None if units is None else units.get(name) or absent_unit(name)
         running = unit is not None and unit.main_pid > 0
         out.append(
-            status_of(
+            status_of(Observed(
                 profile=profile,
                 current=os.fspath(layout.current(profile)),
                 unit=unit,
@@ -498,9 +339,8 @@ def collect_status(
                 proof=read_json(layout.proofs / f"{profile}.json", PROOF_CAP),
                 promote=promotes.get(profile),
                 isolated_mode=config.host.isolated,
-                now=at,
                 start_failure=read_start_failure(sd, config.profiles[profile], unit, layout),
-            )
+            ), at)
         )
     return out
 

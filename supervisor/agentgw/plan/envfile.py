@@ -22,8 +22,9 @@ import re
 import unicodedata
 
 from agentgw.errors import usage
+from agentgw.model.fields import RESERVED_ENV, RESERVED_ENV_PREFIX
 from agentgw.model.host import HostConfig
-from agentgw.model.profile import RESERVED_ENV, RESERVED_ENV_PREFIX, Profile
+from agentgw.model.profile import Profile
 from agentgw.paths import Layout
 
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

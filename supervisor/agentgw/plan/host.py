@@ -130,7 +130,7 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
         (layout.intents, ROOT, ROOT, 0o700),
         (layout.archive, ROOT, ROOT, 0o700),
         # exec records and the self-test; systemd opens execs.jsonl for the broker (as root)
-        (layout.state / "sandbox", ROOT, ROOT, 0o700),
+        (layout.sandbox_state, ROOT, ROOT, 0o700),
     ]
 
 
@@ -239,53 +239,14 @@ def plan_profiles(
 
     ``stamp`` names this run's archive directory (``--prune`` moves data there, never deletes).
     """
-    actions: list[Action] = []
-    owners: dict[str, str] = {}
-    for name in sorted(profiles):
-        owners.setdefault(host.user(name), name)
-    for user, first in owners.items():
-        if user not in observed.groups:
-            actions.append(EnsureGroup(name=user))
-        if user not in observed.users:
-            # A shared (convenience) user has no single home: it gets the gateways dir.
-            home = layout.home(first) if host.isolated else layout.opt / "gateways"
-            actions.append(EnsureUser(name=user, group=user, home=home))
+    actions = _plan_users(profiles, host, layout, observed)
     reload = False
     unit_ops: list[Action] = []
     for name, profile in sorted(profiles.items()):
-        for path, owner, group, mode in profile_dirs(name, host, layout):
-            actions += want_dir(observed, path, owner, group, mode)
-        env = want_file(
-            observed,
-            layout.env_file(name),
-            render_env(profile, host, layout),
-            ROOT,
-            host.user(name),
-            0o640,
-        )
-        dropin = want_file(
-            observed,
-            layout.dropin(name),
-            render_dropin(profile, host, layout, denied_paths(profile, observed.which)),
-            ROOT,
-            ROOT,
-            0o644,
-        )
-        journal = want_file(
-            observed, layout.journald_conf(name), render_journald_conf(profile), ROOT, ROOT, 0o644
-        ) + want_file(
-            observed,
-            layout.journald_dropin(name),
-            render_journald_dropin(profile),
-            ROOT,
-            ROOT,
-            0o644,
-        )
-        actions += env + dropin + journal
-        reload = reload or bool(dropin) or bool(journal)
-        if journal:
-            unit_ops += plan_journald(name, observed)
-        unit_ops += plan_unit(name, layout, observed, changed=bool(env or dropin))
+        files, ops, changed_units = _plan_profile(name, profile, host, layout, observed)
+        actions += files
+        unit_ops += ops
+        reload = reload or changed_units
     if prune:
         for gone in sorted(observed.profiles_on_host - set(profiles)):
             actions_gone, reload_gone = plan_prune(gone, layout, observed, stamp)
@@ -297,6 +258,63 @@ def plan_profiles(
     if observed.units is not None and reload:
         actions.append(UnitAction(verb="daemon-reload", why="drop-ins changed"))
     return actions + unit_ops
+
+
+def _plan_users(
+    profiles: Mapping[str, Profile], host: HostConfig, layout: Layout, observed: Observed
+) -> list[Action]:
+    """A group and a user per profile (one shared pair in convenience mode), where missing."""
+    actions: list[Action] = []
+    owners: dict[str, str] = {}
+    for name in sorted(profiles):
+        owners.setdefault(host.user(name), name)
+    for user, first in owners.items():
+        if user not in observed.groups:
+            actions.append(EnsureGroup(name=user))
+        if user not in observed.users:
+            # A shared (convenience) user has no single home: it gets the gateways dir.
+            home = layout.home(first) if host.isolated else layout.opt / "gateways"
+            actions.append(EnsureUser(name=user, group=user, home=home))
+    return actions
+
+
+def _plan_profile(
+    name: str, profile: Profile, host: HostConfig, layout: Layout, observed: Observed
+) -> tuple[list[Action], list[Action], bool]:
+    """One profile's dirs and files, its unit operations, and whether systemd must reload."""
+    actions: list[Action] = []
+    for path, owner, group, mode in profile_dirs(name, host, layout):
+        actions += want_dir(observed, path, owner, group, mode)
+    env = want_file(
+        observed,
+        layout.env_file(name),
+        render_env(profile, host, layout),
+        ROOT,
+        host.user(name),
+        0o640,
+    )
+    dropin = want_file(
+        observed,
+        layout.dropin(name),
+        render_dropin(profile, host, layout, denied_paths(profile, observed.which)),
+        ROOT,
+        ROOT,
+        0o644,
+    )
+    journal = want_file(
+        observed, layout.journald_conf(name), render_journald_conf(profile), ROOT, ROOT, 0o644
+    ) + want_file(
+        observed,
+        layout.journald_dropin(name),
+        render_journald_dropin(profile),
+        ROOT,
+        ROOT,
+        0o644,
+    )
+    actions += env + dropin + journal
+    unit_ops = plan_journald(name, observed) if journal else []
+    unit_ops += plan_unit(name, layout, observed, changed=bool(env or dropin))
+    return actions, unit_ops, bool(dropin) or bool(journal)
 
 
 def plan_unit(name: str, layout: Layout, observed: Observed, *, changed: bool) -> list[Action]:

@@ -12,12 +12,13 @@ import hashlib
 import json
 import re
 import tarfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from agentgw.errors import usage
+from agentgw.fsio import MANIFEST_FILE
 from agentgw.model.release import (
     LABEL_PATTERN,
     SHA_PATTERN,
@@ -25,11 +26,9 @@ from agentgw.model.release import (
     FileEntry,
     Manifest,
     ManifestSignature,
-    Problem,
 )
 
 DEFAULT_LABEL = "release"
-MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 # The signature made once, off-host, over the release's host-independent statement.
 STATEMENT_SIG_FILE = "release.sig"
@@ -91,20 +90,6 @@ class Planned:
     mode: int
     target: str = ""
     origin: int = -1
-
-
-@dataclass(frozen=True)
-class ObservedEntry:
-    """One path of a release tree on disk (``.`` is the release directory itself)."""
-
-    path: str
-    type: str
-    mode: int
-    uid: int
-    gid: int
-    size: int = 0
-    sha256: str | None = None
-    target: str | None = None
 
 
 # names -----------------------------------------------------------------------------------------
@@ -280,36 +265,63 @@ def plan_tree(
         except ValueError as exc:
             problems.append(f"{entry.name!r}: {exc}")
             continue
-        if entry.kind in FORBIDDEN:
-            problems.append(f"{entry.name!r}: {FORBIDDEN[entry.kind]}")
-        elif path == "":
-            if entry.kind != "dir":
-                problems.append(f"{entry.name!r}: the release root must be a directory")
-        elif path in RESERVED:
-            problems.append(f"{path}: reserved for the manifest agentgw writes")
-        elif path in planned:
-            if not (entry.kind == "dir" and planned[path].type == "dir"):
-                problems.append(f"{path}: appears twice")
-        elif entry.kind == "symlink":
-            why = check_symlink_target(path, entry.link)
-            if why is not None and entry.link.startswith("/") and want_venv_interpreter(
-                path, names
-            ):
-                why = check_venv_interpreter(path, entry.link, interpreters)
-            if why is not None:
-                problems.append(f"{path}: {why}")
-            else:
-                planned[path] = Planned(path, "symlink", SYMLINK_MODE, target=entry.link)
-        elif entry.kind == "hardlink":
-            why, linked = _hardlink(entry.link, planned)
-            if linked is None:
-                problems.append(f"{path}: {why}")
-            else:
-                planned[path] = Planned(path, "file", linked.mode, origin=linked.origin)
-        elif entry.kind == "file":
-            planned[path] = Planned(path, "file", file_mode(entry.mode), origin=index)
-        else:
-            planned[path] = Planned(path, "dir", DIR_MODE)
+        result = _plan_entry(index, entry, path, planned, names, interpreters)
+        if isinstance(result, str):
+            problems.append(result)
+        elif result is not None:
+            planned[path] = result
+    implicit = _implicit_dirs(planned, problems)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise usage(
+            f"refusing unsafe release source {source}: {'; '.join(problems[:3])}{more}",
+            hint=SOURCE_HINT,
+        )
+    return sorted({**implicit, **planned}.values(), key=lambda p: p.path)
+
+
+def _plan_entry(
+    index: int,
+    entry: SourceEntry,
+    path: str,
+    planned: Mapping[str, Planned],
+    names: Collection[str],
+    interpreters: Collection[str],
+) -> Planned | str | None:
+    """What one source member becomes: a planned entry, a problem, or nothing (the root, or a
+    directory given twice)."""
+    if entry.kind in FORBIDDEN:
+        return f"{entry.name!r}: {FORBIDDEN[entry.kind]}"
+    if path == "":
+        if entry.kind == "dir":
+            return None
+        return f"{entry.name!r}: the release root must be a directory"
+    if path in RESERVED:
+        return f"{path}: reserved for the manifest agentgw writes"
+    if path in planned:
+        if entry.kind == "dir" and planned[path].type == "dir":
+            return None
+        return f"{path}: appears twice"
+    if entry.kind == "symlink":
+        why = check_symlink_target(path, entry.link)
+        if why is not None and entry.link.startswith("/") and want_venv_interpreter(path, names):
+            why = check_venv_interpreter(path, entry.link, interpreters)
+        if why is not None:
+            return f"{path}: {why}"
+        return Planned(path, "symlink", SYMLINK_MODE, target=entry.link)
+    if entry.kind == "hardlink":
+        why, linked = _hardlink(entry.link, planned)
+        if linked is None:
+            return f"{path}: {why}"
+        return Planned(path, "file", linked.mode, origin=linked.origin)
+    if entry.kind == "file":
+        return Planned(path, "file", file_mode(entry.mode), origin=index)
+    return Planned(path, "dir", DIR_MODE)
+
+
+def _implicit_dirs(planned: Mapping[str, Planned], problems: list[str]) -> dict[str, Planned]:
+    """The directories the planned paths lie in that the source does not list; a path under a
+    non-directory is added to ``problems``."""
     implicit: dict[str, Planned] = {}
     for path in planned:
         for parent in _ancestors(path):
@@ -318,13 +330,7 @@ def plan_tree(
                 implicit[parent] = Planned(parent, "dir", DIR_MODE)
             elif holder.type != "dir":
                 problems.append(f"{path}: lies inside {parent}, which is a {holder.type}")
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise usage(
-            f"refusing unsafe release source {source}: {'; '.join(problems[:3])}{more}",
-            hint=SOURCE_HINT,
-        )
-    return sorted({**implicit, **planned}.values(), key=lambda p: p.path)
+    return implicit
 
 
 def _file_names(entries: Sequence[SourceEntry]) -> set[str]:
@@ -336,7 +342,7 @@ def _file_names(entries: Sequence[SourceEntry]) -> set[str]:
     return names
 
 
-def _hardlink(link: str, planned: dict[str, Planned]) -> tuple[str, Planned | None]:
+def _hardlink(link: str, planned: Mapping[str, Planned]) -> tuple[str, Planned | None]:
     try:
         path = normalize_name(link)
     except ValueError:
@@ -408,86 +414,7 @@ def render_signature(signature: ManifestSignature) -> str:
     return json.dumps(signature.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
-def same_tree(a: Iterable[FileEntry], b: Iterable[FileEntry]) -> bool:
-    """Whether two manifests describe the same files (version and created aside)."""
-    return sorted(a, key=lambda e: e.path) == sorted(b, key=lambda e: e.path)
-
-
 # verification ----------------------------------------------------------------------------------
-
-
-def diff_tree(
-    manifest: Manifest, observed: Sequence[ObservedEntry], owner: tuple[int, int]
-) -> list[Problem]:
-    """Every difference between a release on disk and its manifest, sorted by path.
-
-    The release directory is 0555 and the manifest files 0444; everything belongs to ``owner``.
-    """
-    want: dict[str, tuple[str, int]] = {".": ("dir", DIR_MODE), MANIFEST_FILE: ("file", FILE_MODE)}
-    want.update({e.path: (e.type, int(e.mode, 8)) for e in manifest.files})
-    entries = {e.path: e for e in manifest.files}
-    seen = {o.path for o in observed}
-    for sig in (SIGNATURE_FILE, STATEMENT_SIG_FILE):
-        if sig in seen:
-            want[sig] = ("file", FILE_MODE)
-    problems = [
-        Problem(kind="missing", path=path, detail=f"{kind} listed in the manifest is missing")
-        for path, (kind, _) in want.items()
-        if path not in seen
-    ]
-    for have in observed:
-        if have.path not in want:
-            problems.append(Problem(kind="extra", path=have.path, detail="not in the manifest"))
-            continue
-        problems.extend(_diff_entry(have, *want[have.path], entries.get(have.path), owner))
-    return sorted(problems, key=lambda p: (p.path, p.kind))
-
-
-def render_problems(problems: Sequence[Problem], limit: int = 5) -> str:
-    """Problems on one line (the error line of verify and promote), the first ``limit`` shown."""
-    shown = "; ".join(str(p) for p in problems[:limit])
-    return shown + (f" (and {len(problems) - limit} more)" if len(problems) > limit else "")
-
-
-def _diff_entry(
-    have: ObservedEntry,
-    kind: str,
-    mode: int,
-    entry: FileEntry | None,
-    owner: tuple[int, int],
-) -> list[Problem]:
-    if have.type != kind:
-        return [Problem(kind="type", path=have.path, detail=f"is a {have.type}, not a {kind}")]
-    problems = []
-    if entry is not None and entry.type == "file" and have.sha256 != entry.sha256:
-        problems.append(
-            Problem(kind="changed", path=have.path, detail="content differs from the manifest")
-        )
-    if entry is not None and entry.type == "symlink" and have.target != entry.target:
-        problems.append(
-            Problem(
-                kind="target",
-                path=have.path,
-                detail=f"points at {have.target!r}, the manifest says {entry.target!r}",
-            )
-        )
-    if kind != "symlink" and have.mode != mode:
-        problems.append(
-            Problem(
-                kind="mode",
-                path=have.path,
-                detail=f"mode {render_mode(have.mode)}, want {render_mode(mode)}",
-            )
-        )
-    if (have.uid, have.gid) != owner:
-        problems.append(
-            Problem(
-                kind="owner",
-                path=have.path,
-                detail=f"owned by {have.uid}:{have.gid}, want {owner[0]}:{owner[1]}",
-            )
-        )
-    return problems
 
 
 def check_downgrade(candidate: Manifest, current: Manifest | None, allow_downgrade: bool) -> None:

@@ -1,1 +1,1 @@
-"""Isolation and alignment proofs, proof records, and the Ed25519 signing they share."""
+"""Isolation and alignment proofs and proof records (signed with :mod:`agentgw.signing`)."""

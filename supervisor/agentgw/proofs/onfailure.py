@@ -20,7 +20,7 @@ from typing import Any
 from agentgw.apply.history import append_history
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
-from agentgw.observe.status import iso
+from agentgw.fsio import iso
 from agentgw.paths import Layout, unit_name
 
 EVENT = "gateway_failed"

@@ -21,11 +21,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from agentgw.apply.files import write_atomic
 from agentgw.errors import AgentgwError, usage
+from agentgw.fsio import write_atomic
 from agentgw.model.proof import ProofRecord
 from agentgw.paths import Layout
-from agentgw.proofs.signing import (
+from agentgw.signing import (
     PUBLIC_SUFFIX,
     fingerprint,
     generate_keypair,
@@ -68,10 +68,8 @@ def load_or_create_host_key(layout: Layout) -> Ed25519PrivateKey:
     key = load_private_key(path)
     public = host_public_key_path(layout)
     if not public.exists():
-        tmp = public.with_name(f".{public.name}.tmp")
-        tmp.write_bytes(render_public_key(key.public_key()))
-        tmp.chmod(0o644)
-        os.replace(tmp, public)
+        write_atomic(public, render_public_key(key.public_key()), mode=0o644,
+                     tmp=public.with_name(f".{public.name}.tmp"))
     return key
 
 

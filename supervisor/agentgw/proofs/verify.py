@@ -20,11 +20,12 @@ from agentgw.apply.control import Controller
 from agentgw.apply.history import read_history
 from agentgw.bus import SERVICE, UNIT, Systemd
 from agentgw.config.load import Config
-from agentgw.errors import AgentgwError, Exit, usage
+from agentgw.errors import AgentgwError, Exit
+from agentgw.fsio import iso
 from agentgw.model.proof import Check, HostFacts, ProofRecord, SandboxMatch
 from agentgw.model.status import ProfileStatus
 from agentgw.observe import lint
-from agentgw.observe.status import collect_status, iso
+from agentgw.observe.status import collect_status
 from agentgw.paths import Layout, unit_name
 from agentgw.proofs import checks
 from agentgw.proofs.host import probe_host
@@ -216,9 +217,7 @@ def chosen(config: Config, statuses: Mapping[str, ProfileStatus], name: str | No
            out: Callable[[str], None]) -> list[str]:
     """The profiles to verify: ``name``, or every running one."""
     if name is not None:
-        if name not in config.profiles:
-            known = ", ".join(config.profiles) or "none"
-            raise usage(f"no profile {name!r}", hint=f"known profiles: {known}")
+        config.profile(name)
         if not statuses[name].main_pid:
             raise AgentgwError(
                 f"profile {name} is not running ({statuses[name].active_state}): "

@@ -20,6 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,15 +30,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentgw import __version__
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError
+from agentgw.fsio import iso
+from agentgw.model.fields import want_profile_name
 from agentgw.model.host import HostConfig
-from agentgw.model.profile import want_profile_name
 from agentgw.model.status import ProfileList, ProfileStatus
-from agentgw.observe.status import iso
 from agentgw.paths import Layout
 from agentgw.registry.auth import (
     Accounts,
@@ -49,25 +49,21 @@ from agentgw.registry.auth import (
 )
 from agentgw.registry.cache import TTLCache
 from agentgw.registry.documents import (
-    ErrorBody,
     Health,
     ReleaseEntry,
     ReleaseList,
     SandboxReport,
 )
+from agentgw.registry.gate import COMMON_HEADERS, JSON, Gate, error_response
 from agentgw.registry.metrics import CONTENT_TYPE, render_metrics
 from agentgw.registry.openapi import openapi_document
 from agentgw.registry.page import render_page
 from agentgw.registry.reads import read_proof, read_releases, read_sandbox
+from agentgw.registry.redact import redact_proof
 
 if TYPE_CHECKING:
     from agentgw.bus.watch import UnitWatch
 
-JSON = "application/json"
-READ_METHODS = ("GET", "HEAD")
-# Request headers beyond this are refused (431): nothing the registry reads needs more.
-HEADER_LIMIT = 16 * 1024
-COMMON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # The page has no scripts and no external assets; the browser is told so too.
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
@@ -77,64 +73,6 @@ FRESH_S = 1.0
 ConfigLoader = Callable[[], Config]
 InputsReader = Callable[[Config], object]
 SnapshotProvider = Callable[[Config], Sequence[ProfileStatus]]
-
-
-def error_response(
-    status: int, message: str, hint: str = "", headers: dict[str, str] | None = None
-) -> Response:
-    body = ErrorBody(error=message, hint=hint, status=status).model_dump_json()
-    return Response(body, status, headers={**COMMON_HEADERS, **(headers or {})}, media_type=JSON)
-
-
-class Gate:
-    """The first check of every request: headers of at most 16 KiB (431), GET and HEAD only
-    (405), a UTF-8 query (400).
-
-    starlette decodes the query string as UTF-8 when it builds a URL (e.g. for a trailing-slash
-    redirect) and would fail with a 500 otherwise. HEAD answers carry the GET headers and no
-    body, whatever server runs the app.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
-        if size > HEADER_LIMIT:
-            response = error_response(
-                431,
-                f"the request's headers are {size} bytes, more than the {HEADER_LIMIT} allowed",
-                hint="send fewer or shorter headers",
-            )
-            await response(scope, receive, send)
-            return
-        if scope["method"] not in READ_METHODS:
-            response = error_response(
-                405,
-                f"{scope['method']} is not allowed: the registry is read-only",
-                hint="use GET or HEAD",
-                headers={"Allow": ", ".join(READ_METHODS)},
-            )
-            await response(scope, receive, send)
-            return
-        try:
-            scope.get("query_string", b"").decode()
-        except UnicodeDecodeError:
-            await error_response(400, "the query string is not UTF-8")(scope, receive, send)
-            return
-        if scope["method"] == "HEAD":
-
-            async def headers_only(message: Message) -> None:
-                if message["type"] == "http.response.body":
-                    message = {**message, "body": b""}
-                await send(message)
-
-            await self.app(scope, receive, headers_only)
-            return
-        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -159,7 +97,22 @@ class Snapshot:
             for status in self.statuses:
                 if status.profile == profile:
                     return status
-        raise Refused(404, f"no profile {profile!r}", hint="GET /v1/profiles lists them")
+        raise Refused(404, f"no profile named {profile!r}", hint="GET /v1/profiles lists them")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the app is wired to the host: the bearer token, the snapshot TTL, the accounts
+    database, the clocks (tests pass fakes), and the unit watch with the inputs reader that
+    revalidation needs (see :func:`create_app`)."""
+
+    token: bytes | None = None
+    ttl: float = 1.0
+    accounts: Accounts | None = None
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], float] = time.time
+    watch: UnitWatch | None = None
+    inputs: InputsReader | None = None
 
 
 class Registry:
@@ -170,25 +123,17 @@ class Registry:
         layout: Layout,
         config_loader: ConfigLoader,
         snapshot_provider: SnapshotProvider,
-        *,
-        token: bytes | None,
-        ttl: float,
-        accounts: Accounts,
-        clock: Callable[[], float],
-        now: Callable[[], float],
-        watch: UnitWatch | None = None,
-        inputs: InputsReader | None = None,
+        options: Options,
     ) -> None:
         self.layout = layout
-        self.watch = watch
-        self._inputs = inputs
-        self._clock = clock
+        self.watch = options.watch
+        self._inputs = options.inputs
         self._config_loader = config_loader
         self._provider = snapshot_provider
-        self._token = token
-        self._accounts = accounts
-        self._now = now
-        self.snapshots = TTLCache(self._take, ttl, clock=clock)
+        self._token = options.token
+        self._accounts = options.accounts if options.accounts is not None else SystemAccounts()
+        self._now = options.now
+        self.snapshots = TTLCache(self._take, options.ttl, clock=options.clock)
         self._openapi = json.dumps(openapi_document()).encode()
 
     def _stamp(self, config: Config) -> object:
@@ -382,40 +327,6 @@ class Registry:
         )
 
 
-def redact_proof(stored: bytes) -> bytes:
-    """A profile's own proof record as its gateway's user may see it: every check's name,
-    result and how many attempts it made, not the evidence and reasons, which name the
-    siblings' paths, addresses and MainPIDs. The signed record is for root and the admin
-    group (``agentgw attest verify``)."""
-    try:
-        record = json.loads(stored)
-    except ValueError as exc:
-        raise Refused(503, "the proof record is not valid JSON") from exc
-    if not isinstance(record, dict):
-        raise Refused(503, "the proof record is not a JSON object")
-    checks = []
-    for check in record.get("checks") or []:
-        if not isinstance(check, dict):
-            continue
-        evidence = check.get("evidence")
-        attempts = evidence.get("attempts") if isinstance(evidence, dict) else None
-        checks.append({
-            "name": check.get("name"),
-            "result": check.get("result"),
-            "attempts": len(attempts) if isinstance(attempts, list) else None,
-        })
-    view = {
-        "profile": record.get("profile"),
-        "time": record.get("time"),
-        "isolated": record.get("isolated"),
-        "exposure": record.get("exposure"),
-        "checks": checks,
-        "redacted": "sibling paths, addresses and pids are shown to root and the admin "
-        "group only; the signed record is theirs",
-    }
-    return json.dumps(view, indent=2).encode()
-
-
 def _json(body: bytes) -> Response:
     return Response(body, headers=COMMON_HEADERS, media_type=JSON)
 
@@ -439,32 +350,14 @@ def create_app(
     layout: Layout,
     config_loader: ConfigLoader,
     snapshot_provider: SnapshotProvider,
-    *,
-    token: bytes | None = None,
-    ttl: float = 1.0,
-    accounts: Accounts | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    now: Callable[[], float] = time.time,
-    watch: UnitWatch | None = None,
-    inputs: InputsReader | None = None,
+    options: Options | None = None,
 ) -> Starlette:
     """The registry app. ``snapshot_provider(config)`` gives the statuses (collect_status).
 
-    With a ``watch`` (open) and ``inputs``, ``Cache-Control: no-cache`` requests are answered
-    from a revalidated snapshot; the watch's socket is read whenever it is readable.
+    With a ``watch`` (open) and ``inputs`` in ``options``, ``Cache-Control: no-cache`` requests
+    are answered from a revalidated snapshot; the watch's socket is read whenever it is readable.
     """
-    registry = Registry(
-        layout,
-        config_loader,
-        snapshot_provider,
-        token=token,
-        ttl=ttl,
-        accounts=accounts if accounts is not None else SystemAccounts(),
-        clock=clock,
-        now=now,
-        watch=watch,
-        inputs=inputs,
-    )
+    registry = Registry(layout, config_loader, snapshot_provider, options or Options())
     get = ["GET"]  # starlette adds HEAD to every GET route
     routes = [
         Route("/", registry.page, methods=get),
@@ -477,6 +370,18 @@ def create_app(
         Route("/v1/sandbox", registry.sandbox, methods=get),
         Route("/metrics", registry.metrics, methods=get),
     ]
+    app = Starlette(
+        routes=routes,
+        lifespan=_watching(registry),
+        middleware=[Middleware(Gate)],
+        exception_handlers={HTTPException: _on_http_error, AgentgwError: _on_agentgw_error},
+    )
+    app.state.registry = registry
+    return app
+
+
+def _watching(registry: Registry) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: read the unit watch's socket whenever it is readable."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -492,14 +397,7 @@ def create_app(
         finally:
             loop.remove_reader(fd)
 
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(Gate)],
-        exception_handlers={HTTPException: _on_http_error, AgentgwError: _on_agentgw_error},
-    )
-    app.state.registry = registry
-    return app
+    return lifespan
 
 
 def routes_of(app: Starlette) -> list[str]:

@@ -19,7 +19,15 @@ MAX_BYTES = 64 << 20
 def get_current(path: Path, url: str, *, timeout: float = TIMEOUT_S) -> bytes | None:
     """The body of ``GET url`` answered from a current snapshot (``Cache-Control: no-cache``),
     or None when nothing answers on ``path`` or the answer is not a complete 200."""
-    request = (f"GET {url} HTTP/1.0\r\nHost: registry\r\nCache-Control: no-cache\r\n"
+    return get(path, url, timeout=timeout, no_cache=True)
+
+
+def get(path: Path, url: str, *, timeout: float = TIMEOUT_S, no_cache: bool = False
+        ) -> bytes | None:
+    """The body of ``GET url`` (from the registry's cached snapshot unless ``no_cache``), or
+    None when nothing answers on ``path`` or the answer is not a complete 200."""
+    cache = "Cache-Control: no-cache\r\n" if no_cache else ""
+    request = (f"GET {url} HTTP/1.0\r\nHost: registry\r\n{cache}"
                "Accept: application/json\r\n\r\n").encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agentgw.model.profile import Frozen
+from agentgw.model.fields import Frozen
 from agentgw.model.release import ProfileUse
 
 

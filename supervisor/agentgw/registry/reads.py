@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from agentgw.fsio import parse_iso, read_json, read_manifest_head
 from agentgw.model.release import ProfileUse, Slot
-from agentgw.observe.status import parse_iso, read_json, read_manifest_head
 from agentgw.paths import Layout
 from agentgw.registry.auth import Refused
 from agentgw.registry.documents import ReleaseEntry, SandboxReport
@@ -98,15 +98,14 @@ def tail_lines(path: Path, count: int, max_bytes: int = TAIL_BYTES) -> list[byte
 
 def read_sandbox(layout: Layout, now: float) -> SandboxReport:
     """The sandbox broker's last self-test and newest exec records, as it wrote them."""
-    base = layout.state / "sandbox"
-    found = read_json(base / "selftest.json")
+    found = read_json(layout.sandbox_selftest)
     problem = found.error
     selftest: dict[str, Any] | None = found.data if isinstance(found.data, dict) else None
     if found.data is not None and selftest is None:
         problem = "selftest.json is not a JSON object"
     execs: list[dict[str, Any]] = []
     try:
-        for line in tail_lines(base / "execs.jsonl", EXEC_TAIL):
+        for line in tail_lines(layout.sandbox_execs, EXEC_TAIL):
             try:
                 record = json.loads(line)
             except ValueError:

@@ -24,14 +24,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, die, usage
 from agentgw.log import get_logger
-from agentgw.model.profile import Listen
+from agentgw.model.fields import Listen
 from agentgw.observe.status import status_inputs, status_now
 from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout
-from agentgw.registry.app import create_app
+from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import connection_of, with_connection
 from agentgw.sdnotify import notify
-from agentgw.unixsock import listen
+from agentgw.unixsock import Server, listen
 
 if TYPE_CHECKING:
     from agentgw.bus.watch import UnitWatch
@@ -75,10 +75,9 @@ class NotifyingServer(uvicorn.Server):
 
 def unix_listener(path: Path) -> socket.socket:
     """A listening socket at ``path`` (mode 0666); a stale socket file is replaced."""
-    return listen(path, mode=SOCKET_MODE, dir_mode=0o755, backlog=BACKLOG,
-                  who="another process", unit="agentgw-registry",
-                  not_socket=usage, not_socket_hint="remove it or pick --socket",
-                  fail_hint="run as root")
+    server = Server(who="another process", unit="agentgw-registry", not_socket=usage,
+                    not_socket_hint="remove it or pick --socket", fail_hint="run as root")
+    return listen(path, server, mode=SOCKET_MODE, dir_mode=0o755, backlog=BACKLOG)
 
 
 def tcp_listener(host: str, port: int) -> socket.socket:
@@ -177,9 +176,9 @@ def serve(
             "(PrivateNetwork=no, AF_INET, IPAddressAllow=localhost)",
         )
     watch = open_watch(layout)
-    app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c),
-                     token=token, ttl=ttl, watch=watch,
-                     inputs=lambda c: status_inputs(layout, etc, c.profiles))
+    app = create_app(layout, lambda: load_config(etc), lambda c: status_now(layout, c), Options(
+        token=token, ttl=ttl, watch=watch, inputs=lambda c: status_inputs(layout, etc, c.profiles)
+    ))
     sockets: list[socket.socket] = []
     owned: list[Path] = []
     try:

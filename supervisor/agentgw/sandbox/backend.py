@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from agentgw.errors import AgentgwError, die
+from agentgw.fsio import write_atomic
 from agentgw.log import get_logger
 from agentgw.run import run
 from agentgw.sandbox import gvisor
@@ -245,9 +246,8 @@ def detect(
         reason=reason,
         detected_at=_now(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(detection.model_dump(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(detection.model_dump(), indent=2, sort_keys=True) + "\n",
+                 tmp=path.with_name(f".{path.name}.{os.getpid()}"))
     log.info("sandbox_backend_detected", backend=detection.backend, reason=detection.reason)
     return detection
 

@@ -178,25 +178,44 @@ class Slots:
                 fut.set_result(None)
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How much a broker runs: each job's limits, concurrent jobs per profile and on the host,
+    how long a job may queue and how long a request may take to arrive."""
+
+    limits: Limits
+    per_profile: int
+    per_host: int
+    queue_wait_s: float = QUEUE_WAIT_S
+    read_timeout_s: float = READ_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Callers:
+    """Who may use a profile's socket: the profile's user name, a user's uid, and the peer of
+    a connection (SO_PEERCRED; tests replace it)."""
+
+    user_of: Callable[[str], str]
+    uid_of: UidOf
+    peer: Callable[[socket.socket], Peer] = peer_of
+
+
 class Broker:
     """Answers connections on per-profile sockets: authorise, read, queue, run, record."""
 
     def __init__(
-        self, *, limits: Limits, per_profile: int, per_host: int, runner: Runner,
-        records: ExecLog, user_of: Callable[[str], str], uid_of: UidOf,
-        queue_wait_s: float = QUEUE_WAIT_S, read_timeout_s: float = READ_TIMEOUT_S,
-        peer: Callable[[socket.socket], Peer] = peer_of,
+        self, capacity: Capacity, callers: Callers, *, runner: Runner, records: ExecLog
     ) -> None:
-        self.limits = limits
-        self.peer = peer
-        self.slots = Slots(per_profile, per_host)
-        self.max_open = 2 * per_profile
+        self.limits = capacity.limits
+        self.peer = callers.peer
+        self.slots = Slots(capacity.per_profile, capacity.per_host)
+        self.max_open = 2 * capacity.per_profile
         self.runner = runner
         self.records = records
-        self.user_of, self.uid_of = user_of, uid_of
-        self.queue_wait_s, self.read_timeout_s = queue_wait_s, read_timeout_s
+        self.user_of, self.uid_of = callers.user_of, callers.uid_of
+        self.queue_wait_s, self.read_timeout_s = capacity.queue_wait_s, capacity.read_timeout_s
         self.open: dict[str, int] = {}
-        self._executor = ThreadPoolExecutor(per_host, thread_name_prefix="agentgw-job")
+        self._executor = ThreadPoolExecutor(capacity.per_host, thread_name_prefix="agentgw-job")
         # Requests are parsed (JSON, base64, validation: up to seconds at the size cap) off the
         # event loop, one at a time, so the loop keeps accepting and answering meanwhile.
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="agentgw-parse")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgw.errors import die
+from agentgw.fsio import flip_symlink
 from agentgw.log import get_logger
 from agentgw.run import run
 from agentgw.sandbox import guest
@@ -308,10 +309,7 @@ def _point_current(cache: Path, kver: str) -> None:
     link = cache / "current"
     if link.is_symlink() and os.readlink(link) == kver:
         return
-    tmp = cache / f".current-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(kver)
-    os.replace(tmp, link)
+    flip_symlink(link, kver)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

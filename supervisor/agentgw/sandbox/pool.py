@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 from agentgw.errors import AgentgwError, usage
 from agentgw.log import get_logger
@@ -50,13 +51,25 @@ def check_budget(size: int, memory_mb: int, budget_mb: int) -> None:
         )
 
 
+class PoolSize(TypedDict, total=False):
+    """How big a :class:`WarmPool` is: ``size`` VMs (default 1) of ``memory_mb`` (256) and
+    ``cpus`` (1) each, within ``budget_mb`` of memory (default: exactly what they need)."""
+
+    size: int
+    memory_mb: int
+    cpus: int
+    budget_mb: int | None
+
+
 class WarmPool:
     """``size`` single-use VMs kept booted; ``run`` serves a request warm when it can."""
 
     def __init__(
-        self, image: Image, machine: Machine, *, size: int = 1, memory_mb: int = 256,
-        cpus: int = 1, budget_mb: int | None = None, workdir: Path | None = None,
+        self, image: Image, machine: Machine, *, workdir: Path | None = None,
+        **sizes: Unpack[PoolSize],
     ) -> None:
+        size, memory_mb = sizes.get("size", 1), sizes.get("memory_mb", 256)
+        cpus, budget_mb = sizes.get("cpus", 1), sizes.get("budget_mb")
         budget = budget_mb if budget_mb is not None else size * memory_mb
         check_budget(size, memory_mb, budget)
         self.image, self.machine = image, machine

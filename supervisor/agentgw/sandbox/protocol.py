@@ -38,7 +38,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, TypedDict, Unpack, cast, get_args
 
 from pydantic import ValidationError
 
@@ -203,14 +203,24 @@ def argv_digest(argv: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+class Outcome(TypedDict, total=False):
+    """How a job ended, for :func:`render_record`: its ``result``, or (None) the ``error``
+    that says why there is none and the ``duration_s`` until then; ``now`` is the record's
+    time (default: the clock)."""
+
+    result: JobResult | None
+    error: str
+    duration_s: float
+    now: datetime | None
+
+
 def render_record(
     *, profile: str, uid: int, argv: Sequence[str], via: Literal["broker", "direct"],
-    result: JobResult | None = None, error: str = "", duration_s: float = 0.0,
-    now: datetime | None = None,
+    **outcome: Unpack[Outcome],
 ) -> bytes:
-    """One line of ``execs.jsonl``: who ran what (by digest), how long, how it ended, on what.
-
-    ``result`` is None when the VM gave no result; ``error`` then says why."""
+    """One line of ``execs.jsonl``: who ran what (by digest), how long, how it ended, on what."""
+    result, error = outcome.get("result"), outcome.get("error", "")
+    duration_s, now = outcome.get("duration_s", 0.0), outcome.get("now")
     record: dict[str, Any] = {
         "time": (now or datetime.now(UTC)).isoformat(timespec="milliseconds"),
         "profile": profile,

@@ -30,11 +30,11 @@ from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
 from agentgw.sandbox import backend, gvisor, image
-from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, ExecLog, Runner
+from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
 from agentgw.sdnotify import notify
-from agentgw.unixsock import listen
+from agentgw.unixsock import Server, listen
 
 log = get_logger(__name__)
 
@@ -61,10 +61,11 @@ def gid_of(name: str) -> int | None:
 def make_listener(path: Path, gid: int | None) -> socket.socket:
     """A listening socket at ``path``, mode 0660, owned by root and group ``gid`` (unchanged
     when None: tests). A stale socket file is replaced; a served one is an error."""
-    return listen(path, mode=SOCKET_MODE, dir_mode=SOCKET_DIR_MODE, backlog=BACKLOG,
-                  gid=gid, who="another broker", unit="agentgw-sandbox",
-                  not_socket=die, not_socket_hint="remove it",
-                  fail_hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)")
+    server = Server(who="another broker", unit="agentgw-sandbox", not_socket=die,
+                    not_socket_hint="remove it",
+                    fail_hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)")
+    return listen(path, server, mode=SOCKET_MODE, dir_mode=SOCKET_DIR_MODE, backlog=BACKLOG,
+                  gid=gid)
 
 
 class _CapHeader(ctypes.Structure):
@@ -149,17 +150,18 @@ async def _serve(broker: Broker, listeners: Mapping[str, socket.socket], status:
 
 
 def _serve_with(
-    layout: Layout, config: Config, listeners: Mapping[str, socket.socket], records: ExecLog,
+    config: Config, listeners: Mapping[str, socket.socket], records: ExecLog,
     queue_wait_s: float, runner: Runner, how: str,
 ) -> None:
     limits = config.host.sandbox
-    broker = Broker(
+    capacity = Capacity(
         limits=host_limits(limits),
         per_profile=limits.max_concurrent_per_profile,
         per_host=limits.max_concurrent_host,
-        runner=runner, records=records, user_of=config.host.user, uid_of=uid_of,
         queue_wait_s=queue_wait_s,
     )
+    callers = Callers(user_of=config.host.user, uid_of=uid_of)
+    broker = Broker(capacity, callers, runner=runner, records=records)
     status = f"serving {', '.join(sorted(listeners))} on {how}"
     log.info("sandbox_broker_ready", status=status)
     asyncio.run(_serve(broker, listeners, status))
@@ -181,12 +183,12 @@ def run_broker(
         detection = detect_readonly(built, cache, allow_emulation=limits.allow_emulation)
         machine = backend.machine_for(detection)
         if machine is None:  # gVisor (not chosen by detect_readonly today): no warm pool
-            _serve_with(layout, config, listeners, records, queue_wait_s, gvisor.run_job,
+            _serve_with(config, listeners, records, queue_wait_s, gvisor.run_job,
                         f"{detection.backend} ({detection.boundary})")
             return
         with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
                       cpus=limits.vcpus) as pool:
-            _serve_with(layout, config, listeners, records, queue_wait_s, pool.run,
+            _serve_with(config, listeners, records, queue_wait_s, pool.run,
                         f"{detection.backend} ({detection.boundary}), "
                         f"warm pool {limits.pool_size}")
     finally:

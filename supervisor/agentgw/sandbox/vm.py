@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from agentgw.errors import die
 from agentgw.log import get_logger
@@ -237,11 +238,26 @@ class Vm:
         self.close()
 
 
+class Shape(NamedTuple):
+    """A VM's size: memory in MiB and virtual CPUs."""
+
+    memory_mb: int
+    cpus: int
+
+
+class Window(NamedTuple):
+    """When a job started and by when (both time.monotonic()) its result must be in."""
+
+    started: float
+    deadline: float
+
+
 def boot(
-    machine: Machine, image: Image, extra: bytes, *, memory_mb: int, cpus: int, limit: int,
+    machine: Machine, image: Image, extra: bytes, shape: Shape, *, limit: int,
     workdir: Path | None = None,
 ) -> Vm:
     """Start QEMU on the base image with ``extra`` (a cpio) appended to its initramfs."""
+    memory_mb, cpus = shape
     tmpdir = Path(tempfile.mkdtemp(prefix="agentgw-vm-", dir=workdir))
     try:
         initrd = tmpdir / "initrd.cpio"
@@ -266,9 +282,9 @@ def _job_window(request: JobRequest) -> float:
 
 
 def _collect(
-    vm: Vm, nonce: str, request: JobRequest, deadline: float, *, machine: Machine, warm: bool,
-    started: float,
+    vm: Vm, nonce: str, request: JobRequest, window: Window, *, machine: Machine, warm: bool
 ) -> JobResult:
+    started, deadline = window
     finished = vm.wait_for(f"{nonce} DONE".encode(), deadline)
     duration = time.monotonic() - started
     parsed = parse_output(vm.transcript(), nonce, request.max_output)
@@ -302,12 +318,12 @@ def run_cold(
     started = time.monotonic()
     window = BOOT_BUDGET_S[machine.accel] + _job_window(request)
     deadline = started + (deadline_s if deadline_s is not None else window)
-    with boot(machine, image, render_job_cpio(request, nonce), memory_mb=request.memory_mb,
-              cpus=request.cpus, limit=output_limit(request.max_output),
+    with boot(machine, image, render_job_cpio(request, nonce),
+              Shape(request.memory_mb, request.cpus), limit=output_limit(request.max_output),
               workdir=workdir) as vm:
         log.debug("vm_cold_boot", pid=vm.pid, accel=machine.accel)
-        return _collect(vm, nonce, request, deadline, machine=machine, warm=False,
-                        started=started)
+        return _collect(vm, nonce, request, Window(started, deadline), machine=machine,
+                        warm=False)
 
 
 @dataclass(eq=False)  # identity: each is one running VM
@@ -336,7 +352,7 @@ def start_warm(
 ) -> WarmVm:
     """Start booting a VM that will wait for its job (``WarmVm.wait_ready`` waits for it)."""
     nonce = new_nonce()
-    vm = boot(machine, image, render_nonce_cpio(nonce), memory_mb=memory_mb, cpus=cpus,
+    vm = boot(machine, image, render_nonce_cpio(nonce), Shape(memory_mb, cpus),
               limit=output_limit(MAX_OUTPUT_BYTES), workdir=workdir)
     return WarmVm(vm, nonce, machine, memory_mb, cpus)
 
@@ -352,8 +368,8 @@ def run_warm(
         if not vm.alive():
             raise die("the warm VM died before its job")
         vm.send(render_warm_payload(request))
-        return _collect(vm, warm.nonce, request, started + _job_window(request),
-                        machine=warm.machine, warm=True, started=started)
+        return _collect(vm, warm.nonce, request, Window(started, started + _job_window(request)),
+                        machine=warm.machine, warm=True)
     finally:
         vm.kill()
         reap(vm)

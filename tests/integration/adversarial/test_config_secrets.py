@@ -11,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (
-    ETC,
-    Releases,
-    agentgw,
-    all_promoted,
-    main_pid,
-)
+from tests.integration.support import ETC, Releases, agentgw, all_promoted, main_pid, sh
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +23,6 @@ TARGETS = [
     "/var/lib/agentgw/history.jsonl",
 ]
 SABOTAGE = Path("/etc/systemd/system/agent-gateway@api.service.d/90-sabotage.conf")
-
-
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 def in_gateway(profile: str, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -10,29 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import KEY, OPT, setup_host
+from tests.integration.support import KEY, OPT, PATH_ONLY, setup_host, sh
 
 pytestmark = pytest.mark.integration
 
 MARK = Path("/tmp/agentgw-git-pwned")
 DEV = "agentgwdev"
-
-
-def sh(*argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    if user is not None:
-        argv = ("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv)
-    return subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": f"/home/{DEV}"})
+GIT_ENV = {**PATH_ONLY, "HOME": f"/home/{DEV}"}
 
 
 def test_a_repositorys_filters_and_hooks_never_run_as_root(tmp_path: Path) -> None:
     """The developer's repository: release add --git under sudo (SUDO_UID set) adds the raw
     committed file, and the marker its filter, textconv or hook would write never appears."""
     setup_host(tmp_path / "build")  # the signing key and a host that requires signatures
-    if sh("id", DEV).returncode != 0:
-        assert sh("useradd", "--create-home", DEV).returncode == 0
+    if sh("id", DEV, env=GIT_ENV).returncode != 0:
+        assert sh("useradd", "--create-home", DEV, env=GIT_ENV).returncode == 0
     repo = Path(f"/home/{DEV}/runtime")
-    sh("rm", "-rf", str(repo))
+    sh("rm", "-rf", str(repo), env=GIT_ENV)
     evil = f"sh -c 'id > {MARK}; cat'"
     steps = [
         ["git", "init", "-q", str(repo)],
@@ -40,23 +34,24 @@ def test_a_repositorys_filters_and_hooks_never_run_as_root(tmp_path: Path) -> No
         ["git", "-C", str(repo), "config", "user.name", "dev"],
     ]
     for step in steps:
-        assert sh(*step, user=DEV).returncode == 0, step
+        assert sh(*step, user=DEV, env=GIT_ENV).returncode == 0, step
     (repo / ".gitattributes").write_text("* filter=evil diff=evil export-subst\n")
     (repo / "app.py").write_text("print('$Format:%H$')\n")
-    sh("chown", "-R", f"{DEV}:{DEV}", str(repo))
+    sh("chown", "-R", f"{DEV}:{DEV}", str(repo), env=GIT_ENV)
     for step in (["git", "-C", str(repo), "add", "."],
                  ["git", "-C", str(repo), "commit", "-qm", "runtime"],
                  ["git", "-C", str(repo), "config", "filter.evil.smudge", evil],
                  ["git", "-C", str(repo), "config", "filter.evil.clean", evil],
                  ["git", "-C", str(repo), "config", "diff.evil.textconv", evil],
                  ["git", "-C", str(repo), "config", "core.fsmonitor", evil]):
-        assert sh(*step, user=DEV).returncode == 0, step
+        assert sh(*step, user=DEV, env=GIT_ENV).returncode == 0, step
     hook = repo / ".git" / "hooks" / "post-checkout"
     hook.write_text(f"#!/bin/sh\nid > {MARK}\n")
     hook.chmod(0o755)
-    sha = sh("git", "-C", str(repo), "rev-parse", "--short=12", "HEAD", user=DEV).stdout.strip()
+    sha = sh("git", "-C", str(repo), "rev-parse", "--short=12", "HEAD", user=DEV,
+             env=GIT_ENV).stdout.strip()
     MARK.unlink(missing_ok=True)
-    uid = sh("id", "-u", DEV).stdout.strip()
+    uid = sh("id", "-u", DEV, env=GIT_ENV).stdout.strip()
     proc = subprocess.run(
         ["/opt/agentgw/venv/bin/agentgw", "release", "add", "--git", str(repo), "--sha", sha,
          "--label", "fromgit", "--sign-key", str(KEY)],

@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (
-    OPT,
-    REPO,
-    Releases,
-    agentgw,
-    all_promoted,
-    main_pid,
-)
+from tests.integration.support import OPT, REPO, Releases, agentgw, all_promoted, main_pid, sh
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +51,10 @@ ATTACKS = {
 }
 
 
-def sh(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-
-
 def plant(kind: str) -> None:
     done = sh("setpriv", "--reuid=agent-api", "--regid=agent-api", "--clear-groups",
-              "/usr/bin/python3", "-I", "-c", PLANT, kind, str(LAUNCH), str(main_pid("api")[0]))
+              "/usr/bin/python3", "-I", "-c", PLANT, kind, str(LAUNCH), str(main_pid("api")[0]),
+              timeout=30)
     assert done.returncode == 0, done.stderr
 
 
@@ -85,14 +74,14 @@ def registry_get(path: str) -> tuple[int, float]:
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
     with all_promoted(tmp_path_factory.mktemp("build")) as releases:
         shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
-        sh("systemctl", "daemon-reload")
-        sh("systemctl", "start", UNIT)
+        sh("systemctl", "daemon-reload", timeout=30)
+        sh("systemctl", "start", UNIT, timeout=30)
         try:
             yield releases
         finally:
-            sh("systemctl", "stop", UNIT)
+            sh("systemctl", "stop", UNIT, timeout=30)
             UNIT_FILE.unlink(missing_ok=True)
-            sh("systemctl", "daemon-reload")
+            sh("systemctl", "daemon-reload", timeout=30)
             agentgw("restart", "api", check=False)
 
 

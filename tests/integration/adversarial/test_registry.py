@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.support import (
-    ETC,
-    KEY,
-    REPO,
-    Releases,
-    agentgw,
-    all_promoted,
-    main_pid,
-)
+from tests.integration.support import ETC, KEY, REPO, Releases, agentgw, all_promoted, main_pid, sh
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +34,6 @@ head, _, body = data.partition(b"\r\n\r\n")
 print(head.split()[1].decode())
 sys.stdout.write(body.decode())
 """
-
-
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 def get(user: str | None, path: str, pad: int = 0) -> tuple[int, str]:

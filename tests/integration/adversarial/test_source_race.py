@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import KEY, OPT, agentgw, setup_host
+from tests.integration.support import KEY, OPT, PATH_ONLY, agentgw, setup_host, sh
 
 pytestmark = pytest.mark.integration
 
@@ -30,26 +30,21 @@ while time.monotonic() < deadline:
 """
 
 
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-
-
 def test_a_source_swapped_under_the_add_never_copies_outside_files(tmp_path: Path) -> None:
     """Refused without the flag; with it, 20 adds under a racing swapper: each exit is 0 or 1,
     and no installed release holds shadow, passwd or any name that is only in /etc."""
     setup_host(tmp_path / "build")
-    if sh("id", USER).returncode != 0:
-        assert sh("useradd", "--system", "--no-create-home", USER).returncode == 0
+    if sh("id", USER, env=PATH_ONLY).returncode != 0:
+        assert sh("useradd", "--system", "--no-create-home", USER, env=PATH_ONLY).returncode == 0
     base = Path(f"/var/tmp/{USER}")
-    sh("rm", "-rf", str(base))
+    sh("rm", "-rf", str(base), env=PATH_ONLY)
     src, aside = base / "src", base / "aside"
     (src / "pkg").mkdir(parents=True)
     aside.mkdir()
     for name in ("shadow", "passwd", "hostname"):
         (src / "pkg" / name).write_text(f"the tree's own {name}\n")
     (aside / "pkg.link").symlink_to("/etc")  # outside the tree: swapped in and out of it
-    sh("chown", "-R", f"{USER}:{USER}", str(base))
+    sh("chown", "-R", f"{USER}:{USER}", str(base), env=PATH_ONLY)
 
     refused = agentgw("release", "add", str(src), "--sha", "5ace000", "--label", "race",
                       "--sign-key", str(KEY), check=False)

@@ -5,7 +5,6 @@ nowhere in the hook unit's journal; the failure itself is recorded in the histor
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,15 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import ETC, Releases, agentgw, all_promoted
+from tests.integration.support import ETC, Releases, agentgw, all_promoted, sh
 
 pytestmark = pytest.mark.integration
 
 SABOTAGE = Path("/etc/systemd/system/agent-gateway@mcp.service.d/90-sabotage.conf")
-
-
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 def serve(handler: type[BaseHTTPRequestHandler]) -> HTTPServer:

@@ -28,7 +28,7 @@ import pytest
 
 from agentgw.model.host import HostConfig
 from agentgw.sandbox.protocol import argv_digest
-from tests.integration.support import AGENTGW, ETC, REPO, agentgw, setup_host
+from tests.integration.support import AGENTGW, ETC, REPO, agentgw, setup_host, sh
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,6 @@ while chunk := s.recv(65536):
     data += chunk
 print(data.decode().strip())
 """
-
-
-def sh(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, **kw)
 
 
 def free_port(host: str) -> int:
@@ -113,12 +109,12 @@ def broker(api_port: int) -> Iterator[int]:
     """agentgw-sandbox.service as `agentgw init` installed it, started; its MainPID. It is
     stopped afterwards, and no VM of it may outlive it."""
     try:
-        sh("systemctl", "start", UNIT)  # Type=notify: returns once the sockets serve
-        pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT).stdout)
+        sh("systemctl", "start", UNIT, check=True)  # Type=notify: returns once the sockets serve
+        pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
         assert pid > 0
         yield pid
     finally:
-        sh("systemctl", "stop", UNIT, check=False)
+        sh("systemctl", "stop", UNIT)
         deadline = time.monotonic() + 10
         while broker_qemus() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -132,7 +128,7 @@ def test_unit_is_hardened_and_qemu_runs_without_privileges(
     serves with no capability left, as agentgw-sandbox in group kvm; its warm VM's QEMU runs
     as that user with no capability and a seccomp filter; sockets are 0660 root:agent-<p> in
     a 0755 directory; /dev/kvm is in the broker's /dev."""
-    report = sh("systemd-analyze", "security", UNIT, check=False).stdout
+    report = sh("systemd-analyze", "security", UNIT).stdout
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
     assert match is not None, report
     score, target = float(match.group(1)), HostConfig().exposure_threshold
@@ -158,7 +154,7 @@ def test_unit_is_hardened_and_qemu_runs_without_privileges(
         group = pwd.getpwnam(f"agent-{profile}").pw_gid
         assert (stat.S_ISSOCK(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
             True, 0o660, 0, group)
-    in_broker = sh("nsenter", "-t", str(broker), "-m", "test", "-c", "/dev/kvm", check=False)
+    in_broker = sh("nsenter", "-t", str(broker), "-m", "test", "-c", "/dev/kvm")
     assert in_broker.returncode == 0
 
 
@@ -167,7 +163,7 @@ def test_exec_prints_hi_and_exits_3_through_the_broker(broker: int) -> None:
     (not the CLI) recorded it: via broker, caller root, the argv's digest only."""
     argv = ["sh", "-c", "echo hi; exit 3"]
     before = len(records()) if EXECS.exists() else 0
-    proc = sh(AGENTGW, "exec", "api", "--", *argv, check=False, timeout=60)
+    proc = sh(AGENTGW, "exec", "api", "--", *argv, timeout=60)
     assert (proc.stdout, proc.returncode) == ("hi\n", 3), proc.stderr
     (record,) = records()[before:]
     assert (record["profile"], record["via"], record["uid"], record["exit_code"]) == (
@@ -197,10 +193,10 @@ def test_a_profile_cannot_use_another_profiles_socket(broker: int) -> None:
     that shares api's group but runs as agent-core is refused by SO_PEERCRED ('forbidden')."""
     python = ["/usr/bin/python3", "-I", "-c", CALLER, str(SOCKETS / "api.sock")]
     plain = sh("setpriv", "--reuid=agent-core", "--regid=agent-core", "--clear-groups",
-               *python).stdout.strip()
+               *python, check=True).stdout.strip()
     assert plain == "connect-errno 13"
     in_group = sh("setpriv", "--reuid=agent-core", "--regid=agent-api", "--clear-groups",
-                  *python).stdout.strip()
+                  *python, check=True).stdout.strip()
     answer = json.loads(in_group)
     assert (answer["ok"], answer["error"]) == (False, "forbidden")
 
@@ -225,13 +221,13 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
     assert (answer["exit_code"], echoed) == (0, "from-the-gateway")
     assert kernel != os.uname().release and uid != "0"
     assert records()[-1]["uid"] == pwd.getpwnam("agent-api").pw_uid
-    gateway = int(sh("systemctl", "show", "-P", "MainPID", "agent-gateway@api").stdout)
-    no_kvm = sh("nsenter", "-t", str(gateway), "-m", "test", "-e", "/dev/kvm", check=False)
+    gateway = int(sh("systemctl", "show", "-P", "MainPID", "agent-gateway@api", check=True).stdout)
+    no_kvm = sh("nsenter", "-t", str(gateway), "-m", "test", "-e", "/dev/kvm")
     assert no_kvm.returncode == 1
 
 
 def test_stopping_removes_sockets_and_every_vm(broker: int) -> None:
     """systemctl stop: the socket directory is gone and no QEMU of the broker is left."""
-    sh("systemctl", "stop", UNIT)
+    sh("systemctl", "stop", UNIT, check=True)
     assert not SOCKETS.exists()
     assert broker_qemus() == []

@@ -23,6 +23,7 @@ from tests.integration.support import (
     agentgw,
     all_promoted,
     main_pid,
+    sh,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,12 +34,8 @@ JOURNALD = f"systemd-journald@agentgw-{PROFILE}.service"
 CAP_MIB = 8
 
 
-def sh(*argv: str) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-
-
 def show(unit: str, prop: str) -> str:
-    return sh("systemctl", "show", "-P", prop, unit).strip()
+    return sh("systemctl", "show", "-P", prop, unit, check=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def test_output_goes_to_the_profiles_own_journal(build: tuple[Releases, Path]) -
     own = agentgw("logs", PROFILE, "-o", "cat", "--no-pager").stdout
     banner = [line for line in own.splitlines() if line.startswith("agentgw-launch ")]
     assert banner and f"sha={releases.a}" in banner[-1], own[-2000:]
-    shared = sh("journalctl", "-u", UNIT, "-o", "cat", "--no-pager")
+    shared = sh("journalctl", "-u", UNIT, "-o", "cat", "--no-pager", check=True).stdout
     assert not [line for line in shared.splitlines() if line.startswith("agentgw-launch ")]
     assert show(JOURNALD, "ActiveState") == "active"
     assert show(JOURNALD, "CPUQuotaPerSecUSec") == "250ms"  # logs.cpu_quota: 25%
@@ -112,7 +109,8 @@ def test_a_flood_is_held_to_the_profiles_journal_size_cap(build: tuple[Releases,
             time.sleep(0.5)
         oldest = oldest_entry_us()
         flooded = sh("journalctl", f"--namespace=agentgw-{PROFILE}", "-o", "cat",
-                     "--no-pager", "--since", since, "-g", "fault logflood x", "-q")
+                     "--no-pager", "--since", since, "-g", "fault logflood x", "-q",
+                     check=True).stdout
     finally:
         agentgw("promote", PROFILE, releases.a, "--allow-downgrade", check=False)
         shutil.copy(REPO / "gateways" / f"{PROFILE}.yaml", config)

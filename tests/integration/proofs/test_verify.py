@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from agentgw.model.proof import CHECK_NAMES
-from tests.integration.support import ETC, OPT, PROFILES, Releases, agentgw, all_promoted
+from tests.integration.support import ETC, OPT, PROFILES, Releases, agentgw, all_promoted, sh
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,6 @@ PROOFS = Path("/var/lib/agentgw/proofs")
 HOST_PUB = Path("/var/lib/agentgw/host.key.pub")
 SABOTAGE = "90-sabotage.conf"
 Record = dict[str, Any]
-
-
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +116,9 @@ def test_registry_tcp_address_is_probed_and_unreachable(rel: Releases) -> None:
 
 
 def reload_and_restart(*profiles: str) -> None:
-    sh("systemctl", "daemon-reload")
+    sh("systemctl", "daemon-reload", check=True)
     for p in profiles:
-        sh("systemctl", "restart", f"agent-gateway@{p}.service")
+        sh("systemctl", "restart", f"agent-gateway@{p}.service", check=True)
 
 
 @contextmanager
@@ -273,8 +269,9 @@ def test_verify_unit_runs_and_onfailure_hook_records_a_failure(
     """agentgw-verify.service (as installed by init, hardened) proves every profile; a gateway
     that fails for good starts agentgw-onfailure@<p>, which appends a failure record to the
     history and POSTs it to the configured webhook."""
-    sh("systemctl", "start", "agentgw-verify.service")
-    result = sh("systemctl", "show", "-P", "Result", "agentgw-verify.service").stdout.strip()
+    sh("systemctl", "start", "agentgw-verify.service", check=True)
+    result = sh("systemctl", "show", "-P", "Result", "agentgw-verify.service",
+                check=True).stdout.strip()
     assert "success" == result
     url, bodies = webhook
     host = ETC / "agentgw.yaml"
@@ -283,7 +280,7 @@ def test_verify_unit_runs_and_onfailure_hook_records_a_failure(
     try:
         host.write_text(original + f"webhook: {url}\n")
         path.write_text("[Service]\nExecStart=\nExecStart=/bin/false\nRestart=no\n")
-        sh("systemctl", "daemon-reload")
+        sh("systemctl", "daemon-reload", check=True)
         subprocess.run(["systemctl", "restart", "agent-gateway@mcp.service"], check=False)
         deadline = time.monotonic() + 15
         while not bodies and time.monotonic() < deadline:
@@ -297,7 +294,7 @@ def test_verify_unit_runs_and_onfailure_hook_records_a_failure(
     finally:
         host.write_text(original)
         path.unlink(missing_ok=True)
-        sh("systemctl", "daemon-reload")
+        sh("systemctl", "daemon-reload", check=True)
         subprocess.run(["systemctl", "reset-failed", "agent-gateway@mcp.service"], check=False)
         agentgw("restart", "mcp")
     assert 0 == verify("mcp")[0]
@@ -308,7 +305,7 @@ def test_verify_refuses_a_stopped_profile(rel: Releases) -> None:
     nothing; verify of all skips it and says so."""
     record = PROOFS / "mcp.json"
     shutil.copy(record, record.with_suffix(".saved"))
-    sh("systemctl", "stop", "agent-gateway@mcp.service")
+    sh("systemctl", "stop", "agent-gateway@mcp.service", check=True)
     try:
         proc = agentgw("verify", "mcp", check=False)
         assert 3 == proc.returncode

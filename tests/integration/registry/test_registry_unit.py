@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 import schemathesis
 from hypothesis import given, settings
 
-from tests.integration.support import ETC, OPT, REPO, Releases, agentgw, setup_host
+from tests.integration.support import ETC, OPT, REPO, Releases, agentgw, setup_host, sh
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +50,12 @@ sys.stdout.write(head.split(b"\r\n")[0].split()[1].decode() + "\n" + body.decode
 """
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
-
-
 def request(user: str | None, method: str, path: str) -> tuple[int, str]:
     """(status, body) of a request made by a process running as ``user`` (None: root)."""
     argv = ["/usr/bin/python3", "-I", "-c", CLIENT, method, path, SOCKET]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
-    out = sh(*argv).stdout
+    out = sh(*argv, check=True).stdout
     status, _, body = out.partition("\n")
     return int(status), body
 
@@ -71,10 +66,10 @@ def get_json(user: str | None, path: str) -> tuple[int, Any]:
 
 
 def ensure_user(name: str, *groups: str) -> None:
-    if sh("id", name, check=False).returncode != 0:
+    if sh("id", name).returncode != 0:
         extra = ["-G", ",".join(groups)] if groups else []
         sh("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", *extra,
-           name)
+           name, check=True)
 
 
 def snapshot() -> dict[str, tuple[int, int, int, int, str]]:
@@ -108,21 +103,21 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
 @pytest.fixture(scope="module")
 def registry(releases: Releases) -> Iterator[int]:
     """The registry unit started from the repo's unit file; its MainPID."""
-    sh("groupadd", "-f", "--system", "agentgw")
+    sh("groupadd", "-f", "--system", "agentgw", check=True)
     ensure_user("regadmin", "agentgw")
     ensure_user("stranger")
     shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
-    sh("systemctl", "daemon-reload")
+    sh("systemctl", "daemon-reload", check=True)
     try:
         # Type=notify: start returns once the server said READY=1.
-        sh("systemctl", "start", UNIT)
-        pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT).stdout)
+        sh("systemctl", "start", UNIT, check=True)
+        pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
         assert pid > 0
         yield pid
     finally:
-        sh("systemctl", "stop", UNIT, check=False)
+        sh("systemctl", "stop", UNIT)
         UNIT_FILE.unlink(missing_ok=True)
-        sh("systemctl", "daemon-reload")
+        sh("systemctl", "daemon-reload", check=True)
 
 
 def test_unit_runs_hardened_with_exposure_at_most_2(
@@ -130,7 +125,7 @@ def test_unit_runs_hardened_with_exposure_at_most_2(
 ) -> None:
     """systemd-analyze scores the running unit <= 2.0 (printed); the process really has only
     the two capabilities, no new privileges, a seccomp filter, and a read-only /usr."""
-    report = sh("systemd-analyze", "security", UNIT, check=False).stdout
+    report = sh("systemd-analyze", "security", UNIT).stdout
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
     assert match is not None, report
     score = float(match.group(1))
@@ -184,7 +179,7 @@ def test_writes_are_405_and_change_nothing(registry: int, user: str | None) -> N
             status, body = request(user, method, path)
             assert (405, 405) == (status, json.loads(body)["status"]), (method, path)
     assert before == snapshot()
-    assert registry == int(sh("systemctl", "show", "-P", "MainPID", UNIT).stdout)
+    assert registry == int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
 
 
 def flip(link: Path, target: str) -> None:
@@ -264,25 +259,26 @@ def test_tcp_needs_the_dropin_and_the_token(
     ETC_TOKEN.chmod(0o600)
     try:
         host_yaml.write_text(saved + f"registry:\n  tcp: {TCP}\n  token_file: {ETC_TOKEN}\n")
-        assert 0 != sh("systemctl", "restart", UNIT, check=False).returncode
-        journal = sh("journalctl", "-u", UNIT, "-o", "cat", "--no-pager").stdout
+        assert 0 != sh("systemctl", "restart", UNIT).returncode
+        journal = sh("journalctl", "-u", UNIT, "-o", "cat", "--no-pager", check=True).stdout
         assert "private network namespace" in journal
         DROPIN.parent.mkdir(exist_ok=True)
         DROPIN.write_text(TCP_DROPIN)
-        sh("systemctl", "daemon-reload")
-        sh("systemctl", "reset-failed", UNIT)
-        sh("systemctl", "restart", UNIT)
-        report = sh("systemd-analyze", "security", UNIT, check=False).stdout
+        sh("systemctl", "daemon-reload", check=True)
+        sh("systemctl", "reset-failed", UNIT, check=True)
+        sh("systemctl", "restart", UNIT, check=True)
+        report = sh("systemd-analyze", "security", UNIT).stdout
         score = float(re.findall(r"Overall exposure level for \S+: ([0-9.]+)", report)[0])
         with capsys.disabled():
             print(f"\n{UNIT} with the TCP drop-in: exposure {score} (target <= {EXPOSURE_TARGET})")
         assert score <= EXPOSURE_TARGET
         base = f"http://{TCP}"
-        no_token = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/v1/profiles")
+        no_token = sh("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                      f"{base}/v1/profiles", check=True)
         assert "401" == no_token.stdout
         auth = {"Authorization": "Bearer lab-token-0123456789"}
         ok = sh("curl", "-s", "-H", f"Authorization: {auth['Authorization']}",
-                f"{base}/v1/profiles")
+                f"{base}/v1/profiles", check=True)
         assert ["api", "core", "mcp"] == [p["profile"] for p in json.loads(ok.stdout)["profiles"]]
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
         for result in schema.get_all_operations():
@@ -298,13 +294,14 @@ def test_tcp_needs_the_dropin_and_the_token(
         host_yaml.write_text(saved)
         ETC_TOKEN.unlink(missing_ok=True)
         DROPIN.unlink(missing_ok=True)
-        sh("systemctl", "daemon-reload")
-        sh("systemctl", "reset-failed", UNIT, check=False)
-        sh("systemctl", "restart", UNIT, check=False)
+        sh("systemctl", "daemon-reload", check=True)
+        sh("systemctl", "reset-failed", UNIT)
+        sh("systemctl", "restart", UNIT)
 
 
 def systemd_main_pid(profile: str) -> int:
-    return int(sh("systemctl", "show", "-P", "MainPID", f"agent-gateway@{profile}.service").stdout)
+    return int(sh("systemctl", "show", "-P", "MainPID", f"agent-gateway@{profile}.service",
+                  check=True).stdout)
 
 
 def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Releases) -> None:
@@ -316,7 +313,7 @@ def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Re
     # correct, but this test would not show the signals doing their job).
     assert get_json(None, "/health")[1]["unit_watch"] is True
     for _ in range(3):
-        sh("systemctl", "restart", "agent-gateway@api.service")
+        sh("systemctl", "restart", "agent-gateway@api.service", check=True)
         doc = json.loads(agentgw("status", "api", "--json").stdout)
         assert doc["source"] == "registry"
         (row,) = doc["profiles"]
@@ -335,10 +332,10 @@ def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Re
 
 def test_status_without_the_registry_computes_the_rows(registry: int) -> None:
     """The registry stopped: status still answers, computing the rows itself."""
-    sh("systemctl", "stop", UNIT)
+    sh("systemctl", "stop", UNIT, check=True)
     try:
         doc = json.loads(agentgw("status", "--json").stdout)
         assert doc["source"] == "direct"
         assert {p["profile"] for p in doc["profiles"]} == {"api", "core", "mcp"}
     finally:
-        sh("systemctl", "start", UNIT)
+        sh("systemctl", "start", UNIT, check=True)

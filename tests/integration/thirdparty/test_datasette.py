@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.integration.support import (
     current,
     main_pid,
     setup_host,
+    sh,
     status_json,
 )
 
@@ -37,10 +37,6 @@ WEB = "web"
 LISTEN = ("127.77.0.5", 8080)
 NOTIFY = "webnotify"
 SHA_1, SHA_2, SHA_BROKEN, SHA_VENV = "d5a7e11", "d5a7e12", "d5a7e13", "d5a7e14"
-
-
-def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
 def health() -> tuple[int, dict[str, object]]:

@@ -11,7 +11,7 @@ import pytest
 from agentgw.apply.history import append_history, read_history
 from agentgw.machine import SCHEMA_VERSION, identity
 from agentgw.paths import Layout
-from tests.unit.config.support import agentgw
+from tests.unit.runner import agentgw
 
 
 def test_identity_is_the_machine_id_and_hostname() -> None:
@@ -29,11 +29,11 @@ def test_identity_is_the_machine_id_and_hostname() -> None:
      ["status", "--json"]],
 )
 def test_json_documents_carry_schema_and_machine(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+    tmp_path: Path, args: list[str]
 ) -> None:
     """Each is one JSON object with schema_version and the host's identity."""
     (tmp_path / "etc" / "agentgw" / "gateways").mkdir(parents=True)
-    code, out, err = agentgw(["--root", str(tmp_path), *args], capsys)
+    code, out, err = agentgw("--root", str(tmp_path), *args)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["schema_version"] == SCHEMA_VERSION

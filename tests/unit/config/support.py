@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import pytest
-
-from agentgw.cli.main import main
-
 BASE = "mode: cli\nlisten: 127.77.0.2:8080\n"  # lines 1-2; a case's own lines start at 3
 
 Files = Mapping[str, str | bytes]
@@ -28,11 +24,3 @@ def write(root: Path, files: Files) -> Path:
     return etc
 
 
-def agentgw(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the console script's ``main()``; return its exit code, stdout and stderr."""
-    with pytest.raises(SystemExit) as exit_:
-        main(args)
-    out, err = capsys.readouterr()
-    code = exit_.value.code
-    assert isinstance(code, int)
-    return code, out, err

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .support import BASE, Files, agentgw, write
+from tests.unit.runner import agentgw
+
+from .support import BASE, Files, write
 
 
 @dataclass(frozen=True)
@@ -603,10 +605,10 @@ def test_enough_cases() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_bad_config(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config(case: Case, tmp_path: Path) -> None:
     """One ``error: file:line: field: what`` line, one hint line, exit 2, no traceback."""
     write(tmp_path, case.files)
-    code, out, err = agentgw(["--root", str(tmp_path), "config", "check"], capsys)
+    code, out, err = agentgw("--root", str(tmp_path), "config", "check")
     lines = err.splitlines()
     assert (code, lines[0]) == (2, f"error: {case.error}")
     assert len(lines) == 2
@@ -615,8 +617,8 @@ def test_bad_config(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "Traceback" not in err
 
 
-def test_missing_etc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_etc(tmp_path: Path) -> None:
     """A config directory that does not exist is bad input naming the directory, not a crash."""
     etc = tmp_path / "nowhere"
-    code, _, err = agentgw(["config", "check", "--etc", str(etc)], capsys)
+    code, _, err = agentgw("config", "check", "--etc", str(etc))
     assert (code, err.splitlines()[0]) == (2, f"error: {etc}: no such config directory")

@@ -21,8 +21,9 @@ from agentgw.config import Config, load_config
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model import HostConfig, Listen, Profile
 from agentgw.observe.host import host_cpus, parse_cpu_list
+from tests.unit.runner import agentgw
 
-from .support import BASE, agentgw, write
+from .support import BASE, write
 
 REPO = Path(__file__).resolve().parents[3]
 # Characters systemd or a terminal could read as a line break or a control code.
@@ -177,10 +178,10 @@ def test_inline_trusted_keys(tmp_path: Path) -> None:
     assert host.trusted_keys == tuple(keys)
 
 
-def test_config_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_json(tmp_path: Path) -> None:
     """``config check --json`` prints every setting, defaults included, with relative files."""
     etc = write(tmp_path, {"gateways/api.yaml": BASE + "egress: [10.0.0.0/8]\n"})
-    code, out, err = agentgw(["--root", str(tmp_path), "config", "check", "--json"], capsys)
+    code, out, err = agentgw("--root", str(tmp_path), "config", "check", "--json")
     assert (code, err) == (0, "")
     document = json.loads(out)
     assert document["etc"] == str(etc)
@@ -226,10 +227,10 @@ def test_json_round_trips(tmp_path: Path) -> None:
     assert HostConfig.model_validate(host) == load_config(REPO).host
 
 
-def test_config_check_human(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_human(tmp_path: Path) -> None:
     """Without --json, check names the config dir, the isolation mode and one line per profile."""
     etc = write(tmp_path, {"gateways/api.yaml": BASE})
-    code, out, _ = agentgw(["config", "check", "--etc", str(etc)], capsys)
+    code, out, _ = agentgw("config", "check", "--etc", str(etc))
     assert (code, out.splitlines()) == (
         0,
         [
@@ -264,16 +265,16 @@ def test_env_printable_round_trips(value: str) -> None:
 
 
 def test_plan_refuses_cpus_this_host_lacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """A CPU CPUAffinity= could not give would fail every start of the unit: plan and apply
     say so first (exit 2, one line and a hint, nothing written)."""
     write(tmp_path, {"gateways/api.yaml": BASE + "resources:\n  cpus: [4095]\n"})
-    code, out, err = agentgw(["--root", str(tmp_path), "plan"], capsys)
+    code, out, err = agentgw("--root", str(tmp_path), "plan")
     assert code == 2
     assert err.startswith("error: gateways/api.yaml: resources.cpus: CPU 4095 is not on this")
     assert "hint: this host has CPUs 0" in err
-    code, _, err = agentgw(["--root", str(tmp_path), "apply"], capsys)
+    code, _, err = agentgw("--root", str(tmp_path), "apply")
     assert code == 2 and not (tmp_path / "opt").exists()
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.fleet.harness import (
-    FLEET,
+from agentgw import run
+from agentgw.lab.fleet import (
     FLEET_VENV,
-    REPO,
     Fleet,
     build_releases,
     fleet,
@@ -32,13 +31,16 @@ from tests.unit.fleet.harness import (
     tampered,
 )
 
+REPO = Path(__file__).resolve().parents[3]
+FLEET = REPO / "fleet"
+
 pytestmark = pytest.mark.skipif(
     not (FLEET_VENV / "bin/ansible-playbook").exists(),
     reason=f"no ansible in {FLEET_VENV} (make fleet-venv)",
 )
 
 
-def fatal(result: subprocess.CompletedProcess[str]) -> str:
+def fatal(result: run.Completed) -> str:
     """The failure lines of an ansible-playbook run and its end, for assertion messages."""
     lines = [line for line in result.stdout.splitlines() if line.startswith("fatal")]
     return "\n".join(lines) + "\n" + result.stdout[-2500:] + result.stderr[-1500:]
@@ -81,11 +83,11 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
     """Signed once off-host. Good release: every host aligned on it. The good release with a
     byte changed: refused by each host. Broken release: host 1 rolls back (task failed with
     agentgw's reason and phases), the play halts, hosts 2 and 3 keep their process."""
-    releases = build_releases(tmp_path)
+    releases = build_releases(REPO, tmp_path)
     pubkey = sign_off_host(tmp_path, releases)
     good, crash, forged = releases["good"], releases["crash"], tampered(tmp_path, releases["good2"])
     boot = signing_vars(tmp_path)
-    with fleet(tmp_path) as f:
+    with fleet(REPO, tmp_path) as f:
         first = f.playbook("bootstrap.yml", *boot)
         assert first.returncode == 0, fatal(first)
         again = f.playbook("bootstrap.yml", *boot)

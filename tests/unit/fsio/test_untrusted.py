@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.fsio import Unreadable, clean, loads_untrusted, read_untrusted
-from agentgw.observe.status import read_json
+from agentgw.fsio import Unreadable, clean, loads_untrusted, read_json, read_untrusted
 
 
 def test_a_small_regular_file_is_read(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from agentgw.errors import AgentgwError
-from agentgw.lab.machine import DEFAULT_BASE, Lab, LabSpec, booted, check_name
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import DEFAULT_BASE, LabSpec, check_name
 
 REPO = Path(__file__).resolve().parents[3]
 AGENTGW = Path("/opt/agentgw/venv/bin/agentgw")

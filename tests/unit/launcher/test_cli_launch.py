@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.cli.main import main
 from tests.unit.launcher.conftest import SHA, SNAPSHOTS, Host
+from tests.unit.runner import agentgw
 
 API = "mode: cli\nlisten: 127.77.0.3:8080\nenv:\n  LOG_LEVEL: info\n"
 MCP = "mode: script\nexec: agent_mcp/serve.py\nlisten: 127.77.0.4:8765\n"
@@ -23,21 +23,15 @@ def etc(tmp_path: Path) -> Path:
     return tmp_path / "etc"
 
 
-def agentgw(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 def test_off_host_dry_run_is_offline_and_says_so(
-    capsys: pytest.CaptureFixture[str], etc: Path, tmp_path: Path
+    etc: Path, tmp_path: Path
 ) -> None:
     """With no current symlink under --root, nothing on the host is read: runtime and sha are
     reported unresolved, and the command is the one the rendered env file would give."""
     root = tmp_path / "empty-root"
-    code, out, err = agentgw(
-        capsys, "--root", str(root), "launch", "--dry-run", "api", "--etc", str(etc)
+    code, out, err = agentgw("--root", str(root), "launch", "--dry-run", "api", "--etc", str(etc)
     )
     assert (code, err) == (0, "")
     shown = Host(root / "opt" / "agent").normalise(out)
@@ -45,13 +39,13 @@ def test_off_host_dry_run_is_offline_and_says_so(
 
 
 def test_on_host_dry_run_resolves_the_promoted_release(
-    capsys: pytest.CaptureFixture[str], etc: Path, host: Host
+    etc: Path, host: Host
 ) -> None:
     """With the profile's current in place, the launcher resolves it: sha from the manifest and
     the script checked inside the release."""
     root = host.opt.parent.parent
-    code, out, err = agentgw(
-        capsys, "--root", str(root), "launch", "--dry-run", "mcp", "--etc", str(etc), "--json"
+    code, out, err = agentgw("--root", str(root),
+                             "launch", "--dry-run", "mcp", "--etc", str(etc), "--json"
     )
     assert (code, err) == (0, "")
     doc = json.loads(out)
@@ -62,14 +56,13 @@ def test_on_host_dry_run_resolves_the_promoted_release(
 
 
 def test_refusal_is_exit_3_with_the_launchers_fix_as_hint(
-    capsys: pytest.CaptureFixture[str], etc: Path, host: Host
+    etc: Path, host: Host
 ) -> None:
     """A profile the launcher would refuse on start (exit 78) fails the dry run with exit 3."""
     host.current("api").unlink()
     host.current("api").symlink_to("../../releases/0000000-gone")
     root = host.opt.parent.parent
-    code, out, err = agentgw(
-        capsys, "--root", str(root), "launch", "--dry-run", "api", "--etc", str(etc)
+    code, out, err = agentgw("--root", str(root), "launch", "--dry-run", "api", "--etc", str(etc)
     )
     current = host.current("api")
     assert (code, out) == (3, "")
@@ -84,14 +77,14 @@ def test_refusal_is_exit_3_with_the_launchers_fix_as_hint(
     ("argv", "expected"),
     [
         (["launch", "api"], "error: only 'agentgw launch --dry-run PROFILE' is supported\n"),
-        (["launch", "--dry-run", "nope"], "error: no profile 'nope' in {etc}/gateways\n"),
+        (["launch", "--dry-run", "nope"], "error: no profile named 'nope'\n"),
     ],
     ids=["without-dry-run", "unknown-profile"],
 )
 def test_usage_errors_exit_2(
-    capsys: pytest.CaptureFixture[str], etc: Path, argv: list[str], expected: str
+    etc: Path, argv: list[str], expected: str
 ) -> None:
     """Only the dry run exists, and only for a configured profile."""
-    code, out, err = agentgw(capsys, *argv, "--etc", str(etc))
+    code, out, err = agentgw(*argv, "--etc", str(etc))
     assert (code, out) == (2, "")
     assert err.splitlines(keepends=True)[0] == expected.format(etc=etc)

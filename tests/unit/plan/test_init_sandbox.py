@@ -31,7 +31,7 @@ def test_init_plans_the_broker_once(tmp_path: Path) -> None:
     assert (client.mode, client.content) == (
         0o644, (REPO / "launcher" / "sandbox_client.py").read_text())
     dirs = {a.path: (a.owner, a.mode) for a in actions if isinstance(a, EnsureDir)}
-    assert dirs[layout.state / "sandbox"] == ("root", 0o700)
+    assert dirs[layout.sandbox_state] == ("root", 0o700)
     assert UnitAction(verb="daemon-reload", why="unit files changed") in actions
     assert plan_init(layout, after(actions, empty), "#!launcher\n", "default\n") == []
     assert {unit.path, client.path} <= set(init_files(layout))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agentgw.fsio import Read, parse_iso
 from agentgw.model.proof import ProofRecord
-from agentgw.observe.status import Read, judge_isolation, parse_iso
+from agentgw.observe.isolation import judge_isolation
 from agentgw.paths import Layout
 from agentgw.proofs.record import (
     attest,
@@ -20,9 +21,9 @@ from agentgw.proofs.record import (
     sign_record,
     write_record,
 )
-from agentgw.proofs.signing import fingerprint, generate_keypair, load_public_key
+from agentgw.signing import fingerprint, generate_keypair, load_public_key
 from tests.unit.proofs.support import sample_record
-from tests.unit.release.support import cli
+from tests.unit.runner import agentgw
 
 
 @pytest.fixture
@@ -108,16 +109,16 @@ def test_status_reads_the_written_record_as_isolated(layout: Layout) -> None:
     assert ("isolated", "2 checks passed") == (verdict.state, verdict.reason)
 
 
-def test_attest_verify_exit_codes(layout: Layout, capsys: pytest.CaptureFixture[str]) -> None:
+def test_attest_verify_exit_codes(layout: Layout) -> None:
     """`agentgw attest verify FILE` exits 0 for the signed record (default key: the state
     dir's host.key.pub) and 3 once the file is edited, naming the reason."""
     record, _ = signed(layout)
     path = write_record(layout, record)
-    code, out, _ = cli(capsys, layout.root, "attest", "verify", str(path))
+    code, out, _ = agentgw("--root", str(layout.root), "attest", "verify", str(path))
     assert 0 == code
     assert "signature valid" in out
     path.write_text(path.read_text().replace('"isolated": true', '"isolated": false'))
-    code, _, err = cli(capsys, layout.root, "attest", "verify", str(path), "--pubkey",
+    code, _, err = agentgw("--root", str(layout.root), "attest", "verify", str(path), "--pubkey",
                        str(host_public_key_path(layout)))
     assert 3 == code
     assert "bad signature: the record was changed after it was signed" in err

@@ -27,7 +27,7 @@ from agentgw.config.load import Config
 from agentgw.model.status import ProfileStatus
 from agentgw.observe.status import collect_status
 from agentgw.paths import Layout
-from agentgw.registry.app import create_app
+from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import Connection, Peer, with_connection
 from tests.unit.status.support import FakeSystemd, add_release, config, link, run_process, service
 
@@ -112,7 +112,7 @@ def fabricate(tmp_path: Path) -> tuple[Layout, Config, list[ProfileStatus]]:
              "checks": [{"name": "cross-read", "result": "passed", "evidence": "EACCES"}],
              "signature": {"key": "0123456789abcdef", "value": "c2ln"}}
     (layout.proofs / "api.json").write_text(json.dumps(proof, indent=1))
-    sandbox = layout.state / "sandbox"
+    sandbox = layout.sandbox_state
     sandbox.mkdir(parents=True)
     (sandbox / "selftest.json").write_text(json.dumps(
         {"time": "2023-11-14T22:00:00Z", "backend": "kvm", "ok": True}))
@@ -134,8 +134,8 @@ def host(tmp_path: Path) -> Iterator[Host]:
         provided.append(1)
         return statuses
 
-    app = create_app(layout, lambda: cfg, provider, token=TOKEN, accounts=FakeAccounts(),
-                     clock=clock, now=lambda: NOW)
+    app = create_app(layout, lambda: cfg, provider, Options(
+        token=TOKEN, accounts=FakeAccounts(), clock=clock, now=lambda: NOW))
     yield Host(layout, cfg, clock, app, provided)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from agentgw.config.load import Config
 from agentgw.errors import usage
-from agentgw.registry.app import create_app
+from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import Connection, Peer, Refused, authorize, with_connection
 from tests.unit.registry.conftest import ADMIN_GID, NOW, TOKEN, Client, Clock, FakeAccounts, Host
 from tests.unit.status.support import config
@@ -117,8 +117,8 @@ def test_a_broken_config_is_explained_to_root_only(host: Host) -> None:
     def broken() -> Config:
         raise usage("gateways/core.yaml:3: env: SECRET_VALUE_42 is reserved")
 
-    app = create_app(host.layout, broken, lambda c: [], token=TOKEN, accounts=FakeAccounts(),
-                     clock=Clock(), now=lambda: NOW)
+    app = create_app(host.layout, broken, lambda c: [], Options(
+        token=TOKEN, accounts=FakeAccounts(), clock=Clock(), now=lambda: NOW))
 
     def client(uid: int) -> Client:
         return Client(with_connection(app, Connection("unix", Peer(4000, uid, uid, ()))))

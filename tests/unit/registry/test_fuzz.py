@@ -53,24 +53,21 @@ def call(app: Any, scope: dict[str, Any]) -> int:
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    segments=st.lists(SEGMENTS, max_size=5),
-    raw=st.binary(max_size=40),
-    query=st.binary(max_size=30),
+    url=st.tuples(st.lists(SEGMENTS, max_size=5), st.binary(max_size=40), st.binary(max_size=30)),
     headers=st.lists(st.tuples(HEADER_NAMES, st.binary(max_size=60)), max_size=6),
     method=st.sampled_from(["GET", "HEAD", "GET", "POST", "DELETE", "PROPFIND", "get"]),
     connection=CONNECTIONS,
 )
 def test_generated_paths_and_headers_never_give_a_server_error(
     host: Host,
-    segments: list[str],
-    raw: bytes,
-    query: bytes,
+    url: tuple[list[str], bytes, bytes],
     headers: list[tuple[bytes, bytes]],
     method: str,
     connection: Connection | None,
 ) -> None:
     """Whatever reaches the app — any path, raw path, query, header bytes, method or caller —
-    is answered below 500."""
+    is answered below 500. ``url``: path segments, raw path, query."""
+    segments, raw, query = url
     path = "/" + "/".join(segments)
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agentgw.config.load import Config
 from agentgw.model.status import ProfileStatus
-from agentgw.registry.app import FRESH_S, create_app
+from agentgw.registry.app import FRESH_S, Options, create_app
 from agentgw.registry.auth import Connection, Peer, with_connection
 
 from .conftest import NOW, Client, Clock, FakeAccounts, fabricate
@@ -52,9 +52,10 @@ def make(tmp_path: Path) -> tuple[Client, FakeWatch, list[int], list[str], Clock
         return statuses
 
     watch = FakeWatch()
-    app = create_app(layout, lambda: cfg, provider, accounts=FakeAccounts(), clock=clock,
-                     now=lambda: NOW, watch=watch,  # type: ignore[arg-type]
-                     inputs=lambda c: inputs[0])
+    app = create_app(layout, lambda: cfg, provider, Options(
+        accounts=FakeAccounts(), clock=clock, now=lambda: NOW,
+        watch=watch,  # type: ignore[arg-type]
+        inputs=lambda c: inputs[0]))
     root = Connection("unix", Peer(pid=4000, uid=0, gid=0, groups=()))
     return Client(with_connection(app, root)), watch, loads, inputs, clock
 

@@ -65,8 +65,8 @@ def test_sandbox_reports_the_recorded_backend(host: Host) -> None:
 
 def test_sandbox_without_records_says_unknown(host: Host) -> None:
     """No self-test record: backend unknown and KVM null, never a guess."""
-    (host.layout.state / "sandbox" / "selftest.json").unlink()
-    (host.layout.state / "sandbox" / "execs.jsonl").unlink()
+    host.layout.sandbox_selftest.unlink()
+    host.layout.sandbox_execs.unlink()
     doc = host.client(0).get("/v1/sandbox").json()
     assert ("unknown", None, None, []) == (doc["backend"], doc["kvm"], doc["selftest"],
                                            doc["recent_execs"])

@@ -23,7 +23,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from agentgw.errors import AgentgwError
-from agentgw.registry.app import create_app
+from agentgw.registry.app import Options, create_app
 from agentgw.registry.serve import (
     NotifyingServer,
     notify,
@@ -109,7 +109,7 @@ def get_as(path: Path, *setpriv: str) -> dict[str, object]:
 def test_peer_credentials_reach_the_app_through_uvicorn(host: Host) -> None:
     """Through the real server: a root client sees every profile, a client running as
     nobody is refused 403 — the uid came from the kernel, not from the request."""
-    app = create_app(host.layout, lambda: host.config, lambda c: [], ttl=1.0)
+    app = create_app(host.layout, lambda: host.config, lambda c: [], Options(ttl=1.0))
     # Not under pytest's 0700 tmp dir: nobody must be able to reach the socket.
     with tempfile.TemporaryDirectory() as where:
         os.chmod(where, 0o755)  # noqa: S103 - a socket dir others must traverse
@@ -127,7 +127,7 @@ def test_status_client_through_the_real_server(host: Host, tmp_path: Path) -> No
     kind of answer, a path nothing listens on, and malformed or truncated responses."""
     from agentgw.registry.client import get_current, parse_response
 
-    app = create_app(host.layout, lambda: host.config, lambda c: [], ttl=1.0)
+    app = create_app(host.layout, lambda: host.config, lambda c: [], Options(ttl=1.0))
     path = tmp_path / "registry.sock"
     with real_server(app, path):
         body = get_current(path, "/v1/profiles")

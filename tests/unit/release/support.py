@@ -10,11 +10,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from agentgw.cli.main import main
 from agentgw.paths import Layout
-from agentgw.proofs.signing import generate_keypair
+from agentgw.signing import generate_keypair
 
 SHA = "3f9c2e1"
 OTHER_SHA = "0a1b2c3d4e5f"
@@ -120,11 +117,3 @@ def point(layout: Layout, profile: str, slot: str, release: str) -> None:
     (layout.profile_dir(profile) / slot).symlink_to(f"../../releases/{release}")
 
 
-def cli(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point under ``--root``: exit code, stdout, stderr."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main(["--root", str(root), *args])
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 1), out, err

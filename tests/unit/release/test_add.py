@@ -27,14 +27,13 @@ from agentgw.observe.release import (
     verify_release,
 )
 from agentgw.paths import Layout
-from agentgw.plan.release import same_tree
-from agentgw.proofs.signing import fingerprint, load_public_key
+from agentgw.plan.tree_diff import same_tree
+from agentgw.signing import fingerprint, load_public_key
 from tests.unit.release.support import (
     OTHER_SHA,
     SHA,
     Keys,
     Member,
-    cli,
     make_keys,
     make_tar,
     point,
@@ -42,6 +41,7 @@ from tests.unit.release.support import (
     work_in_progress,
     write_tree,
 )
+from tests.unit.runner import agentgw
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -253,22 +253,22 @@ def test_a_releases_dir_others_can_write_is_refused(layout: Layout, src: Path) -
 
 
 def test_cli_add_list_and_verify(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path, keys: Keys
+    layout: Layout, src: Path, keys: Keys
 ) -> None:
     """add prints what it built; list --json shows versions, signatures and users; verify is ok."""
-    code, out, _ = cli(capsys, layout.root, "release", "add", str(src), "--sha", SHA)
+    code, out, _ = agentgw("--root", str(layout.root), "release", "add", str(src), "--sha", SHA)
     first, second = out.splitlines()
     assert (code, first) == (0, f"added {SHA}-release: version 1, 3 files, 78 B, unsigned")
     assert re.fullmatch(r"content sha256:[0-9a-f]{64}", second)
-    code, out, _ = cli(
-        capsys, layout.root, "release", "add", str(src), "--sha", OTHER_SHA,
+    code, out, _ = agentgw("--root", str(layout.root),
+                           "release", "add", str(src), "--sha", OTHER_SHA,
         "--label", "canary", "--sign-key", str(keys.trusted),
     )  # fmt: skip
     assert code == 0
     point(layout, "api", "current", f"{OTHER_SHA}-canary")
     point(layout, "api", "previous", f"{SHA}-release")
     point(layout, "core", "current", f"{SHA}-release")
-    code, out, _ = cli(capsys, layout.root, "release", "list", "--json")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "list", "--json")
     listed = {r["name"]: r for r in json.loads(out)["releases"]}
     assert code == 0
     assert list(listed) == [f"{OTHER_SHA}-canary", f"{SHA}-release"]
@@ -281,12 +281,12 @@ def test_cli_add_list_and_verify(
         {"profile": "api", "slot": "previous"},
         {"profile": "core", "slot": "current"},
     ]
-    code, out, _ = cli(capsys, layout.root, "release", "list")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "list")
     assert out.splitlines()[2].split() == [
         "1", f"{SHA}-release", plain["created"], "78", "B", "no", "api", "(previous),", "core",
         "(current)",
     ]  # fmt: skip
-    code, out, _ = cli(capsys, layout.root, "release", "verify", OTHER_SHA[:8])
+    code, out, _ = agentgw("--root", str(layout.root), "release", "verify", OTHER_SHA[:8])
     assert (code, out) == (0, f"ok: {OTHER_SHA}-canary matches its manifest\n")
 
 
@@ -295,7 +295,7 @@ def keys_fingerprint(public: Path) -> str:
 
 
 def test_cli_verify_names_changed_files_and_exits_3(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path
+    layout: Layout, src: Path
 ) -> None:
     """A file changed after add: verify exits 3, prints it, and the error line names it."""
     add_release(layout, src, SHA)
@@ -303,14 +303,14 @@ def test_cli_verify_names_changed_files_and_exits_3(
     main_py.chmod(0o644)
     main_py.write_text("print('owned')\n")
     main_py.chmod(0o444)
-    code, out, err = cli(capsys, layout.root, "release", "verify", SHA)
+    code, out, err = agentgw("--root", str(layout.root), "release", "verify", SHA)
     assert code == Exit.VERIFY
     assert out == "changed: agent_cli/main.py: content differs from the manifest\n"
     assert err.splitlines()[0] == (
         f"error: release {SHA}-release failed verification: "
         "changed: agent_cli/main.py: content differs from the manifest"
     )
-    code, out, _ = cli(capsys, layout.root, "release", "verify", SHA, "--json")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "verify", SHA, "--json")
     assert code == Exit.VERIFY
     assert json.loads(out)["problems"] == [
         {
@@ -322,12 +322,12 @@ def test_cli_verify_names_changed_files_and_exits_3(
 
 
 def test_cli_ambiguous_prefix_exits_2_listing_candidates(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path
+    layout: Layout, src: Path
 ) -> None:
     """verify with a prefix matching two releases names both and exits 2."""
     add_release(layout, src, SHA)
     add_release(layout, src, SHA, "canary")
-    code, _, err = cli(capsys, layout.root, "release", "verify", SHA)
+    code, _, err = agentgw("--root", str(layout.root), "release", "verify", SHA)
     assert code == Exit.USAGE
     assert err.splitlines()[0] == f"error: {SHA} is ambiguous: {SHA}-canary, {SHA}-release"
     assert find_release(layout, f"{SHA}-canary").name == f"{SHA}-canary"
@@ -352,7 +352,6 @@ def test_cli_ambiguous_prefix_exits_2_listing_candidates(
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     layout: Layout,
     src: Path,
@@ -364,7 +363,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     argv = [a.format(src=src) for a in args]
-    code, _, err = cli(capsys, layout.root, "release", "add", *argv)
+    code, _, err = agentgw("--root", str(layout.root), "release", "add", *argv)
     assert code == Exit.USAGE
     lines = err.splitlines()
     assert lines[0].startswith(message.format(src=src))
@@ -373,7 +372,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
 
 
 def test_cli_takes_the_signature_policy_from_agentgw_yaml(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path, keys: Keys
+    layout: Layout, src: Path, keys: Keys
 ) -> None:
     """With require_signature in agentgw.yaml: unsigned and untrusted adds exit 2 writing
     nothing; the trusted key's add succeeds and verifies."""
@@ -382,50 +381,51 @@ def test_cli_takes_the_signature_policy_from_agentgw_yaml(
         f"require_signature: true\ntrusted_keys:\n  - {keys.trusted_pub}\n"
     )
     add = ["release", "add", str(src), "--sha", SHA]
-    code, _, err = cli(capsys, layout.root, *add)
+    code, _, err = agentgw("--root", str(layout.root), *add)
     assert (code, err.splitlines()[0]) == (
         2, "error: this host requires signed releases and no --sign-key or --signature was given"
     )  # fmt: skip
-    code, _, err = cli(capsys, layout.root, *add, "--sign-key", str(keys.other))
+    code, _, err = agentgw("--root", str(layout.root), *add, "--sign-key", str(keys.other))
     assert code == 2
     assert "is not one of this host's trusted keys" in err
     assert not layout.releases.exists()
-    code, out, _ = cli(capsys, layout.root, *add, "--sign-key", str(keys.trusted))
+    code, out, _ = agentgw("--root", str(layout.root), *add, "--sign-key", str(keys.trusted))
     assert (code, out.splitlines()[0].endswith(", signed")) == (0, True)
-    assert cli(capsys, layout.root, "release", "verify", SHA)[0] == 0
+    assert agentgw("--root", str(layout.root), "release", "verify", SHA)[0] == 0
 
 
 def test_cli_without_agentgw_yaml_uses_the_defaults(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path
+    layout: Layout, src: Path
 ) -> None:
     """An etc dir without agentgw.yaml means no signature requirement."""
     layout.etc.mkdir(parents=True)
-    assert cli(capsys, layout.root, "release", "add", str(src), "--sha", SHA)[0] == 0
+    assert agentgw("--root", str(layout.root), "release", "add", str(src), "--sha", SHA)[0] == 0
 
 
 def test_cli_gc_dry_run_then_gc(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path
+    layout: Layout, src: Path
 ) -> None:
     """--dry-run prints what gc would remove and removes nothing; gc then removes exactly that."""
     add_release(layout, src, SHA)
     add_release(layout, src, OTHER_SHA)
-    code, out, _ = cli(capsys, layout.root, "release", "gc", "--keep", "1", "--dry-run")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "gc", "--keep", "1", "--dry-run")
     assert (code, out) == (0, f"would remove {SHA}-release\n")
     assert len(release_names(layout)) == 2
-    code, out, _ = cli(capsys, layout.root, "release", "gc", "--keep", "1")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "gc", "--keep", "1")
     assert (code, out) == (0, f"removed {SHA}-release\n")
-    code, out, _ = cli(capsys, layout.root, "release", "gc", "--keep", "1")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "gc", "--keep", "1")
     assert (code, out) == (0, "nothing to remove\n")
-    assert cli(capsys, layout.root, "release", "gc", "--keep", "-1")[0] == Exit.USAGE
+    assert agentgw("--root", str(layout.root), "release", "gc", "--keep", "-1")[0] == Exit.USAGE
 
 
-def test_cli_keygen_writes_a_pair_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_cli_keygen_writes_a_pair_once(tmp_path: Path) -> None:
     """keygen writes OUT and OUT.pub and prints the fingerprint; a second run exits 2."""
     out = tmp_path / "k"
-    code, text, _ = cli(capsys, tmp_path / "root", "release", "keygen", "--out", str(out))
+    code, text, _ = agentgw("--root", str(tmp_path / "root"),
+                            "release", "keygen", "--out", str(out))
     assert code == 0
     assert text.startswith(f"wrote {out} (private, 0600) and {out}.pub (public); fingerprint ")
-    assert cli(capsys, tmp_path / "root", "release", "keygen", "--out", str(out))[0] == 2
+    assert agentgw("--root", str(tmp_path / "root"), "release", "keygen", "--out", str(out))[0] == 2
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -439,7 +439,6 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def test_cli_git_source_exports_that_commit(
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     layout: Layout,
     tmp_path: Path,
@@ -456,16 +455,16 @@ def test_cli_git_source_exports_that_commit(
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
     monkeypatch.setattr("tempfile.tempdir", None)
-    code, _, err = cli(
-        capsys, layout.root, "release", "add", "--git", str(repo), "--sha", first[:10]
+    code, _, err = agentgw("--root", str(layout.root),
+                           "release", "add", "--git", str(repo), "--sha", first[:10]
     )
     assert code == 0, err
     release = layout.release(first[:10], "release")
     assert (release / "agent_cli" / "main.py").read_text() == "print('gateway')\n"
     assert os.readlink(release / "bin" / "main.py") == "../agent_cli/main.py"
     assert list(scratch.iterdir()) == []
-    code, _, err = cli(
-        capsys, layout.root, "release", "add", "--git", str(repo), "--sha", "1234567"
+    code, _, err = agentgw("--root", str(layout.root),
+                           "release", "add", "--git", str(repo), "--sha", "1234567"
     )
     assert (code, err.splitlines()[0]) == (2, f"error: {repo} has no commit 1234567")
 
@@ -504,7 +503,7 @@ def test_a_held_releases_lock_makes_add_and_gc_exit_4(layout: Layout, src: Path)
 
 
 def test_a_broken_manifest_is_listed_and_fails_verification(
-    capsys: pytest.CaptureFixture[str], layout: Layout, src: Path
+    layout: Layout, src: Path
 ) -> None:
     """list shows a release whose manifest.json is unreadable with the problem; verify exits 3."""
     added = add_release(layout, src, SHA)
@@ -512,10 +511,10 @@ def test_a_broken_manifest_is_listed_and_fails_verification(
     manifest.chmod(0o644)
     manifest.write_text("{}")
     manifest.chmod(0o444)
-    code, out, _ = cli(capsys, layout.root, "release", "list", "--json")
+    code, out, _ = agentgw("--root", str(layout.root), "release", "list", "--json")
     (listed,) = json.loads(out)["releases"]
     assert (code, listed["version"]) == (0, None)
     assert listed["problem"] == f"{SHA}-release: manifest.json is invalid (5 errors)"
-    code, out, _ = cli(capsys, layout.root, "release", "verify", SHA)
+    code, out, _ = agentgw("--root", str(layout.root), "release", "verify", SHA)
     assert code == Exit.VERIFY
     assert out.startswith(f"manifest: manifest.json: {SHA}-release: manifest.json is invalid")

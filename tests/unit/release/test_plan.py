@@ -16,23 +16,20 @@ from agentgw.errors import AgentgwError, Exit
 from agentgw.model.host import HostConfig
 from agentgw.model.release import FileEntry, Manifest, Problem, ReleasePolicy
 from agentgw.plan.release import (
-    ObservedEntry,
     SourceEntry,
     canonical_manifest,
     check_downgrade,
     check_label,
     check_sha,
     check_symlink_target,
-    diff_tree,
     match_release,
     next_version,
     normalize_name,
     plan_gc,
     plan_tree,
     render_manifest,
-    render_problems,
-    same_tree,
 )
+from agentgw.plan.tree_diff import ObservedEntry, diff_tree, render_problems, same_tree
 
 FILE = FileEntry(path="a/f", type="file", mode="0444", size=2, sha256="0" * 64)
 

@@ -8,13 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from agentgw.paths import Layout
 from agentgw.plan.release import render_statement
-from agentgw.proofs import sshsig
-from agentgw.proofs.signing import load_private_key
-from tests.unit.release.support import SHA, Keys, cli, make_keys, write_tree
+from agentgw.signing import load_private_key, sshsig
+from tests.unit.release.support import SHA, Keys, make_keys, write_tree
+from tests.unit.runner import agentgw
 
 
 def host(tmp_path: Path, name: str, keys: Keys) -> Path:
@@ -28,9 +26,10 @@ def host(tmp_path: Path, name: str, keys: Keys) -> Path:
     return root
 
 
-def sign(capsys: pytest.CaptureFixture[str], tmp_path: Path, tree: Path, key: Path) -> Path:
+def sign(tmp_path: Path, tree: Path, key: Path) -> Path:
     sig = tmp_path / "release.sig"
-    code, out, err = cli(capsys, tmp_path / "ci", "release", "sign", str(tree), "--sha", SHA,
+    code, out, err = agentgw("--root", str(tmp_path / "ci"),
+                             "release", "sign", str(tree), "--sha", SHA,
                          "--label", "web", "--key", str(key), "--out", str(sig))
     assert code == 0, err
     assert out.startswith("agentgw release statement v1\n")
@@ -38,46 +37,47 @@ def sign(capsys: pytest.CaptureFixture[str], tmp_path: Path, tree: Path, key: Pa
 
 
 def test_one_signature_is_accepted_by_every_host_with_only_the_public_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """Signed once; three hosts (each with a different release counter, so their manifests
     differ in version) add and verify it; no private key is on any of them."""
     keys = make_keys(tmp_path / "keys")
     tree = write_tree(tmp_path / "tree")
-    sig = sign(capsys, tmp_path, tree, keys.trusted)
+    sig = sign(tmp_path, tree, keys.trusted)
     for i, name in enumerate(("h1", "h2", "h3")):
         root = host(tmp_path, name, keys)
         for n in range(i):  # other releases first: this one gets another version number
             other = write_tree(tmp_path / f"{name}-other{n}")
             (other / "n").write_text(str(n))
-            assert cli(capsys, root, "release", "add", str(other), "--sha", f"{n}{SHA[1:]}",
+            assert agentgw("--root", str(root),
+                           "release", "add", str(other), "--sha", f"{n}{SHA[1:]}",
                        "--label", "x", "--sign-key", str(keys.trusted))[0] == 0
-        code, out, err = cli(capsys, root, "release", "add", str(tree), "--sha", SHA,
+        code, out, err = agentgw("--root", str(root), "release", "add", str(tree), "--sha", SHA,
                              "--label", "web", "--signature", str(sig))
         assert code == 0, err
         assert "signed off-host" in out
-        assert cli(capsys, root, "release", "verify", SHA)[0] == 0
+        assert agentgw("--root", str(root), "release", "verify", SHA)[0] == 0
         assert not list(root.rglob("trusted")), "a private key on a host"
 
 
 def test_a_changed_byte_is_refused_at_add_and_at_verify(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """One byte changed in the source after signing: add exits 3 and writes nothing; one byte
     changed in an added release: verify exits 3 naming the signature."""
     keys = make_keys(tmp_path / "keys")
     tree = write_tree(tmp_path / "tree")
-    sig = sign(capsys, tmp_path, tree, keys.trusted)
+    sig = sign(tmp_path, tree, keys.trusted)
     root = host(tmp_path, "h1", keys)
     changed = tmp_path / "changed"
     shutil.copytree(tree, changed, symlinks=True)
     main = changed / "agent_cli" / "main.py"
     main.write_text(main.read_text().replace("gateway", "gatewaY"))
-    code, _, err = cli(capsys, root, "release", "add", str(changed), "--sha", SHA,
+    code, _, err = agentgw("--root", str(root), "release", "add", str(changed), "--sha", SHA,
                        "--label", "web", "--signature", str(sig))
     assert code == 3 and "does not match this tree" in err
     assert not list(Layout(root).releases.glob(f"{SHA}-*"))
-    assert cli(capsys, root, "release", "add", str(tree), "--sha", SHA, "--label", "web",
+    assert agentgw("--root", str(root), "release", "add", str(tree), "--sha", SHA, "--label", "web",
                "--signature", str(sig))[0] == 0
     added = Layout(root).releases / f"{SHA}-web"
     manifest = added / "manifest.json"
@@ -85,41 +85,44 @@ def test_a_changed_byte_is_refused_at_add_and_at_verify(
     manifest.chmod(0o644)
     manifest.write_text(text)
     manifest.chmod(0o444)
-    code, out, err = cli(capsys, root, "release", "verify", SHA)
+    code, out, err = agentgw("--root", str(root), "release", "verify", SHA)
     assert code == 3
     assert "release.sig" in out + err
 
 
 def test_an_untrusted_signer_and_a_foreign_namespace_are_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """A signature by a key the host does not trust, or made for another purpose (namespace),
     exits 2 before anything is written."""
     keys = make_keys(tmp_path / "keys")
     tree = write_tree(tmp_path / "tree")
     root = host(tmp_path, "h1", keys)
-    untrusted = sign(capsys, tmp_path, tree, keys.other)
-    code, _, err = cli(capsys, root, "release", "add", str(tree), "--sha", SHA, "--label",
+    untrusted = sign(tmp_path, tree, keys.other)
+    code, _, err = agentgw("--root", str(root),
+                           "release", "add", str(tree), "--sha", SHA, "--label",
                        "web", "--signature", str(untrusted))
     assert code == 2 and "not one of this host's trusted keys" in err
     foreign = tmp_path / "foreign.sig"
     statement = render_statement(SHA, "web", "sha256:" + "0" * 64)
     foreign.write_text(sshsig.sign_message(load_private_key(keys.trusted), statement, "file"))
-    code, _, err = cli(capsys, root, "release", "add", str(tree), "--sha", SHA, "--label",
+    code, _, err = agentgw("--root", str(root),
+                           "release", "add", str(tree), "--sha", SHA, "--label",
                        "web", "--signature", str(foreign))
     assert code == 2 and "namespace 'file'" in err
     assert not Layout(root).releases.exists() or not list(Layout(root).releases.iterdir())
 
 
 def test_ssh_keygen_verifies_what_agentgw_signs_and_agentgw_what_ssh_keygen_signs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """The envelope is OpenSSH's: `ssh-keygen -Y verify` accepts agentgw's signature over the
     printed statement, and agentgw reads a signature `ssh-keygen -Y sign` made."""
     keys = make_keys(tmp_path / "keys")
     tree = write_tree(tmp_path / "tree")
     sig = tmp_path / "release.sig"
-    code, statement, err = cli(capsys, tmp_path / "ci", "release", "sign", str(tree), "--sha",
+    code, statement, err = agentgw("--root", str(tmp_path / "ci"),
+                                   "release", "sign", str(tree), "--sha",
                                SHA, "--label", "web", "--key", str(keys.trusted), "--out",
                                str(sig))
     assert code == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentgw.errors import AgentgwError, Exit
-from agentgw.proofs.signing import (
+from agentgw.signing import (
     encode_public_key,
     fingerprint,
     generate_keypair,
@@ -121,7 +121,7 @@ def test_inline_key_starting_with_a_slash_is_not_taken_for_a_path() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from agentgw.model.host import HostConfig
-    from agentgw.proofs.signing import fingerprint, trusted_keys
+    from agentgw.signing import fingerprint, trusted_keys
 
     raw_format = serialization.PublicFormat.Raw
     for _ in range(5000):

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
-from agentgw.sandbox.broker import Broker, ExecLog, Peer
+from agentgw.sandbox.broker import Broker, Callers, Capacity, ExecLog, Peer
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.protocol import Limits
 from agentgw.sandbox.serve import make_listener
@@ -89,27 +89,46 @@ def exchange(path: Path, payload: bytes, *, timeout: float = 15.0) -> dict[str, 
     return answer
 
 
+class Serving(TypedDict, total=False):
+    """What :func:`served` serves and how (defaults in brackets): ``profiles`` [api, core];
+    ``uids`` user name -> uid [agent-<p> -> this process's uid]; ``peer_uid`` replaces the
+    kernel's answer for every caller (to test refusals without switching users); the broker's
+    ``per_profile``/``per_host`` [2, 2], ``queue_wait_s``/``read_timeout_s`` [5, 5];
+    ``socket_dir`` [tmp_path/run]."""
+
+    profiles: tuple[str, ...]
+    uids: Mapping[str, int] | None
+    peer_uid: int | None
+    per_profile: int
+    per_host: int
+    queue_wait_s: float
+    read_timeout_s: float
+    socket_dir: Path | None
+
+
 @contextmanager
 def served(
-    tmp_path: Path, runner: Callable[[JobRequest], JobResult] = echo, *,
-    profiles: tuple[str, ...] = ("api", "core"), uids: Mapping[str, int] | None = None,
-    peer_uid: int | None = None, per_profile: int = 2, per_host: int = 2,
-    queue_wait_s: float = 5.0, read_timeout_s: float = 5.0,
-    socket_dir: Path | None = None,
+    tmp_path: Path, runner: Callable[[JobRequest], JobResult] = echo,
+    **serving: Unpack[Serving],
 ) -> Iterator[Served]:
-    """Serve ``profiles`` on sockets in ``socket_dir`` (default tmp_path/run). ``uids`` maps
-    user names to uids (default: agent-<p> -> this process's uid); ``peer_uid`` replaces the
-    kernel's answer for every caller (to test refusals without switching users)."""
+    """Serve the profiles on their sockets with ``runner`` as the backend (see
+    :class:`Serving`)."""
+    profiles, uids = serving.get("profiles", ("api", "core")), serving.get("uids")
+    peer_uid, socket_dir = serving.get("peer_uid"), serving.get("socket_dir")
+    per_profile, per_host = serving.get("per_profile", 2), serving.get("per_host", 2)
+    queue_wait_s = serving.get("queue_wait_s", 5.0)
+    read_timeout_s = serving.get("read_timeout_s", 5.0)
     table = dict(uids) if uids is not None else {f"agent-{p}": os.getuid() for p in profiles}
     records = tmp_path / "state" / "execs.jsonl"
     log = ExecLog.open(records)
-    broker = Broker(
-        limits=LIMITS, per_profile=per_profile, per_host=per_host, runner=runner, records=log,
-        user_of=lambda p: f"agent-{p}", uid_of=table.get, queue_wait_s=queue_wait_s,
-        read_timeout_s=read_timeout_s,
+    capacity = Capacity(limits=LIMITS, per_profile=per_profile, per_host=per_host,
+                        queue_wait_s=queue_wait_s, read_timeout_s=read_timeout_s)
+    callers = Callers(
+        user_of=lambda p: f"agent-{p}", uid_of=table.get,
         **({"peer": lambda sock: Peer(pid=1, uid=peer_uid, gid=peer_uid)}
            if peer_uid is not None else {}),
     )
+    broker = Broker(capacity, callers, runner=runner, records=log)
     directory = socket_dir or tmp_path / "run"
     paths = {p: directory / f"{p}.sock" for p in profiles}
     listeners = {p: make_listener(path, None) for p, path in paths.items()}

@@ -13,7 +13,7 @@ from agentgw.registry.reads import read_sandbox
 
 
 def _store(layout: Layout, backend: str) -> None:
-    base = layout.state / "sandbox"
+    base = layout.sandbox_state
     base.mkdir(parents=True, exist_ok=True)
     (base / "selftest.json").write_text(json.dumps(
         {"backend": backend, "time": "2026-12-04T04:00:00+00:00"}))

@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from agentgw.cli.main import main
+from tests.unit.runner import agentgw
 from tests.unit.sandbox.brokers import served
 
 REPO = Path(__file__).resolve().parents[3]
@@ -61,40 +61,34 @@ def test_client_raises_the_brokers_refusal(client: ModuleType, tmp_path: Path) -
         client.run("echo hi", path=str(tmp_path / "none.sock"))
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
 
 
 def test_exec_goes_through_the_profiles_socket(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """``agentgw exec`` asks the broker at ROOT/run/agentgw/sandbox/<p>.sock, prints the
     job's output and exits with its code; the broker records the exec."""
     (tmp_path / "f.txt").write_text("F")
     sockets = tmp_path / "run" / "agentgw" / "sandbox"
     with served(tmp_path, socket_dir=sockets) as srv:
-        code, out, err = run_main(["--root", str(tmp_path), "exec", "--file",
-                                   f"{tmp_path}/f.txt:in/f.txt", "api", "--", "a", "b", "c"],
-                                  capsys)
+        code, out, err = agentgw("--root", str(tmp_path), "exec", "--file",
+                                 f"{tmp_path}/f.txt:in/f.txt", "api", "--", "a", "b", "c")
     assert (code, out, err) == (3, "", "in/f.txt=F\n")
     (record,) = srv.records_lines()
     assert (record["profile"], record["via"], record["uid"]) == ("api", "broker", os.getuid())
 
 
 def test_exec_without_a_broker_says_how_to_start_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """No socket: exit 1, naming the socket, the unit to start and --direct; nothing boots."""
-    code, _, err = run_main(["--root", str(tmp_path), "exec", "api", "--", "true"], capsys)
+    code, _, err = agentgw("--root", str(tmp_path), "exec", "api", "--", "true")
     assert code == 1
     assert "run/agentgw/sandbox/api.sock" in err
     assert "systemctl start agentgw-sandbox" in err and "--direct" in err
 
 
-def test_exec_help_documents_direct(capsys: pytest.CaptureFixture[str]) -> None:
+def test_exec_help_documents_direct() -> None:
     """--direct is the explicit way around the broker, and --help says so."""
-    _, help_text, _ = run_main(["exec", "--help"], capsys)
+    _, help_text, _ = agentgw("exec", "--help")
     assert "--direct" in help_text and "broker" in help_text

@@ -6,16 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.cli.main import main
 from agentgw.cli.sandbox import build_request, read_files
 from agentgw.errors import AgentgwError
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return int(exited.value.code or 0), captured.out, captured.err
+from tests.unit.runner import agentgw
 
 
 def test_files_map_local_to_remote(tmp_path: Path) -> None:
@@ -47,24 +40,24 @@ def test_request_limits_are_validated() -> None:
     assert err.value.code == 2
 
 
-def test_exec_refuses_a_bad_profile_name(capsys: pytest.CaptureFixture[str]) -> None:
+def test_exec_refuses_a_bad_profile_name() -> None:
     """Profile names follow DESIGN.md; anything else exits 2 with a hint."""
-    code, _, err = run_main(["exec", "Bad_Name", "--", "true"], capsys)
+    code, _, err = agentgw("exec", "Bad_Name", "--", "true")
     assert code == 2 and "bad profile name" in err
 
 
 def test_exec_without_an_image_says_to_build_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """No cached image: exit 1 and the hint to run 'agentgw sandbox build'."""
     argv = ["exec", "--direct", "--cache", str(tmp_path), "api", "--", "true"]
-    code, _, err = run_main(argv, capsys)
+    code, _, err = agentgw(*argv)
     assert code == 1 and "agentgw sandbox build" in err
 
 
-def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_are_registered() -> None:
     """``sandbox`` and ``exec`` are shipped commands, not placeholders."""
-    _, listing, _ = run_main(["--help"], capsys)
+    _, listing, _ = agentgw("--help")
     assert "sandbox" in listing
-    _, help_text, _ = run_main(["exec", "--help"], capsys)
+    _, help_text, _ = agentgw("exec", "--help")
     assert "--file LOCAL:REMOTE" in help_text and "not yet available" not in help_text

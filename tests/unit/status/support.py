@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from types import MappingProxyType
+from typing import NotRequired, TypedDict, Unpack
 
 from agentgw.bus import ServiceStatus, StartFacts
 from agentgw.config.load import Config
@@ -46,11 +47,20 @@ def link(layout: Layout, profile: str, slot: str, target: Path) -> None:
     os.symlink(os.path.relpath(target, where.parent), where)
 
 
+class Launched(TypedDict):
+    """The launch of :func:`run_process`: the sha it records, and the PYTHONPATH the process
+    has (default: the profile's current)."""
+
+    sha: str
+    pythonpath: NotRequired[str | None]
+
+
 def run_process(
-    layout: Layout, proc: Path, profile: str, pid: int, release: Path, *, sha: str,
-    pythonpath: str | None = None,
+    layout: Layout, proc: Path, profile: str, pid: int, release: Path,
+    **launch: Unpack[Launched],
 ) -> None:
     """What a launched gateway leaves: /proc/<pid>/environ and the launcher's launch.json."""
+    sha, pythonpath = launch["sha"], launch.get("pythonpath")
     current = os.fspath(layout.current(profile))
     (proc / str(pid)).mkdir(parents=True)
     path = pythonpath if pythonpath is not None else current
@@ -72,12 +82,25 @@ def service(profile: str, pid: int, *, started: float = 1_700_000_000.0,
     )
 
 
-def facts(*, active: str = "failed", sub: str = "failed", result: str = "exit-code",
-          code: str = "exited", status: int = 1, started: float = 1_700_000_000.0,
-          status_text: str = "") -> StartFacts:
+class Ended(TypedDict, total=False):
+    """How a fabricated start ended (:func:`facts`); every key has a failed exit's default."""
+
+    active: str
+    sub: str
+    result: str
+    code: str
+    status: int
+    started: float
+    status_text: str
+
+
+def facts(**ended: Unpack[Ended]) -> StartFacts:
+    started = ended.get("started", 1_700_000_000.0)
     return StartFacts(
-        active_state=active, sub_state=sub, result=result, main_code=code, main_status=status,
-        main_pid=0, status_text=status_text, main_start_usec=int(started * 1e6),
+        active_state=ended.get("active", "failed"), sub_state=ended.get("sub", "failed"),
+        result=ended.get("result", "exit-code"), main_code=ended.get("code", "exited"),
+        main_status=ended.get("status", 1), main_pid=0,
+        status_text=ended.get("status_text", ""), main_start_usec=int(started * 1e6),
         main_exit_usec=int(started * 1e6) + 1000, n_restarts=0,
     )
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from agentgw.cli.main import main
 from agentgw.cli.status import exit_code, render_table
 from agentgw.errors import Exit
 from agentgw.model.status import human_bytes, human_duration
 from agentgw.observe.status import UNIT_PATTERN, collect_status, read_release
 from agentgw.paths import Layout
+from tests.unit.runner import agentgw
 from tests.unit.status.support import (
     FakeSystemd,
     add_release,
@@ -153,15 +151,10 @@ def test_human_units() -> None:
         human_bytes(b) for b in (None, 512, 1536, 230 * 1024**2, 2 * 1024**3)]
 
 
-def agentgw(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return int(exited.value.code or 0), out, err
 
 
 def test_cli_status_json_under_a_relocated_root(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
 ) -> None:
     """`agentgw --root R status --json` reads R's config and links; systemd is not asked
     (it does not manage R), so alignment is unknown and the exit is 0. An unknown profile
@@ -172,14 +165,14 @@ def test_cli_status_json_under_a_relocated_root(
     (gateways / "api.yaml").write_text("mode: cli\nlisten: 127.77.0.3:8080\n")
     layout = Layout(root)
     link(layout, "api", "current", add_release(layout, "bbbbbbb", "two"))
-    code, out, err = agentgw(capsys, "--root", str(root), "status", "--json")
+    code, out, err = agentgw("--root", str(root), "status", "--json")
     assert 0 == code, err
     (api,) = json.loads(out)["profiles"]
     assert ("api", "unknown", "bbbbbbb-two") == (api["profile"], api["aligned"]["state"],
                                                  api["release"]["name"])
-    code, out, err = agentgw(capsys, "--root", str(root), "status", "nosuch")
-    assert (Exit.USAGE, "error: no profile 'nosuch'") == (code, err.splitlines()[0])
-    code, out, _ = agentgw(capsys, "--root", str(root), "status")
+    code, out, err = agentgw("--root", str(root), "status", "nosuch")
+    assert (Exit.USAGE, "error: no profile named 'nosuch'") == (code, err.splitlines()[0])
+    code, out, _ = agentgw("--root", str(root), "status")
     assert 0 == code
     assert ["api", "unknown/unknown"] == out.splitlines()[1].split()[:2]
 

@@ -7,15 +7,11 @@ import json
 import pytest
 
 from agentgw.bus import ServiceStatus
+from agentgw.fsio import Read, parse_iso
 from agentgw.model.status import ReleaseInfo
-from agentgw.observe.status import (
-    Read,
-    judge_alignment,
-    judge_isolation,
-    last_promotes,
-    parse_environ,
-    parse_iso,
-)
+from agentgw.observe.isolation import judge_isolation
+from agentgw.observe.promotes import last_promotes
+from agentgw.observe.status import judge_alignment, parse_environ
 
 CURRENT = "/opt/agent/gateways/api/current"
 RELEASE = ReleaseInfo(

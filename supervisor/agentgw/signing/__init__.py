@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentgw.errors import die, usage
-from agentgw.model.host import inline_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -91,6 +90,25 @@ def parse_public_key(data: str | bytes) -> Ed25519PublicKey:
     if len(raw) != 32:
         raise ValueError(f"base64 decodes to {len(raw)} bytes, an Ed25519 key has 32")
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def inline_key(value: str) -> bool:
+    """Whether a trusted_keys entry is the key itself (PEM, or base64 of its 32 bytes) rather
+    than a file path. Decided by the content, not a leading '/': base64 may start with '/'.
+    Only text that looks like a key reaches the parser (and its cryptography import)."""
+    text = value.strip()
+    if not text.startswith(PEM_MARK):
+        try:
+            raw = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        if len(raw) != 32:
+            return False
+    try:
+        parse_public_key(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -1,5 +1,7 @@
 """Three (or n) lab hosts reachable over real ssh from a network namespace, and ansible-playbook
-run from that namespace: the set-up of the fleet test and benchmark.
+run from that namespace: the set-up of the fleet test (tests/unit/fleet) and benchmark
+(benchmarks/bench_fleet.py). ``repo`` is the checkout: its ``fleet/`` collection and
+``scripts/build-releases``, bound into every lab.
 
 Per run: a network namespace, a client key, one lab per host with a veth link into the
 namespace and an sshd (its host key made at boot, written to this run's known_hosts).
@@ -13,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -21,11 +22,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentgw import run
 from agentgw.lab.link import LinkSpec
-from agentgw.lab.machine import Lab, LabSpec, booted
+from agentgw.lab.machine import Lab, booted
+from agentgw.lab.spec import LabSpec
 
-REPO = Path(__file__).resolve().parents[3]
-FLEET = REPO / "fleet"
 FLEET_VENV = Path(os.environ.get("AGENTGW_FLEET_VENV", "/opt/agentgw/fleet-venv"))
 AGENTGW = "/opt/agentgw/venv/bin/agentgw"
 PROFILE = "api"
@@ -53,14 +54,11 @@ def sign_off_host(work: Path, releases: dict[str, Release]) -> str:
     private half before any lab boots: the hosts only ever get the public key, returned."""
     key = work / "ci" / "release.key"
     key.parent.mkdir(mode=0o700)
-    subprocess.run([AGENTGW, "release", "keygen", "--out", os.fspath(key)], check=True,
-                   capture_output=True)
+    run.run([AGENTGW, "release", "keygen", "--out", key])
     try:
         for release in releases.values():
-            subprocess.run([AGENTGW, "release", "sign", os.fspath(release.tarball), "--sha",
-                            release.sha, "--label", release.label, "--key", os.fspath(key),
-                            "--out", os.fspath(release.signature)], check=True,
-                           capture_output=True)
+            run.run([AGENTGW, "release", "sign", release.tarball, "--sha", release.sha,
+                     "--label", release.label, "--key", key, "--out", release.signature])
     finally:
         key.unlink()
     return key.with_name("release.key.pub").read_text().strip()
@@ -84,7 +82,8 @@ def tampered(work: Path, release: Release) -> Release:
                 body = bytes([body[0] ^ 0x01]) + body[1:]
                 changed = True
             dst.addfile(member, io.BytesIO(body) if member.isfile() else None)
-    assert changed, "no file to change in the release"
+    if not changed:
+        raise ValueError(f"{release.tarball}: no file to change")
     shutil.copyfile(release.signature, out.with_name(out.name + ".sig"))
     return Release(label=release.label, sha=release.sha, tarball=out)
 
@@ -95,31 +94,32 @@ class Fleet:
     labs: list[Lab]
     inventory: Path
     work: Path
+    collection: Path  # the repository's fleet/
 
     def playbook(self, name: str, *args: str,
-                 env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+                 env_extra: dict[str, str] | None = None) -> run.Completed:
         env = {
             "PATH": f"{FLEET_VENV / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": os.fspath(self.work),
-            "ANSIBLE_CONFIG": os.fspath(FLEET / "ansible.cfg"),
+            "ANSIBLE_CONFIG": os.fspath(self.collection / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_LOCAL_TEMP": os.fspath(self.work / "ansible-tmp"),
             **(env_extra or {}),
         }
         argv = ["ip", "netns", "exec", self.netns, os.fspath(FLEET_VENV / "bin/ansible-playbook"),
-                "-i", os.fspath(self.inventory), os.fspath(FLEET / "playbooks" / name), *args]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=FLEET,
-                              check=False, timeout=600)
+                "-i", os.fspath(self.inventory),
+                os.fspath(self.collection / "playbooks" / name), *args]
+        return run.run(argv, env=env, cwd=self.collection, check=False, timeout=600)
 
-    def agentgw(self, lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    def agentgw(self, lab: Lab, *args: str) -> run.Completed:
         """agentgw on that host itself (not through Ansible)."""
-        result = lab.exec([AGENTGW, *args], check=False, timeout=120)
-        return subprocess.CompletedProcess(args, result.returncode, result.stdout, result.stderr)
+        return lab.exec([AGENTGW, *args], check=False, timeout=120)
 
     def status(self, lab: Lab) -> dict[str, object]:
         row = json.loads(self.agentgw(lab, "status", PROFILE, "--json").stdout)["profiles"][0]
-        assert isinstance(row, dict)
+        if not isinstance(row, dict):
+            raise AssertionError(f"agentgw status --json: not a row: {row!r}")
         return row
 
     def main_pid(self, lab: Lab) -> int:
@@ -137,11 +137,9 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
                    "failed": int(m[5])} for m in RECAP.finditer(stdout)}
 
 
-def build_releases(work: Path) -> dict[str, Release]:
+def build_releases(repo: Path, work: Path) -> dict[str, Release]:
     """The demo runtime's good and crash trees (scripts/build-releases), as tarballs."""
-    out = subprocess.run([os.fspath(REPO / "scripts/build-releases"), "--out",
-                          os.fspath(work / "build")], capture_output=True, text=True,
-                         check=True).stdout
+    out = run.run([repo / "scripts/build-releases", "--out", work / "build"]).stdout
     found: dict[str, Release] = {}
     for line in out.splitlines():
         label, sha, directory = line.split()
@@ -167,18 +165,18 @@ def build_releases(work: Path) -> dict[str, Release]:
 
 
 @contextmanager
-def fleet(work: Path, hosts: int = 3) -> Iterator[Fleet]:
+def fleet(repo: Path, work: Path, hosts: int = 3) -> Iterator[Fleet]:
     run_id = uuid.uuid4().hex[:6]
     netns = f"agentgw-fleet-{run_id}"
     key = work / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"fleet-{run_id}",
-                    "-f", os.fspath(key)], check=True)
+    run.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"fleet-{run_id}",
+             "-f", key])
     with ExitStack() as stack:
-        subprocess.run(["ip", "netns", "add", netns], check=True)
-        stack.callback(subprocess.run, ["ip", "netns", "del", netns], check=False)
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        run.run(["ip", "netns", "add", netns])
+        stack.callback(run.run, ["ip", "netns", "del", netns], check=False)
+        run.run(["ip", "-n", netns, "link", "set", "lo", "up"])
         link = LinkSpec(netns=netns, authorized_key=key.with_suffix(".pub").read_text())
-        labs = [stack.enter_context(booted(LabSpec(name=f"fleet-{run_id}-{i}", binds=(REPO,),
+        labs = [stack.enter_context(booted(LabSpec(name=f"fleet-{run_id}-{i}", binds=(repo,),
                                                    link=link)))
                 for i in range(1, hosts + 1)]
         known = work / "known_hosts"
@@ -200,7 +198,8 @@ def fleet(work: Path, hosts: int = 3) -> Iterator[Fleet]:
         )
         # The ssh masters end before their labs do (registered last, so run first).
         for lab in labs:
-            stack.callback(subprocess.run, [
+            stack.callback(run.run, [
                 "ip", "netns", "exec", netns, "ssh", "-o", f"ControlPath={control}/%C",
-                "-O", "exit", f"root@{lab.state.address}"], capture_output=True, check=False)
-        yield Fleet(netns=netns, labs=labs, inventory=inventory, work=work)
+                "-O", "exit", f"root@{lab.state.address}"], check=False)
+        yield Fleet(netns=netns, labs=labs, inventory=inventory, work=work,
+                    collection=repo / "fleet")

@@ -91,7 +91,7 @@ def ssh_public_key_blob(raw: bytes) -> bytes:
 
 def render_ssh_public_key(key: Ed25519PublicKey, comment: str = "") -> str:
     """``ssh-ed25519 AAAA… comment``: the line an allowed_signers file or authorized_keys holds."""
-    from agentgw.proofs.signing import raw_public_key
+    from agentgw.signing import raw_public_key
 
     text = "ssh-ed25519 " + base64.b64encode(ssh_public_key_blob(raw_public_key(key))).decode()
     return f"{text} {comment}".rstrip()
@@ -99,7 +99,7 @@ def render_ssh_public_key(key: Ed25519PublicKey, comment: str = "") -> str:
 
 def sign_message(key: Ed25519PrivateKey, message: bytes, namespace: str = NAMESPACE) -> str:
     """The armored SSHSIG signature of ``message`` by ``key``."""
-    from agentgw.proofs.signing import raw_public_key
+    from agentgw.signing import raw_public_key
 
     signature = key.sign(signed_data(message, namespace))
     blob = (
