@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import click
 
@@ -80,6 +81,13 @@ def already_runs(ctl: Controller, profile: str, sha: str) -> str | None:
     return release.name
 
 
+class PromoteFlags(TypedDict):
+    """promote's flags (see the option decorators)."""
+
+    allow_downgrade: bool
+    unless_current: bool
+
+
 @click.command("promote")
 @click.argument("profile")
 @click.argument("sha")
@@ -91,8 +99,8 @@ def already_runs(ctl: Controller, profile: str, sha: str) -> str | None:
 @json_option
 @pass_app
 def promote(
-    app: App, profile: str, sha: str, allow_downgrade: bool, unless_current: bool,
-    etc: Path | None, as_json: bool,
+    app: App, profile: str, sha: str, etc: Path | None, as_json: bool,
+    **flags: Unpack[PromoteFlags],
 ) -> None:
     """Switch PROFILE to the release SHA (a unique prefix of >= 7 hex digits) and prove it.
 
@@ -102,7 +110,7 @@ def promote(
     Promoting the release that runs restarts it and proves it again, unless --unless-current.
     """
     with controller(app, etc, as_json, profile) as ctl:
-        kept = already_runs(ctl, profile, sha) if unless_current else None
+        kept = already_runs(ctl, profile, sha) if flags["unless_current"] else None
         if kept is not None:
             reason = "already runs this release, active and aligned"
             if as_json:
@@ -113,7 +121,7 @@ def promote(
             return
         if not as_json:
             click.echo(f"promote {profile} -> {sha}")
-        outcome = ctl.promote(profile, sha, allow_downgrade=allow_downgrade)
+        outcome = ctl.promote(profile, sha, allow_downgrade=flags["allow_downgrade"])
     report(outcome, as_json)
 
 

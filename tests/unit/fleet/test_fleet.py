@@ -23,6 +23,7 @@ from agentgw import run
 from agentgw.lab.fleet import (
     FLEET_VENV,
     Fleet,
+    Release,
     build_releases,
     fleet,
     recap,
@@ -78,6 +79,91 @@ def check_runs(f: Fleet, tmp_path: Path, boot: list[str], extra: list[str]) -> N
         assert f.main_pid(lab) == 0
 
 
+def bootstrap_twice(f: Fleet, boot: list[str], pubkey: str, ci_key: Path) -> None:
+    """Bootstrap works, a second run changes nothing, and no host holds a private release key
+    (the CI key is gone, none was made there) but each trusts the public one."""
+    first = f.playbook("bootstrap.yml", *boot)
+    assert first.returncode == 0, fatal(first)
+    again = f.playbook("bootstrap.yml", *boot)
+    assert again.returncode == 0, fatal(again)
+    second = recap(again.stdout)
+    assert sorted(second) == sorted(lab.name for lab in f.labs)
+    assert {h: r["changed"] for h, r in second.items()} == {lab.name: 0 for lab in f.labs}
+    for lab in f.labs:
+        for path in (ci_key, "/etc/agentgw/release-signing.key"):
+            assert lab.exec(["test", "-e", str(path)], check=False).returncode == 1, path
+        assert pubkey.splitlines()[1] in lab.exec(
+            ["cat", "/etc/agentgw/release-signing.pub"]).stdout
+
+
+def promote_good_twice(f: Fleet, good: Release) -> dict[str, int]:
+    """Every host aligned on the good release; the same again moves nothing. The MainPIDs."""
+    promoted = f.playbook("rolling-promote.yml", *good.extra_vars())
+    assert promoted.returncode == 0, fatal(promoted)
+    assert len(re.findall(rf"api={good.sha}-good ok \d", promoted.stdout)) == len(f.labs), (
+        promoted.stdout[-2000:])
+    before: dict[str, int] = {}
+    for lab in f.labs:
+        row = f.status(lab)
+        assert release_of(row) == good.sha
+        assert aligned(row) == "yes"
+        before[lab.name] = f.main_pid(lab)
+        assert before[lab.name] > 0
+    # The same release again: nothing moves, no task reports a change, no restart.
+    same = f.playbook("rolling-promote.yml", *good.extra_vars())
+    assert same.returncode == 0, fatal(same)
+    assert {h: r["changed"] for h, r in recap(same.stdout).items()} == {
+        lab.name: 0 for lab in f.labs}
+    assert {lab.name: f.main_pid(lab) for lab in f.labs} == before
+    assert len(re.findall(rf"api={good.sha}-good unchanged", same.stdout)) == len(f.labs)
+    return before
+
+
+def refused_everywhere(f: Fleet, forged: Release, good: Release, before: dict[str, int]) -> None:
+    """One byte changed under the CI's signature: every host refuses it (staged on all at
+    once), and the run stops before any promote."""
+    refused = f.playbook("rolling-promote.yml", *forged.extra_vars())
+    assert refused.returncode != 0
+    assert {h: r["failed"] for h, r in recap(refused.stdout).items()} == {
+        lab.name: 1 for lab in f.labs}, refused.stdout[-4000:]
+    fatals = [line for line in refused.stdout.splitlines() if line.startswith("fatal")]
+    assert len(fatals) == len(f.labs), fatal(refused)
+    assert all("signature" in line for line in fatals), fatal(refused)
+    assert "Promote each profile" not in refused.stdout
+    for lab in f.labs:
+        assert f.releases(lab) == [f"{good.sha}-good"]
+        assert f.main_pid(lab) == before[lab.name]
+
+
+def broken_halts(f: Fleet, crash: Release, good: Release, before: dict[str, int]) -> None:
+    """A crashing release: host 1 rolls back and halts the play; 2 and 3 have it staged and
+    keep running the good release."""
+    broken = f.playbook("rolling-promote.yml", *crash.extra_vars())
+    assert broken.returncode != 0
+    first_host, *others = f.labs
+    assert f"HALTED at {first_host.name}" in broken.stdout, broken.stdout[-4000:]
+    assert "Hosts not promoted: " + ", ".join(lab.name for lab in others) in broken.stdout, (
+        fatal(broken))
+    assert "rolled_back" in broken.stdout
+    assert "Phases: [" in broken.stdout
+    results = recap(broken.stdout)
+    assert results[first_host.name]["failed"] == 1
+    assert all(results[lab.name]["failed"] == 0 for lab in others), results
+    row = f.status(first_host)
+    assert release_of(row) == good.sha
+    assert aligned(row) == "yes"
+    last = row["last_promote"]
+    assert isinstance(last, dict) and last["result"] == "rolled_back"
+    assert f"{crash.sha}-crash" in f.releases(first_host)
+    for lab in others:
+        row = f.status(lab)
+        assert release_of(row) == good.sha
+        assert aligned(row) == "yes"
+        assert f.main_pid(lab) == before[lab.name]
+        # Staged (added, verified) but never promoted there.
+        assert sorted(f.releases(lab)) == sorted([f"{good.sha}-good", f"{crash.sha}-crash"])
+
+
 @pytest.mark.lab
 def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None:
     """Signed once off-host. Good release: every host aligned on it. The good release with a
@@ -88,80 +174,11 @@ def test_bootstrap_then_rolling_promote_good_then_broken(tmp_path: Path) -> None
     good, crash, forged = releases["good"], releases["crash"], tampered(tmp_path, releases["good2"])
     boot = signing_vars(tmp_path)
     with fleet(REPO, tmp_path) as f:
-        first = f.playbook("bootstrap.yml", *boot)
-        assert first.returncode == 0, fatal(first)
-        again = f.playbook("bootstrap.yml", *boot)
-        assert again.returncode == 0, fatal(again)
-        second = recap(again.stdout)
-        assert sorted(second) == sorted(lab.name for lab in f.labs)
-        assert {h: r["changed"] for h, r in second.items()} == {lab.name: 0 for lab in f.labs}
-        for lab in f.labs:
-            # No private signing key on a host: the CI key is gone, none was made there.
-            for path in (tmp_path / "ci/release.key", "/etc/agentgw/release-signing.key"):
-                assert lab.exec(["test", "-e", str(path)], check=False).returncode == 1, path
-            assert pubkey.splitlines()[1] in lab.exec(
-                ["cat", "/etc/agentgw/release-signing.pub"]).stdout
-
+        bootstrap_twice(f, boot, pubkey, tmp_path / "ci/release.key")
         check_runs(f, tmp_path, boot, good.extra_vars())
-
-        promoted = f.playbook("rolling-promote.yml", *good.extra_vars())
-        assert promoted.returncode == 0, fatal(promoted)
-        assert len(re.findall(rf"api={good.sha}-good ok \d", promoted.stdout)) == len(f.labs), (
-            promoted.stdout[-2000:])
-        before: dict[str, int] = {}
-        for lab in f.labs:
-            row = f.status(lab)
-            assert release_of(row) == good.sha
-            assert aligned(row) == "yes"
-            before[lab.name] = f.main_pid(lab)
-            assert before[lab.name] > 0
-
-        # The same release again: nothing moves, no task reports a change, no restart.
-        same = f.playbook("rolling-promote.yml", *good.extra_vars())
-        assert same.returncode == 0, fatal(same)
-        assert {h: r["changed"] for h, r in recap(same.stdout).items()} == {
-            lab.name: 0 for lab in f.labs}
-        assert {lab.name: f.main_pid(lab) for lab in f.labs} == before
-        assert len(re.findall(rf"api={good.sha}-good unchanged", same.stdout)) == len(f.labs)
-
-        # One byte changed under the CI's signature: every host refuses it (staged on all at
-        # once), and the run stops before any promote.
-        refused = f.playbook("rolling-promote.yml", *forged.extra_vars())
-        assert refused.returncode != 0
-        assert {h: r["failed"] for h, r in recap(refused.stdout).items()} == {
-            lab.name: 1 for lab in f.labs}, refused.stdout[-4000:]
-        fatals = [line for line in refused.stdout.splitlines() if line.startswith("fatal")]
-        assert len(fatals) == len(f.labs), fatal(refused)
-        assert all("signature" in line for line in fatals), fatal(refused)
-        assert "Promote each profile" not in refused.stdout
-        for lab in f.labs:
-            assert f.releases(lab) == [f"{good.sha}-good"]
-            assert f.main_pid(lab) == before[lab.name]
-
-        broken = f.playbook("rolling-promote.yml", *crash.extra_vars())
-        assert broken.returncode != 0
-        first_host, *others = f.labs
-        assert f"HALTED at {first_host.name}" in broken.stdout, broken.stdout[-4000:]
-        assert "Hosts not promoted: " + ", ".join(lab.name for lab in others) in broken.stdout, (
-            fatal(broken))
-        assert "rolled_back" in broken.stdout
-        assert "Phases: [" in broken.stdout
-        results = recap(broken.stdout)
-        assert results[first_host.name]["failed"] == 1
-        assert all(results[lab.name]["failed"] == 0 for lab in others), results
-        row = f.status(first_host)
-        assert release_of(row) == good.sha
-        assert aligned(row) == "yes"
-        last = row["last_promote"]
-        assert isinstance(last, dict) and last["result"] == "rolled_back"
-        assert f"{crash.sha}-crash" in f.releases(first_host)
-        for lab in others:
-            row = f.status(lab)
-            assert release_of(row) == good.sha
-            assert aligned(row) == "yes"
-            assert f.main_pid(lab) == before[lab.name]
-            # Staged (added, verified) but never promoted there.
-            assert sorted(f.releases(lab)) == sorted([f"{good.sha}-good", f"{crash.sha}-crash"])
+        before = promote_good_twice(f, good)
+        refused_everywhere(f, forged, good, before)
+        broken_halts(f, crash, good, before)
 
 
 def test_collection_lints_and_documents() -> None:
