@@ -80,7 +80,8 @@ def oldest_entry_us() -> int:
 def test_a_flood_is_held_to_the_profiles_journal_size_cap(build: tuple[Releases, Path]) -> None:
     """With logs.max_use 8M and no rate limit, a release that floods stderr writes past the
     cap: journald deletes the oldest files (everything from before the flood goes) and the
-    journal never takes more than the cap. The shared journal does not take the flood."""
+    journal never takes more than the cap plus the one file being rotated (max_use/8). The
+    shared journal does not take the flood."""
     releases, path = build
     sha = (path / "logflood" / "VERSION").read_text().strip()
     if not list((OPT / "releases").glob(f"{sha}-logflood")):
@@ -116,7 +117,9 @@ def test_a_flood_is_held_to_the_profiles_journal_size_cap(build: tuple[Releases,
         shutil.copy(REPO / "gateways" / f"{PROFILE}.yaml", config)
         agentgw("apply")
     assert oldest > flood_start_us, "nothing older than the flood was deleted: cap not reached"
-    assert max(sizes) <= CAP_MIB << 20, f"journal sizes {sizes}, cap {CAP_MIB} MiB"
+    # journald deletes old files when it rotates the active one, so right at a rotation the
+    # total can be over the cap by that one file: SystemMaxFileSize=, max_use/8 by default.
+    assert max(sizes) <= (CAP_MIB << 20) * 9 // 8, f"journal sizes {sizes}, cap {CAP_MIB} MiB"
     assert max(sizes) > (CAP_MIB << 20) // 2, sizes
     assert flooded.count("\n") > 1000
     # The shared journal: journalctl -g exits 1 when nothing matches.
