@@ -190,8 +190,8 @@ class Executor:
             self.act(step.name, release)
         except Exception as exc:  # noqa: BLE001 - after the flip, anything rolls back
             self.facts.failures.append(exc)
-            return Observed("failed")
-        return Observed("ok")
+            return Observed("failed", step.name)
+        return Observed("ok", step.name)
 
     def report(self, step: Step) -> None:
         """Say where a failure leads: back (with the start's last log lines), or nowhere."""

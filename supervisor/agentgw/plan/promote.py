@@ -78,11 +78,13 @@ class Course:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the last step did: ``ok``, ``failed``, or ``killed`` (its command died, and a later
-    command found its intent). ``untouched`` (killed only): the links are as before the command
-    and the unit runs aligned on them, so there is nothing to undo."""
+    """What the last step (``step``; None before the first) did: ``ok``, ``failed``, or
+    ``killed`` (its command died, and a later command found its intent). ``untouched`` (killed
+    only): the links are as before the command and the unit runs aligned on them, so there is
+    nothing to undo."""
 
     outcome: Literal["ok", "failed", "killed"]
+    step: StepName | None = None
     untouched: bool = False
 
 
@@ -111,10 +113,10 @@ def next_step(course: Course, observed: Observed) -> Step:
         if observed.untouched:
             return Step("finish", "rolled_back")
         return Step("flip-back")
-    planned = planned_step(course)
     if observed.outcome == "ok":
-        return planned
-    if planned.name in FILE_STEPS or (course.op == "restart" and not course.back):
+        return planned_step(course)
+    failed = observed.step if observed.step is not None else planned_step(course).name
+    if failed in FILE_STEPS or (course.op == "restart" and not course.back):
         return Step("abort")
     return Step("finish", "failed") if course.back else Step("flip-back")
 
