@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Literal
 
 from agentgw.apply.intent import clear_intent, read_intent
 from agentgw.apply.lock import profile_lock
@@ -140,7 +141,7 @@ class Controller:
             return self.finish(run, summary, siblings)
 
     # -- the switch ------------------------------------------------------------------------
-    def switch(self, op: str, profile: Profile, target: str) -> Outcome:
+    def switch(self, op: Literal["promote", "rollback"], profile: Profile, target: str) -> Outcome:
         name = profile.name
         with profile_lock(self.layout.locks, name, op):
             journal = Journal(self.layout.intents)
@@ -148,13 +149,8 @@ class Controller:
             recovered = self.recover(profile)
             if not self.layout.env_file(name).is_file():
                 raise usage(f"profile {name} is not applied on this host", hint="agentgw apply")
-            move = Move(
-                "rollback" if op == "rollback" else "promote",
-                profile,
-                target,
-                previous=link_name(self.layout.current(name)),
-                prior_previous=link_name(self.layout.previous(name)),
-            )
+            move = Move(op, profile, target, previous=link_name(self.layout.current(name)),
+                        prior_previous=link_name(self.layout.previous(name)))
             journal.begin(move)
             run = Run(self.out)
             siblings = record_siblings(self.sd, name)

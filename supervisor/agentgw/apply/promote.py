@@ -188,7 +188,7 @@ class Executor:
             release = self.move.previous
         try:
             self.act(step.name, release)
-        except Exception as exc:  # noqa: BLE001 - after the flip, anything rolls back
+        except Exception as exc:  # noqa: BLE001 - an outcome: plan/promote.py says where it leads
             self.facts.failures.append(exc)
             return Observed("failed", step.name)
         return Observed("ok", step.name)
