@@ -19,6 +19,7 @@ from agentgw.plan.promote import (
     Step,
     StepName,
     advance,
+    as_phase,
     next_step,
 )
 
@@ -306,3 +307,12 @@ def test_recovery_from_each_phase_ends(phase: Phase) -> None:
             course, observed = advance(course, step), Observed("ok", step.name)
         expected = Step("finish", "ok" if phase == "committed" else "rolled_back")
         assert expected == step, taken
+
+
+def test_a_phase_this_version_does_not_know_is_recovered_from_the_start() -> None:
+    """An intent written by another version, at a phase not in PHASES: undone like any
+    uncommitted one."""
+    expected = ("intent", FLIP_BACK)
+    phase = as_phase("draining")
+    actual = (phase, next_step(Course("promote", phase), Observed("killed")))
+    assert expected == actual
