@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from agentgw.apply.control import Controller, Run
+from agentgw.apply.control import Controller
 from agentgw.apply.history import read_history
 from agentgw.apply.intent import read_intent
+from agentgw.apply.promote import Executor
 from agentgw.config.load import load_config
-from agentgw.model.profile import Profile
 from agentgw.paths import Layout
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 class QuietSystemd:
-    """No siblings; nothing else is asked (start_and_prove is replaced below)."""
+    """No siblings; nothing else is asked (the steps that would ask are replaced below)."""
 
     def list_units(self, patterns: Any, states: Any = ()) -> list[Any]:
         return []
@@ -47,14 +47,18 @@ def test_an_unexpected_error_after_the_flip_rolls_back_and_is_recorded(
     layout.env_file("api").write_text("AGENT_PROFILE=api\n")
     (layout.profile_dir("api") / "current").symlink_to("../../releases/1111111-old")
     calls: list[str] = []
+    act = Executor.act
 
-    def start_and_prove(self: Controller, run: Run, profile: Profile, release: str,
-                        intent: Any = None) -> None:
-        calls.append(release)
+    def proofs_only_fail_on_new(self: Executor, name: str, release: str) -> None:
+        if name in ("flip", "flip-back"):
+            return act(self, name, release)  # type: ignore[arg-type]
+        if name == "restart":
+            calls.append(release)
         if release == "2222222-new":
             raise error
+        return None
 
-    monkeypatch.setattr(Controller, "start_and_prove", start_and_prove)
+    monkeypatch.setattr(Executor, "act", proofs_only_fail_on_new)
     out: list[str] = []
     ctl = Controller(layout, load_config(layout.etc), QuietSystemd(), out.append)
     outcome = ctl.switch("promote", ctl.profile("api"), "2222222-new")

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.apply.control import Controller, describe_siblings
 from agentgw.apply.history import append_history
 from agentgw.apply.intent import write_intent
 from agentgw.apply.lock import profile_lock
-from agentgw.config.load import load_config
+from agentgw.apply.siblings import changed_siblings, describe_siblings
 from agentgw.model.control import Sibling
 from agentgw.paths import Layout
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 class MovedPids:
@@ -27,22 +24,20 @@ class MovedPids:
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Controller:
-    sd = MovedPids()
-    return Controller(Layout(tmp_path), load_config(REPO), sd, lambda line: None)  # type: ignore[arg-type]
+def layout(tmp_path: Path) -> Layout:
+    return Layout(tmp_path)
 
 
 def sibling(profile: str) -> Sibling:
     return Sibling(unit=f"agent-gateway@{profile}.service", pid=1, started=0.0)
 
 
-def test_a_sibling_moved_by_nobody_is_ours_to_answer_for(controller: Controller) -> None:
-    changed, own = controller.changed_siblings([sibling("core")], since=time.time())
+def test_a_sibling_moved_by_nobody_is_ours_to_answer_for(layout: Layout) -> None:
+    changed, own = changed_siblings(MovedPids(), layout, [sibling("core")], since=time.time())
     assert changed == [f"agent-gateway@core.service: pid 1 -> {os.getpid()}"] and own == []
 
 
-def test_a_sibling_moved_by_its_own_operation_is_not(controller: Controller) -> None:
-    layout = controller.layout
+def test_a_sibling_moved_by_its_own_operation_is_not(layout: Layout) -> None:
     since = time.time()
     # core: its own promote finished meanwhile (a history record after ``since``)
     append_history(layout.history, "promote", "ok", "core", release="x")
@@ -51,8 +46,8 @@ def test_a_sibling_moved_by_its_own_operation_is_not(controller: Controller) -> 
     write_intent(layout.intents, op="rollback", profile="api", target="t", previous=None,
                  prior_previous=None, phase="flipped")
     with profile_lock(layout.locks, "mcp", "restart"):
-        changed, own = controller.changed_siblings(
-            [sibling(p) for p in ("core", "mcp", "api")], since=since
+        changed, own = changed_siblings(
+            MovedPids(), layout, [sibling(p) for p in ("core", "mcp", "api")], since=since
         )
     assert changed == []
     assert [o.split(": ")[0] for o in own] == [f"agent-gateway@{p}.service"
@@ -61,7 +56,8 @@ def test_a_sibling_moved_by_its_own_operation_is_not(controller: Controller) -> 
     assert "holds its lock" in own[1]
     assert "rollback, interrupted at flipped" in own[2]
     # An old record does not excuse a restart now.
-    changed, own = controller.changed_siblings([sibling("core")], since=time.time() + 5)
+    changed, own = changed_siblings(MovedPids(), layout, [sibling("core")],
+                                    since=time.time() + 5)
     assert len(changed) == 1 and own == []
 
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from agentgw.apply.control import READY_GRACE_S, Controller, Failed, Run
+from agentgw.apply.outcome import Run
+from agentgw.apply.poll import Failed
+from agentgw.apply.promote import READY_GRACE_S, Executor, Journal, Move
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError
 from agentgw.paths import Layout
@@ -42,7 +44,9 @@ def test_restart_wait_covers_the_units_stop_timeout(tmp_path: Path) -> None:
     config = load_config(REPO)
     profile = config.profiles["api"]
     sd = RecordingSystemd()
-    controller = Controller(Layout(tmp_path), config, sd, lambda line: None)
+    layout = Layout(tmp_path)
+    move = Move("restart", profile, "unused", "unused")
+    executor = Executor(layout, sd, move, Journal(layout.intents), Run(lambda line: None))
     with pytest.raises(Failed, match="recorded"):
-        controller.start_and_prove(Run(lambda line: None), profile, "unused")
+        executor.act("restart", "unused")
     assert sd.timeouts == [60 + 5 + profile.start_timeout_s + READY_GRACE_S]
