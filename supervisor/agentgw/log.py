@@ -69,7 +69,9 @@ class Logger:
 
             if not _configured:
                 _configured = True
-                _apply()
+                # structlog already configured by someone else: a test's capture_logs().
+                if not structlog.is_configured():
+                    _apply()
             self._log = structlog.get_logger(self._name)
         return self._log
 

@@ -8,10 +8,11 @@ from typing import Protocol
 
 from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.errors import AgentgwError
+from agentgw.fsio import read_json
 from agentgw.model.profile import Profile
 from agentgw.model.status import StartFailure
 from agentgw.observe.startup import READY_RECORD, ReadyRecord, journal_tail, judge_start
-from agentgw.observe.status import judge_alignment, read_environ, read_json, read_release
+from agentgw.observe.status import judge_alignment, read_environ, read_release
 from agentgw.paths import Layout, unit_name
 
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentgw.apply.files import flip_symlink, fsync_dir
 from agentgw.apply.intent import set_phase, write_intent
 from agentgw.apply.outcome import Run, failure_reason
 from agentgw.apply.poll import (
@@ -30,6 +29,7 @@ from agentgw.apply.poll import (
 )
 from agentgw.bus import ServiceStatus
 from agentgw.errors import AgentgwError
+from agentgw.fsio import flip_symlink, fsync_dir
 from agentgw.model.control import Outcome
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile

@@ -12,8 +12,8 @@ from agentgw.apply.history import read_history
 from agentgw.apply.intent import read_intent
 from agentgw.apply.lock import is_locked
 from agentgw.bus import UnitInfo
+from agentgw.fsio import parse_iso
 from agentgw.model.control import Sibling
-from agentgw.observe.status import parse_iso
 from agentgw.paths import Layout, profile_of, unit_name
 
 

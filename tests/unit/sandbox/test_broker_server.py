@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agentgw.errors import AgentgwError, die
 from agentgw.sandbox.broker import Slots, authorize
@@ -47,20 +48,23 @@ def test_only_root_and_the_profiles_own_user_are_authorised(
 def test_a_sibling_profiles_uid_is_refused_before_reading(tmp_path: Path) -> None:
     """A caller the kernel names as agent-core gets 'forbidden' on api's socket, nothing runs,
     nothing is recorded and it never counts toward api's open requests; the same caller is
-    served on core's socket."""
+    served on core's socket. The refusal is logged as an event naming the profile and uid."""
     runs: list[JobRequest] = []
 
     def runner(request: JobRequest) -> JobResult:
         runs.append(request)
         return JobResult(exit_code=0, backend="tcg")
 
-    with served(tmp_path, runner, uids=USERS, peer_uid=1002) as srv:
+    with capture_logs() as logs, served(tmp_path, runner, uids=USERS, peer_uid=1002) as srv:
         refused = exchange(srv.sockets["api"], request_line({"argv": ["true"]}))
         assert refused["ok"] is False and refused["error"] == "forbidden"
         assert "agent-api" in refused["hint"]
         assert runs == [] and srv.records_lines() == []
         assert srv.broker.open.get("api", 0) == 0
         assert exchange(srv.sockets["core"], request_line({"argv": ["true"]}))["ok"] is True
+    refusals = [(e["log_level"], e["profile"], e["uid"]) for e in logs
+                if e["event"] == "sandbox_refused"]
+    assert refusals == [("warning", "api", 1002)]
 
 
 def test_a_job_round_trips_and_is_recorded_by_digest(tmp_path: Path) -> None:
