@@ -13,6 +13,7 @@ MainPIDs).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -195,3 +196,23 @@ def test_collection_lints_and_documents() -> None:
                                   "PATH": f"{FLEET_VENV / 'bin'}:/usr/bin:/bin"})
         assert doc.returncode == 0, doc.stderr
         assert "RETURN VALUES" in doc.stdout
+
+
+def test_collection_builds_and_installs(tmp_path: Path) -> None:
+    """ansible-galaxy builds the collection into a tarball and installs it elsewhere, where
+    ansible-doc finds its modules (from that path, not the checkout)."""
+    galaxy = os.fspath(FLEET_VENV / "bin/ansible-galaxy")
+    env = {"PATH": f"{FLEET_VENV / 'bin'}:/usr/bin:/bin", "HOME": os.fspath(tmp_path)}
+    source = FLEET / "ansible_collections/agentgw/fleet"
+    built = subprocess.run([galaxy, "collection", "build", "--output-path", tmp_path, source],
+                           capture_output=True, text=True, check=False, env=env)
+    assert built.returncode == 0, built.stderr
+    (tarball,) = tmp_path.glob("agentgw-fleet-*.tar.gz")
+    installed = subprocess.run([galaxy, "collection", "install", "-p", tmp_path / "inst",
+                                tarball], capture_output=True, text=True, check=False, env=env)
+    assert installed.returncode == 0, installed.stderr
+    doc = subprocess.run([FLEET_VENV / "bin/ansible-doc", "agentgw.fleet.promote"],
+                         capture_output=True, text=True, check=False, cwd=tmp_path,
+                         env={**env, "ANSIBLE_COLLECTIONS_PATH": os.fspath(tmp_path / "inst")})
+    assert doc.returncode == 0, doc.stderr
+    assert os.fspath(tmp_path / "inst") in doc.stdout
