@@ -1,70 +1,106 @@
-"""Prometheus text exposition (format 0.0.4) of the profiles' status. Pure.
+"""Prometheus text exposition (format 0.0.4) of the profiles' status, rendered by
+prometheus_client from the status rows (pure: rows in, text out).
 
-A sample whose value is unknown (no promote yet, no proof) is left out rather than invented.
+Label sets are stable: a profile's series keep their labels across promotes and state changes
+(the state is a state set, one series per possible state, 1 for the current one), except
+``agentgw_profile_release_info``, whose ``release`` label moves with each promote, as an info
+metric's does. A sample whose value is unknown (no promote yet, no proof) is left out rather
+than invented.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import platform
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 
 from agentgw.model.status import ProfileStatus
 
+# The classic text format, which generate_latest writes for these (plain ASCII) names.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Value = Callable[[ProfileStatus], float | None]
 
-# name, type, help, value
-METRICS: tuple[tuple[str, str, str, Value], ...] = (
-    ("agentgw_profile_up", "gauge", "1 when the profile's unit is active",
+# systemd's ActiveState values, plus "unknown" (no systemd): the state set's members.
+STATES = ("active", "reloading", "inactive", "failed", "activating", "deactivating",
+          "maintenance", "refreshing", "unknown")
+
+GAUGES: tuple[tuple[str, str, Value], ...] = (
+    ("agentgw_profile_up", "1 when the profile's unit is active",
      lambda s: 1.0 if s.up else 0.0),
-    ("agentgw_profile_aligned", "gauge",
+    ("agentgw_profile_aligned",
      "1 when the running process imports exactly the promoted release (0: no or unknown)",
      lambda s: 1.0 if s.aligned.state == "yes" else 0.0),
-    ("agentgw_profile_aligned_known", "gauge", "1 when alignment could be decided",
+    ("agentgw_profile_aligned_known", "1 when alignment could be decided",
      lambda s: 0.0 if s.aligned.state == "unknown" else 1.0),
-    ("agentgw_profile_isolated", "gauge",
-     "1 when every isolation proof passed on the running unit",
+    ("agentgw_profile_isolated", "1 when every isolation proof passed on the running unit",
      lambda s: 1.0 if s.isolation.state == "isolated" else 0.0),
-    ("agentgw_profile_restarts_total", "counter", "automatic restarts of the unit (NRestarts)",
-     lambda s: None if s.restarts is None else float(s.restarts)),
-    ("agentgw_profile_memory_bytes", "gauge", "memory of the unit's cgroup (MemoryCurrent)",
+    ("agentgw_profile_memory_bytes", "memory of the unit's cgroup (MemoryCurrent)",
      lambda s: None if s.memory_bytes is None else float(s.memory_bytes)),
-    ("agentgw_profile_last_promote_timestamp_seconds", "gauge",
-     "time of the last promote or rollback",
+    ("agentgw_profile_last_promote_timestamp_seconds", "time of the last promote or rollback",
      lambda s: s.last_promote.timestamp if s.last_promote else None),
-    ("agentgw_profile_proof_age_seconds", "gauge", "age of the last isolation proof record",
+    ("agentgw_profile_proof_age_seconds", "age of the last isolation proof record",
      lambda s: s.isolation.proof_age_s),
 )
 
 
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def agentgw_version() -> str:
+    try:
+        return version("agentgw")
+    except PackageNotFoundError:
+        return "unknown"
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+class _Statuses:
+    """A one-shot collector over status rows (prometheus_client's custom-collector shape)."""
+
+    def __init__(self, statuses: Sequence[ProfileStatus]) -> None:
+        self.statuses = statuses
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("agentgw_build_info", "agentgw's version, always 1",
+                                  labels=["version", "python"])
+        build.add_metric([agentgw_version(), platform.python_version()], 1.0)
+        yield build
+        for name, text, value in GAUGES:
+            family = GaugeMetricFamily(name, text, labels=["profile"])
+            for status in self.statuses:
+                found = value(status)
+                if found is not None:
+                    family.add_metric([status.profile], found)
+            yield family
+        restarts = CounterMetricFamily("agentgw_profile_restarts",
+                                       "automatic restarts of the unit (NRestarts)",
+                                       labels=["profile"])
+        for status in self.statuses:
+            if status.restarts is not None:
+                restarts.add_metric([status.profile], float(status.restarts))
+        yield restarts
+        state = GaugeMetricFamily("agentgw_profile_state",
+                                  "the unit's ActiveState: 1 for the current one",
+                                  labels=["profile", "state"])
+        info = GaugeMetricFamily("agentgw_profile_release_info",
+                                 "the release current points at, always 1",
+                                 labels=["profile", "release"])
+        for status in self.statuses:
+            current = status.active_state if status.active_state in STATES else "unknown"
+            for member in STATES:
+                state.add_metric([status.profile, member], 1.0 if member == current else 0.0)
+            if status.release is not None:
+                info.add_metric([status.profile, status.release.name], 1.0)
+        yield state
+        yield info
 
 
 def render_metrics(statuses: Sequence[ProfileStatus]) -> str:
-    lines: list[str] = []
-    for name, kind, text, value in METRICS:
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        for status in statuses:
-            found = value(status)
-            if found is not None:
-                lines.append(f'{name}{{profile="{escape_label(status.profile)}"}} {_number(found)}')
-    lines += [
-        "# HELP agentgw_profile_info the profile's release and verdicts, as labels",
-        "# TYPE agentgw_profile_info gauge",
-    ]
-    for status in statuses:
-        labels = {
-            "profile": status.profile,
-            "state": status.active_state,
-            "release": status.release.name if status.release else "",
-            "aligned": status.aligned.state,
-            "isolation": status.isolation.state,
-        }
-        shown = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
-        lines.append(f"agentgw_profile_info{{{shown}}} 1")
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Statuses(statuses))
+    return generate_latest(registry).decode()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from agentgw.registry.metrics import escape_label
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentgw.registry.metrics import STATES
 from tests.unit.registry.conftest import Host
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -41,10 +43,13 @@ def parse(text: str) -> dict[tuple[str, str], float]:
 
 def test_metrics_parse_and_hold_each_profiles_figures(host: Host) -> None:
     """Up, aligned, isolated, restarts, last promote and proof age per profile; unknown values
-    are absent rather than invented."""
+    are absent rather than invented; build info; the state as a state set; the release as an
+    info series. Parsed twice: by this test's strict 0.0.4 grammar and by prometheus_client's."""
     got = host.client(0).get("/metrics")
     assert got.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples = parse(got.text)
+    families = {f.name: f for f in text_string_to_metric_families(got.text)}
+    assert families["agentgw_profile_restarts"].type == "counter"
 
     def value(name: str, profile: str) -> float | None:
         return samples.get((name, f'profile="{profile}"'))
@@ -59,12 +64,26 @@ def test_metrics_parse_and_hold_each_profiles_figures(host: Host) -> None:
     assert 100.0 == value("agentgw_profile_proof_age_seconds", "api")
     assert value("agentgw_profile_proof_age_seconds", "core") is None
     assert value("agentgw_profile_last_promote_timestamp_seconds", "api") is None
-    info = [k for k in samples if k[0] == "agentgw_profile_info"]
-    assert 3 == len(info)
-    assert any('release="bbbbbbb-two",aligned="yes",isolation="isolated"' in k[1] for k in info)
+    (build,) = [k for k in samples if k[0] == "agentgw_build_info"]
+    assert 'version="' in build[1]
+    api_states = {k[1]: v for k, v in samples.items()
+                  if k[0] == "agentgw_profile_state" and 'profile="api"' in k[1]}
+    assert len(api_states) == len(STATES) and sum(api_states.values()) == 1.0
+    assert api_states['profile="api",state="active"'] == 1.0
+    assert ("agentgw_profile_release_info", 'profile="api",release="bbbbbbb-two"') in samples
 
 
-def test_label_values_are_escaped() -> None:
-    """Backslash, double quote and newline are escaped as the text format requires."""
-    assert r'a\\b\"c\nd' == escape_label('a\\b"c\nd')
-    assert SAMPLE.match(f'm{{l="{escape_label(chr(10) + chr(34) + chr(92))}"}} 1')
+def test_label_sets_do_not_move_with_the_state(host: Host) -> None:
+    """Every series but the release info keeps its labels whatever a profile's state: the
+    set of (name, labels) is the same for every profile, whichever state it is in."""
+    samples = parse(host.client(0).get("/metrics").text)
+    shapes: dict[str, set[tuple[str, str]]] = {}
+    for name, labels in samples:
+        if name in ("agentgw_build_info", "agentgw_profile_release_info"):
+            continue
+        for profile in ("api", "core", "mcp"):
+            if f'profile="{profile}"' in labels:
+                shape = labels.replace(f'profile="{profile}"', 'profile="P"')
+                shapes.setdefault(profile, set()).add((name, shape))
+    always = {("agentgw_profile_state", f'profile="P",state="{s}"') for s in STATES}
+    assert all(always <= shape for shape in shapes.values()), shapes
