@@ -38,6 +38,7 @@ from agentgw.fsio import iso
 from agentgw.model.fields import want_profile_name
 from agentgw.model.host import HostConfig
 from agentgw.model.status import ProfileList, ProfileStatus
+from agentgw.observe.counts import read_counts
 from agentgw.paths import Layout
 from agentgw.registry.auth import (
     Accounts,
@@ -309,7 +310,9 @@ class Registry:
 
     async def metrics(self, request: Request) -> Response:
         snap, caller = await self._context(request)
-        body = self._memo(snap, caller, "metrics", lambda: render_metrics(snap.visible(caller)))
+        # Not memoised per snapshot: the counters follow their files (cached by identity).
+        counts = read_counts(self.layout.history, self.layout.sandbox_execs)
+        body = render_metrics(snap.visible(caller), counts.only(caller.profiles))
         return Response(body, headers=COMMON_HEADERS, media_type=CONTENT_TYPE)
 
     async def page(self, request: Request) -> Response:

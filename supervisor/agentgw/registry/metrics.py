@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import (
 )
 
 from agentgw.model.status import ProfileStatus
+from agentgw.observe.counts import Counts
 
 # The classic text format, which generate_latest writes for these (plain ASCII) names.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,8 +63,9 @@ def agentgw_version() -> str:
 class _Statuses:
     """A one-shot collector over status rows (prometheus_client's custom-collector shape)."""
 
-    def __init__(self, statuses: Sequence[ProfileStatus]) -> None:
+    def __init__(self, statuses: Sequence[ProfileStatus], counts: Counts) -> None:
         self.statuses = statuses
+        self.counts = counts
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("agentgw_build_info", "agentgw's version, always 1",
@@ -98,9 +100,24 @@ class _Statuses:
                 info.add_metric([status.profile, status.release.name], 1.0)
         yield state
         yield info
+        yield from self._counters()
+
+    def _counters(self) -> Iterator[Metric]:
+        promotes = CounterMetricFamily(
+            "agentgw_promotes", "promotes and rollbacks by result (from the history log)",
+            labels=["profile", "op", "result"])
+        for (profile, op, result), n in sorted(self.counts.promotes.items()):
+            promotes.add_metric([profile, op, result], float(n))
+        yield promotes
+        execs = CounterMetricFamily(
+            "agentgw_sandbox_execs", "sandbox execs by result: ok, nonzero, timed_out, error",
+            labels=["profile", "result"])
+        for (profile, result), n in sorted(self.counts.execs.items()):
+            execs.add_metric([profile, result], float(n))
+        yield execs
 
 
-def render_metrics(statuses: Sequence[ProfileStatus]) -> str:
+def render_metrics(statuses: Sequence[ProfileStatus], counts: Counts | None = None) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Statuses(statuses))
+    registry.register(_Statuses(statuses, counts or Counts()))
     return generate_latest(registry).decode()

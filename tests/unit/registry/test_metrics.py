@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentgw.registry.metrics import STATES
 from tests.unit.registry.conftest import Host
+
+API = 1001  # agent-api (conftest USERS)
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL_VALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
@@ -87,3 +90,45 @@ def test_label_sets_do_not_move_with_the_state(host: Host) -> None:
                 shapes.setdefault(profile, set()).add((name, shape))
     always = {("agentgw_profile_state", f'profile="P",state="{s}"') for s in STATES}
     assert all(always <= shape for shape in shapes.values()), shapes
+
+
+HISTORY = [
+    {"action": "promote", "profile": "api", "result": "ok"},
+    {"action": "promote", "profile": "api", "result": "rolled_back"},
+    {"action": "promote", "profile": "api", "result": "ok"},
+    {"action": "rollback", "profile": "api", "result": "ok"},
+    {"action": "promote", "profile": "core", "result": "ok"},
+    {"action": "apply", "profile": "core", "result": "ok"},
+]
+
+
+def test_counters_by_result_and_each_caller_sees_its_own(host: Host) -> None:
+    """Promotes and rollbacks by (profile, op, result) from the history log, sandbox execs by
+    (profile, result) from execs.jsonl; a profile's user sees only its own; the counters follow
+    the files (an appended record counts at the next scrape)."""
+    host.layout.history.parent.mkdir(parents=True, exist_ok=True)
+    host.layout.history.write_text(
+        "".join(json.dumps(r) + "\n" for r in HISTORY) + "not json\n")
+    root = parse(host.client(0).get("/metrics").text)
+    promotes = {k[1]: v for k, v in root.items() if k[0] == "agentgw_promotes_total"}
+    assert promotes == {
+        'op="promote",profile="api",result="ok"': 2.0,
+        'op="promote",profile="api",result="rolled_back"': 1.0,
+        'op="rollback",profile="api",result="ok"': 1.0,
+        'op="promote",profile="core",result="ok"': 1.0,
+    }
+    execs = {k[1]: v for k, v in root.items() if k[0] == "agentgw_sandbox_execs_total"}
+    assert execs == {'profile="api",result="ok"': 2.0, 'profile="core",result="ok"': 1.0}
+    mine = parse(host.client(API).get("/metrics").text)
+    assert {k[1] for k in mine if k[0] == "agentgw_sandbox_execs_total"} == {
+        'profile="api",result="ok"'}
+    assert not [k for k in mine if 'profile="core"' in k[1]]
+    with (host.layout.sandbox_state / "execs.jsonl").open("a") as f:
+        f.write(json.dumps({"profile": "api", "exit_code": 3}) + "\n")
+        f.write(json.dumps({"profile": "api", "exit_code": 124, "timed_out": True}) + "\n")
+        f.write(json.dumps({"profile": "api", "exit_code": None, "error": "busy"}) + "\n")
+    after = parse(host.client(0).get("/metrics").text)
+    assert {k[1]: v for k, v in after.items() if k[0] == "agentgw_sandbox_execs_total"
+            and 'profile="api"' in k[1]} == {
+        'profile="api",result="ok"': 2.0, 'profile="api",result="nonzero"': 1.0,
+        'profile="api",result="timed_out"': 1.0, 'profile="api",result="error"': 1.0}
