@@ -7,6 +7,7 @@ default level, and the import is a large share of a short command's run time (``
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -38,8 +39,11 @@ def _apply() -> None:
 
     json = _settings["json"]
     use_json = (not sys.stderr.isatty()) if json is None else json
+    # NO_COLOR (no-color.org): set and not empty, no colour codes.
+    colors = not os.environ.get("NO_COLOR")
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if use_json
+        else structlog.dev.ConsoleRenderer(colors=colors)
     )
     structlog.configure(
         processors=[
