@@ -42,6 +42,8 @@ SANDBOX_HOME = Path("/nonexistent")
 SHIPPED_UNITS = (
     "agentgw-registry.service",
     SANDBOX_UNIT,
+    "agentgw-job.socket",
+    "agentgw-job@.service",
     "agentgw-verify.service",
     "agentgw-verify.timer",
     "agentgw-onfailure@.service",

@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -37,6 +39,15 @@ KVM_PROBE_DEADLINE_S = 6.0
 PROBE_ARGV = ("sh", "-c", "uname -r; cat /proc/cmdline")
 Boundary = Literal["hardware-virtualisation", "user-space-kernel", "emulation-only", "none"]
 Chosen = Literal["kvm", "gvisor", "tcg", "none"]
+
+
+@dataclass(frozen=True)
+class Gvisor:
+    """How this process runs gVisor jobs: ``run`` (runsc here, or the broker's job units), or
+    why it cannot (``unavailable``, '' when it can)."""
+
+    run: Callable[[JobRequest], JobResult] = gvisor.run_job
+    unavailable: str = ""
 
 
 class Detection(BaseModel):
@@ -174,12 +185,14 @@ def _try_kvm(image: Image, machine_type: str) -> str:
     return ""
 
 
-def _try_gvisor() -> str:
+def try_gvisor(access: Gvisor) -> str:
     """'' if runsc runs the probe in a gVisor sandbox and reports gVisor's kernel; else why not."""
     if gvisor.runsc_path() is None:
         return "runsc (gVisor) is not installed"
+    if access.unavailable:
+        return access.unavailable
     try:
-        kernel, _ = parse_probe(gvisor.run_job(
+        kernel, _ = parse_probe(access.run(
             JobRequest(argv=PROBE_ARGV, timeout_s=10.0, memory_mb=128)))
     except AgentgwError as exc:
         return f"gVisor failed: {exc.message}"
@@ -217,25 +230,26 @@ def usable(detection: Detection, *, allow_emulation: bool, allow_gvisor: bool = 
 
 def detect(
     image: Image, cache: Path, *, redetect: bool = False, allow_emulation: bool = False,
-    allow_gvisor: bool = True,
+    access: Gvisor = Gvisor(),  # noqa: B008 - frozen, shared on purpose
 ) -> Detection:
     """The backend to use: cached if this kernel + QEMU + host were probed before and the
-    choice still holds (KVM or gVisor); otherwise probed again, best first. ``allow_gvisor``
-    False (the broker's unit cannot start runsc) leaves KVM, then TCG if allowed."""
+    choice still holds (KVM or gVisor); otherwise probed again, best first. gVisor is probed
+    through ``access`` (the broker's: its job units); when that says it is unavailable, KVM,
+    then TCG if allowed."""
     qemu = qemu_version()
     host = host_kernel()
     path = cache / f"backend-{detection_key(image.kernel_version, qemu, host)}.json"
     if not redetect and path.exists():
         try:
             cached = Detection.model_validate_json(path.read_text())
-            if usable(cached, allow_emulation=allow_emulation, allow_gvisor=allow_gvisor):
+            if usable(cached, allow_emulation=allow_emulation,
+                      allow_gvisor=not access.unavailable):
                 return cached
         except (OSError, ValueError):
             log.warning("sandbox_detection_unreadable", path=str(path))
     machine_type = pick_machine()
     why_not = _try_kvm(image, machine_type)
-    why_not_gvisor = "" if not why_not else (
-        _try_gvisor() if allow_gvisor else "the broker's unit cannot start runsc (yet)")
+    why_not_gvisor = try_gvisor(access) if why_not else ""
     chosen, reason = choose(why_not, why_not_gvisor, allow_emulation=allow_emulation)
     detection = Detection(
         backend=chosen,

@@ -10,8 +10,11 @@ check is what holds when the file mode is loosened or a process shares the group
 Jobs are limited per profile and per host (``sandbox.max_concurrent_per_profile`` and
 ``max_concurrent_host``). A caller over a limit waits in a FIFO for at most the queue wait, then
 gets ``busy``; a profile can hold at most twice its limit of connections (running plus queued),
-so it cannot pile up requests (and their memory) in the broker. Jobs run on worker threads (the
-warm pool, cold boot as fallback); the event loop only reads, authorises, queues and answers.
+so it cannot pile up requests (and their memory) in the broker. A request is parsed (JSON,
+base64, validation: up to seconds at the size cap) on the worker thread of the slot it was
+granted, then run there (a job unit under gVisor, the warm pool or a cold VM): one profile's
+large requests cost its own slots, never another profile's turn, and the event loop only
+reads, authorises, queues and answers.
 
 Every job that ran, or failed to, is appended as one JSON line to ``execs.jsonl`` (see
 ``protocol.render_record``): time, profile, caller uid, the argv's sha256 -- never the argv --,
@@ -216,9 +219,6 @@ class Broker:
         self.queue_wait_s, self.read_timeout_s = capacity.queue_wait_s, capacity.read_timeout_s
         self.open: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(capacity.per_host, thread_name_prefix="agentgw-job")
-        # Requests are parsed (JSON, base64, validation: up to seconds at the size cap) off the
-        # event loop, one at a time, so the loop keeps accepting and answering meanwhile.
-        self._parser = ThreadPoolExecutor(1, thread_name_prefix="agentgw-parse")
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(
@@ -286,8 +286,6 @@ class Broker:
             )
         try:
             line = await self._read_line(reader)
-            request = await asyncio.get_running_loop().run_in_executor(
-                self._parser, parse_request, line, self.limits)
         except BrokerError as exc:
             return render_error(exc.kind, exc.message, exc.hint)
         granted = await self.slots.acquire(profile, self.queue_wait_s)
@@ -299,7 +297,7 @@ class Broker:
                 hint="the profile's or the host's concurrency limit is reached; retry later",
             )
         try:
-            return await self._run(profile, peer, request)
+            return await self._run(profile, peer, line)
         finally:
             self.slots.release(profile)
 
@@ -317,21 +315,32 @@ class Broker:
                               hint="send one JSON object on one line")
         return line
 
-    async def _run(self, profile: str, peer: Peer, request: JobRequest) -> bytes:
+    def _parse_and_run(self, line: bytes) -> tuple[JobRequest, JobResult | AgentgwError]:
+        """On the slot's worker: the request (BrokerError if it is bad), then its result or
+        the error that stopped it."""
+        request = parse_request(line, self.limits)
+        try:
+            return request, self.runner(request)
+        except AgentgwError as exc:
+            return request, exc
+
+    async def _run(self, profile: str, peer: Peer, line: bytes) -> bytes:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, self.runner, request)
-        except AgentgwError as exc:
-            self._record(profile, peer, request, error=exc.message, started=started)
-            return render_error("failed", exc.message, exc.hint)
-        except Exception as exc:  # noqa: BLE001 - one caller's failure must not stop the broker
+            request, outcome = await loop.run_in_executor(
+                self._executor, self._parse_and_run, line)
+        except BrokerError as exc:
+            return render_error(exc.kind, exc.message, exc.hint)
+        except Exception:  # noqa: BLE001 - one caller's failure must not stop the broker
             log.exception("sandbox_job_crashed", profile=profile)
-            self._record(profile, peer, request, error=repr(exc), started=started)
             return render_error("internal", "the sandbox broker failed to run the job",
                                 hint="see: journalctl -u agentgw-sandbox")
-        self._record(profile, peer, request, result=result, started=started)
-        return render_result(result, request)
+        if isinstance(outcome, AgentgwError):
+            self._record(profile, peer, request, error=outcome.message, started=started)
+            return render_error("failed", outcome.message, outcome.hint)
+        self._record(profile, peer, request, result=outcome, started=started)
+        return render_result(outcome, request)
 
     def _record(
         self, profile: str, peer: Peer, request: JobRequest, *, started: float,
@@ -363,4 +372,3 @@ class Broker:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self._executor.shutdown(wait=True)
-            self._parser.shutdown(wait=True)

@@ -6,10 +6,21 @@ Platform: Debian 12's runsc (0.0~20221219) has ``ptrace`` and ``kvm`` but no ``s
 ``ptrace`` is the one that works without /dev/kvm, so it is the default.
 
 Each job gets a fresh OCI bundle in a private 0700 directory: an empty root with the host's
-/usr read-only (for ``sh`` and coreutils), a tmpfs /tmp, and /work holding only the job's files,
-owned by the job's uid (``job_uid``: one per job from a range no account uses). No network
-(``--network=none``: loopback only). The bundle is planned here (``render_spec``) as data and
-run by ``run_job``.
+/usr read-only (for ``sh`` and coreutils), a tmpfs /tmp, and /work holding only the job's files.
+No network (``--network=none``: loopback only). The bundle is planned here (``render_spec``) as
+data and run by ``run_job``.
+
+Two ways to run it. As root (``agentgw exec --direct``, the self-test): the job's guest uid is
+one per job from a range no account uses (``job_uid``) and /work is chowned to it. As any other
+user (the broker's job units, agentgw-job@.service: a DynamicUser per job) runsc runs
+``--rootless``: it maps that user, and only it, to root in a user namespace of its own. The
+guest then runs as uid 0 of that namespace without any capability: the one uid whose files the
+gofer can create (any other is unmapped: EINVAL). On the host that is the job's dynamic uid.
+
+This runsc (2022-12) answers statx(2) with EINVAL when the flags carry AT_NO_AUTOMOUNT, which
+coreutils 9.1's ``ls``, ``stat`` and ``touch`` pass (``ls /``: "cannot access '/': Invalid
+argument"). Those three are therefore bound to busybox (``STATX_APPLETS``), which uses
+lstat/utimensat; busybox-static is a dependency of the microVM image anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ PLATFORM = "ptrace"
 JOB_UID_BASE = 0x7A000000  # 2046820352: a uid range no account or DynamicUser uses
 JOB_UID_COUNT = 65536
 WORK = "/work"
+MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "etc/alternatives")
+BUSYBOX = "/usr/bin/busybox"
+STATX_APPLETS = ("ls", "stat", "touch")  # coreutils' statx flags get EINVAL from this runsc
 _uids = itertools.count()
 _uid_lock = threading.Lock()
 
@@ -48,13 +62,20 @@ def job_uid() -> int:
         return JOB_UID_BASE + next(_uids) % JOB_UID_COUNT
 
 
-def render_spec(request: JobRequest, uid: int, work: Path, hostname: str) -> dict[str, Any]:
-    """The OCI runtime spec of one job (pure: paths and numbers in, a dict out)."""
+def render_spec(
+    request: JobRequest, uid: int, work: Path, hostname: str, *, busybox: bool = True,
+    rootless: bool = False,
+) -> dict[str, Any]:
+    """The OCI runtime spec of one job (pure: paths and numbers in, a dict out); ``busybox``:
+    bind busybox over ``STATX_APPLETS``. ``rootless``: the root is not remounted read-only
+    (in a user namespace that remount must keep the locked nosuid/nodev of a /tmp such as the
+    lab's, and runsc's does not: EPERM); it is the job's own empty directory, owned by the
+    namespace's root, which the guest's uid is not."""
     ro = ["rbind", "ro", "nosuid", "nodev"]
     return {
         "ociVersion": "1.0.2",
         "hostname": hostname,
-        "root": {"path": "rootfs", "readonly": True},
+        "root": {"path": "rootfs", "readonly": not rootless},
         "process": {
             "terminal": False,
             "user": {"uid": uid, "gid": uid, "additionalGids": []},
@@ -81,6 +102,8 @@ def render_spec(request: JobRequest, uid: int, work: Path, hostname: str) -> dic
              "options": ro},
             {"destination": WORK, "type": "bind", "source": str(work),
              "options": ["rbind", "rw", "nosuid", "nodev"]},
+            *({"destination": f"/usr/bin/{name}", "type": "bind", "source": BUSYBOX,
+               "options": ro} for name in (STATX_APPLETS if busybox else ())),
         ],
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
@@ -94,30 +117,48 @@ def render_spec(request: JobRequest, uid: int, work: Path, hostname: str) -> dic
 
 def make_rootfs(root: Path) -> None:
     """An empty root with merged-/usr symlinks and the mount points of ``render_spec``."""
-    for name in ("usr", "tmp", "proc", "dev", "work", "etc/alternatives"):
+    for name in MOUNT_POINTS:
         (root / name).mkdir(parents=True, exist_ok=True)
+    for path in (root, root / "etc", *(root / name for name in MOUNT_POINTS)):
+        os.chmod(path, 0o755)  # noqa: S103 - not the umask (the job unit has 0077): the guest walks them
     for name in ("bin", "sbin", "lib", "lib64"):
         (root / name).symlink_to(f"usr/{name}")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc/group").write_text("root:x:0:\n")
+    for name, line in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
+        (root / "etc" / name).write_text(line)
+        os.chmod(root / "etc" / name, 0o644)
 
 
-def runsc_argv(state: Path, bundle: Path, name: str, *, platform: str = PLATFORM) -> list[str]:
+def runsc_flags(state: Path, *, platform: str = PLATFORM, rootless: bool = False) -> list[str]:
     return [RUNSC, f"--root={state}", f"--platform={platform}", "--network=none",
-            "--ignore-cgroups", "run", f"--bundle={bundle}", name]
+            "--ignore-cgroups", *(["--rootless"] if rootless else [])]
 
 
-def _write_files(work: Path, request: JobRequest, uid: int) -> None:
-    os.chown(work, uid, uid)
+def runsc_argv(state: Path, bundle: Path, name: str, *, platform: str = PLATFORM,
+               rootless: bool = False) -> list[str]:
+    return [*runsc_flags(state, platform=platform, rootless=rootless), "run",
+            f"--bundle={bundle}", name]
+
+
+def _give(path: Path, uid: int | None, mode: int) -> None:
+    """To the guest's uid (as root); rootless (``uid`` None), the files are this process's
+    already, which is the guest's uid 0."""
+    if uid is None:
+        os.chmod(path, mode)
+    else:
+        os.chown(path, uid, uid)
+
+
+def _write_files(work: Path, request: JobRequest, uid: int | None) -> None:
+    _give(work, uid, 0o755)
     for path in sorted(request.files):
         target = work / check_relative_path(path)
         for parent in reversed(target.relative_to(work).parents[:-1]):
             d = work / parent
             if not d.exists():
                 d.mkdir(mode=0o755)
-                os.chown(d, uid, uid)
+                _give(d, uid, 0o755)
         target.write_bytes(request.files[path])
-        os.chown(target, uid, uid)
+        _give(target, uid, 0o644)
 
 
 def _read_capped(stream: Any, cap: int, out: list[bytes]) -> None:
@@ -134,7 +175,8 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
     if runsc_path() is None:
         raise die("runsc is not installed", hint="apt-get install runsc (Debian: gVisor)")
     started = time.monotonic()
-    uid = job_uid()
+    rootless = os.geteuid() != 0
+    uid = 0 if rootless else job_uid()
     with tempfile.TemporaryDirectory(prefix="agentgw-gvisor-", dir=base) as tmp:
         top = Path(tmp)
         os.chmod(top, 0o700)
@@ -143,11 +185,13 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
         state.mkdir(mode=0o700)
         work.mkdir(mode=0o700)
         make_rootfs(bundle / "rootfs")
-        _write_files(work, request, uid)
+        _write_files(work, request, None if rootless else uid)
         name = f"agentgw-{top.name.rsplit('-', 1)[-1]}"
-        spec = render_spec(request, uid, work, "sandbox")
+        spec = render_spec(request, uid, work, "sandbox", busybox=os.path.exists(BUSYBOX),
+                           rootless=rootless)
         (bundle / "config.json").write_text(json.dumps(spec))
-        proc = popen_pipes(runsc_argv(state, bundle, name, platform=platform))
+        flags = runsc_flags(state, platform=platform, rootless=rootless)
+        proc = popen_pipes(runsc_argv(state, bundle, name, platform=platform, rootless=rootless))
         outs: list[bytes] = []
         errs: list[bytes] = []
         readers = [threading.Thread(target=_read_capped, args=(s, request.max_output, o))
@@ -165,7 +209,7 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
             code = proc.wait(timeout=request.timeout_s)
         except TimeoutExpired:
             timed_out = True
-            run([RUNSC, f"--root={state}", "kill", "--all", name, "KILL"], timeout=10)
+            run([*flags, "kill", "--all", name, "KILL"], timeout=10)
             try:
                 code = proc.wait(timeout=5)
             except TimeoutExpired:
@@ -176,7 +220,7 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-        run([RUNSC, f"--root={state}", "delete", "--force", name], timeout=10)
+        run([*flags, "delete", "--force", name], timeout=10)
     out, err = (outs or [b""])[0], (errs or [b""])[0]
     cap = request.max_output
     return JobResult(

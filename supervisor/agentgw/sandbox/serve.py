@@ -29,8 +29,9 @@ from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
-from agentgw.sandbox import backend, gvisor, image
+from agentgw.sandbox import backend, image, jobunit
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
+from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
 from agentgw.sdnotify import notify
@@ -98,18 +99,44 @@ def records_on_stdout() -> ExecLog:
 
 
 def detect_readonly(
-    built: image.Image, cache: Path, *, allow_emulation: bool = False
+    built: image.Image, cache: Path, access: backend.Gvisor, *, allow_emulation: bool = False
 ) -> backend.Detection:
     """The backend recorded in the image cache for this kernel + QEMU + host when there is one;
-    otherwise probed now. Not gVisor: runsc needs privileges (namespaces, ptrace, mounts) that
-    agentgw-sandbox.service does not have, so the broker runs KVM, else TCG when allowed.
-    The cache is read-only to the broker, so the detection runs on a
-    private copy of the cache's records."""
+    otherwise probed now. gVisor runs through ``access``: runsc needs privileges (namespaces,
+    ptrace, mounts) that agentgw-sandbox.service does not have, so each job is a unit of its
+    own (:mod:`agentgw.sandbox.jobunit`). The cache is read-only to the broker, so the
+    detection runs on a private copy of the cache's records."""
     with tempfile.TemporaryDirectory(prefix="agentgw-detect-") as tmp:
         for found in cache.glob("backend-*.json"):
             shutil.copy(found, tmp)
-        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation,
-                              allow_gvisor=False)
+        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation, access=access)
+
+
+def pick_backend(layout: Layout, built: image.Image, cache: Path, *, allow_emulation: bool
+                 ) -> tuple[backend.Detection, backend.Gvisor]:
+    """The broker's backend. A cached gVisor answer was proven by root's runsc; the broker
+    proves its own way to it (a probe job through a job unit) before relying on it, and
+    detects again without gVisor, with the reason, when that fails."""
+    path = jobunit.socket_path(layout.root)
+    access = backend.Gvisor(run=jobunit.runner(path), unavailable=jobunit.unavailable(path))
+    detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation)
+    if detection.backend == "gvisor":
+        why = backend.try_gvisor(access)
+        if why:
+            log.warning("sandbox_gvisor_unusable", reason=why)
+            access = backend.Gvisor(unavailable=why)
+            detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation)
+    return detection, access
+
+
+def refuse(detection: backend.Detection) -> Runner:
+    """A runner that runs nothing and says why (the detection found no usable backend)."""
+
+    def run(request: JobRequest) -> JobResult:
+        backend.refuse_unless_usable(detection)
+        raise die(f"the sandbox backend {detection.backend} cannot run jobs")
+
+    return run
 
 
 def open_listeners(layout: Layout, config: Config) -> dict[str, socket.socket]:
@@ -180,11 +207,17 @@ def run_broker(
             log.warning("sandbox_broker_as_root",
                         reason="QEMU runs as root; agentgw-sandbox.service runs it unprivileged")
         built = image.load(cache)
-        detection = detect_readonly(built, cache, allow_emulation=limits.allow_emulation)
+        detection, access = pick_backend(layout, built, cache,
+                                         allow_emulation=limits.allow_emulation)
+        log.info("sandbox_backend", backend=detection.backend, reason=detection.reason)
+        if detection.backend == "none":  # serve, so each caller is told why, and no job runs
+            _serve_with(config, listeners, records, queue_wait_s, refuse(detection),
+                        f"no backend ({detection.reason})")
+            return
         machine = backend.machine_for(detection)
-        if machine is None:  # gVisor (not chosen by detect_readonly today): no warm pool
-            _serve_with(config, listeners, records, queue_wait_s, gvisor.run_job,
-                        f"{detection.backend} ({detection.boundary})")
+        if machine is None:  # gVisor: a job unit per job, no warm pool
+            _serve_with(config, listeners, records, queue_wait_s, access.run,
+                        f"{detection.backend} ({detection.boundary}) in job units")
             return
         with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
                       cpus=limits.vcpus) as pool:

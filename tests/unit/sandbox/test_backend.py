@@ -67,7 +67,7 @@ def test_cached_detection_is_reused_without_booting(
         raise AssertionError("must not probe")
 
     monkeypatch.setattr(backend, "_try_kvm", no_boot)
-    monkeypatch.setattr(backend, "_try_gvisor", no_boot)
+    monkeypatch.setattr(backend, "try_gvisor", no_boot)
     img = Image(tmp_path, {"kernel_version": "6.1"})
     stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
                        kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
@@ -129,7 +129,7 @@ def test_detection_falls_back_to_tcg_only_when_allowed(
     monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
     monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
     monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "a KVM boot failed: hang")
-    monkeypatch.setattr(backend, "_try_gvisor", lambda: "runsc (gVisor) is not installed")
+    monkeypatch.setattr(backend, "try_gvisor", lambda access: "runsc (gVisor) is not installed")
     img = Image(tmp_path, {"kernel_version": "6.1"})
     found = backend.detect(img, tmp_path, allow_emulation=True)
     assert found.backend == "tcg"
@@ -138,11 +138,12 @@ def test_detection_falls_back_to_tcg_only_when_allowed(
     assert backend.detect(img, tmp_path).backend == "none"
 
 
-def test_the_broker_never_picks_gvisor_and_keeps_an_allowed_tcg_answer(
+def test_without_a_way_to_gvisor_a_stored_gvisor_answer_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """allow_gvisor=False (the broker): a stored gVisor answer is not used; KVM failing, TCG
-    when allowed, and that TCG answer is then reused without probing again."""
+    """Gvisor access unavailable (the broker without its job socket): a stored gVisor answer is
+    not used; KVM failing, TCG when allowed, with the access's reason, and that TCG answer is
+    then reused without probing again."""
     monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
     monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
     monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
@@ -151,18 +152,19 @@ def test_the_broker_never_picks_gvisor_and_keeps_an_allowed_tcg_answer(
     monkeypatch.setattr(backend, "_try_kvm",
                         lambda image, machine: probes.append("kvm") or "hang")
 
-    def no_gvisor() -> str:
-        raise AssertionError("the broker must not probe gVisor")
+    def no_gvisor(request: object) -> object:
+        raise AssertionError("gVisor must not be probed when it is unavailable")
 
-    monkeypatch.setattr(backend, "_try_gvisor", no_gvisor)
+    access = backend.Gvisor(run=no_gvisor, unavailable="agentgw-job.socket is not listening")
     img = Image(tmp_path, {"kernel_version": "6.1"})
     stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
                        kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
                        detected_at="2026-01-01T00:00:00+00:00")
     key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
     (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
-    found = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
-    assert found.backend == "tcg" and "cannot start runsc" in found.reason
-    again = backend.detect(img, tmp_path, allow_emulation=True, allow_gvisor=False)
+    found = backend.detect(img, tmp_path, allow_emulation=True, access=access)
+    assert found.backend == "tcg"
+    assert "gVisor skipped, agentgw-job.socket is not listening" in found.reason
+    again = backend.detect(img, tmp_path, allow_emulation=True, access=access)
     assert again == found and probes == ["kvm"]
-    assert backend.detect(img, tmp_path, allow_gvisor=False).backend == "none"
+    assert backend.detect(img, tmp_path, access=access).backend == "none"

@@ -238,8 +238,8 @@ def test_listener_belongs_to_root_and_the_profile_group(tmp_path: Path) -> None:
 def test_requests_are_parsed_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """parse_request (JSON, base64, validation of up to 23 MiB) runs in the parser thread, not
-    on the loop's thread that accepts and answers every profile."""
+    """parse_request (JSON, base64, validation of up to 23 MiB) runs on the worker of the
+    caller's slot, not on the loop's thread that accepts and answers every profile."""
     from agentgw.sandbox import broker as broker_module
 
     threads: list[str] = []
@@ -253,4 +253,4 @@ def test_requests_are_parsed_off_the_event_loop(
     with served(tmp_path) as srv:
         answer = exchange(srv.sockets["api"], request_line({"argv": ["true"]}))
     assert answer["ok"] is True
-    assert len(threads) == 1 and threads[0].startswith("agentgw-parse")
+    assert len(threads) == 1 and threads[0].startswith("agentgw-job")
