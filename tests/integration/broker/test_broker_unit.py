@@ -1,4 +1,5 @@
-"""The sandbox broker as its real unit on a real systemd (inside the lab), with real microVMs.
+"""The sandbox broker as its real unit on a real systemd (inside the lab), with its real backend:
+microVMs where KVM works, else gVisor jobs in agentgw-job@ units (this machine).
 
 The host is set up as an operator would (init installs the broker's user, unit and client;
 apply the profiles), then ``systemctl start agentgw-sandbox``. Callers are real processes
@@ -19,15 +20,18 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agentgw.errors import AgentgwError
 from agentgw.model.host import HostConfig
-from agentgw.sandbox.protocol import argv_digest
+from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.protocol import argv_digest, call
 from tests.integration.support import AGENTGW, ETC, REPO, agentgw, setup_host, sh
 
 pytestmark = pytest.mark.integration
@@ -121,13 +125,22 @@ def broker(api_port: int) -> Iterator[int]:
         assert broker_qemus() == []
 
 
+def serving_on() -> str:
+    """The broker's backend, from the status it told systemd (e.g. 'gvisor', 'tcg')."""
+    text = sh("systemctl", "show", "-P", "StatusText", UNIT, check=True).stdout
+    match = re.search(r" on (kvm|gvisor|tcg|no backend)", text)
+    assert match is not None, text
+    return match.group(1)
+
+
 def test_unit_is_hardened_and_qemu_runs_without_privileges(
     broker: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """systemd-analyze scores the unit at or under the host's threshold (printed); the broker
-    serves with no capability left, as agentgw-sandbox in group kvm; its warm VM's QEMU runs
-    as that user with no capability and a seccomp filter; sockets are 0660 root:agent-<p> in
-    a 0755 directory; /dev/kvm is in the broker's /dev."""
+    serves with no capability left, as agentgw-sandbox in group kvm; on a microVM backend its
+    warm VM's QEMU runs as that user with no capability and a seccomp filter (under gVisor it
+    starts none); sockets are 0660 root:agent-<p> in a 0755 directory; /dev/kvm is in the
+    broker's /dev."""
     report = sh("systemd-analyze", "security", UNIT).stdout
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
     assert match is not None, report
@@ -142,12 +155,15 @@ def test_unit_is_hardened_and_qemu_runs_without_privileges(
     assert str(kvm) in broker_status["Groups"].split()
     assert (broker_status["CapEff"], broker_status["CapPrm"], broker_status["NoNewPrivs"]) == (
         "0000000000000000", "0000000000000000", "1")
-    deadline = time.monotonic() + 30
-    while not broker_qemus() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    (qemu, *_) = broker_qemus()
-    vm_status = status_of(qemu)
-    assert (vm_status["CapEff"], vm_status["Seccomp"]) == ("0000000000000000", "2")
+    if serving_on() == "gvisor":
+        assert broker_qemus() == []
+    else:
+        deadline = time.monotonic() + 30
+        while not broker_qemus() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (qemu, *_) = broker_qemus()
+        vm_status = status_of(qemu)
+        assert (vm_status["CapEff"], vm_status["Seccomp"]) == ("0000000000000000", "2")
     assert stat.S_IMODE(SOCKETS.stat().st_mode) == 0o755
     for profile in ("api", "core", "mcp"):
         st = (SOCKETS / f"{profile}.sock").stat()
@@ -169,7 +185,7 @@ def test_exec_prints_hi_and_exits_3_through_the_broker(broker: int) -> None:
     assert (record["profile"], record["via"], record["uid"], record["exit_code"]) == (
         "api", "broker", 0, 3)
     assert record["argv_sha256"] == argv_digest(argv)
-    assert record["backend"] in ("kvm", "tcg") and "echo hi" not in EXECS.read_text()
+    assert record["backend"] == serving_on() and "echo hi" not in EXECS.read_text()
 
 
 def test_stdin_and_a_file_round_trip(broker: int, tmp_path: Path) -> None:
@@ -204,12 +220,13 @@ def test_a_profile_cannot_use_another_profiles_socket(broker: int) -> None:
 def test_the_gateway_execs_in_the_vm_through_its_own_socket(
     broker: int, api_port: int
 ) -> None:
-    """POST /exec on the api gateway (its own loopback address) runs the job in a microVM:
-    another kernel than the host's, the guest's unprivileged uid; the broker saw the caller as
-    agent-api. The gateway's own /dev has no /dev/kvm."""
+    """POST /exec on the api gateway (its own loopback address) runs the job in the sandbox:
+    another kernel than the host's, no capability; the broker saw the caller as agent-api.
+    The gateway's own /dev has no /dev/kvm."""
     conn = http.client.HTTPConnection(API_IP, api_port, timeout=60,
                                       source_address=(API_IP, 0))
-    body = {"argv": ["sh", "-c", "uname -r; cat; id -u"], "stdin": "from-the-gateway\n"}
+    body = {"argv": ["sh", "-c", "uname -r; cat; grep CapEff /proc/self/status"],
+            "stdin": "from-the-gateway\n"}
     try:
         conn.request("POST", "/exec", json.dumps(body), {"Content-Type": "application/json"})
         response = conn.getresponse()
@@ -217,13 +234,171 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
     finally:
         conn.close()
     assert response.status == 200, answer
-    kernel, echoed, uid = answer["stdout"].splitlines()
+    kernel, echoed, caps = answer["stdout"].splitlines()
     assert (answer["exit_code"], echoed) == (0, "from-the-gateway")
-    assert kernel != os.uname().release and uid != "0"
+    assert kernel != os.uname().release and caps.split() == ["CapEff:", "0000000000000000"]
     assert records()[-1]["uid"] == pwd.getpwnam("agent-api").pw_uid
     gateway = int(sh("systemctl", "show", "-P", "MainPID", "agent-gateway@api", check=True).stdout)
     no_kvm = sh("nsenter", "-t", str(gateway), "-m", "test", "-e", "/dev/kvm")
     assert no_kvm.returncode == 1
+
+
+JOB_SOCKET = "/run/agentgw/sandbox-job.sock"
+JOB_FILES = "/tmp/systemd-private-*-agentgw-job@*/tmp/agentgw-gvisor-*/work"
+
+# Run as a job unit's uid (what a job that escaped gVisor would be): each attempt's errno.
+ESCAPED = r"""
+import socket, sys
+for path in sys.argv[1:]:
+    try:
+        if path.endswith(".sock"):
+            socket.socket(socket.AF_UNIX).connect(path)
+        else:
+            open(path, "rb").close()
+        print(path, "REACHED")
+    except OSError as exc:
+        print(path, exc.errno)
+"""
+
+
+def job_uids() -> dict[str, int]:
+    """Running agentgw-job@ units and the uid each runs as."""
+    out = sh("systemctl", "list-units", "--plain", "--no-legend", "--state=active",
+             "agentgw-job@*.service", check=True).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return {n: int(sh("systemctl", "show", "-P", "UID", n, check=True).stdout) for n in names}
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := what()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return found
+
+
+def test_exec_runs_under_gvisor_as_its_own_unit_and_exits_3(broker: int) -> None:
+    """Where KVM fails its self-test (this machine), the broker runs jobs under gVisor, each in
+    an agentgw-job@ unit: `agentgw exec api -- sh -c 'id; ls /; exit 3'` lists the sandbox's
+    root (ls works despite this runsc's statx) and exits 3; the record says gvisor."""
+    if serving_on() == "kvm":
+        pytest.skip("KVM works on this host: the broker runs microVMs")
+    assert serving_on() == "gvisor"
+    before = len(records()) if EXECS.exists() else 0
+    proc = sh(AGENTGW, "exec", "api", "--", "sh", "-c", "id; ls /; exit 3", timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    ident, *listing = proc.stdout.splitlines()
+    assert ident.startswith("uid=0(root) gid=0(root)")  # root of the job's own user namespace
+    assert listing == ["bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "tmp", "usr",
+                       "work"], proc.stdout
+    (record,) = records()[before:]
+    assert (record["backend"], record["exit_code"]) == ("gvisor", 3)
+    started = sh("journalctl", "--no-pager", "-o", "cat", "-u", "agentgw-job@*").stdout
+    assert "Started agentgw-job@" in started
+
+
+def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) -> None:
+    """api's job holds a secret (a file, /tmp) while core's job runs: the two job units run
+    under two dynamic uids (neither root nor the broker's). Inside core's job, api's files (by
+    their host path), the broker's state and the sockets do not exist; on the host, core's job
+    uid is refused each of them (what a job that escaped gVisor would be)."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    secret = Path("/root/secret.txt")
+    secret.write_text("secret-api\n")
+    holder = subprocess.Popen(  # noqa: S603 - fixed argv
+        [AGENTGW, "exec", "--file", f"{secret}:secret.txt", "api", "--",
+         "sh", "-c", "echo secret-api > /tmp/b; sleep 6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        (api_work,) = wait_for(lambda: list(Path("/").glob(JOB_FILES.lstrip("/"))))
+        (api_unit, api_uid), = wait_for(job_uids).items()
+        targets = [str(api_work / "secret.txt"), str(EXECS), JOB_SOCKET,
+                   str(SOCKETS / "api.sock"), str(SOCKETS / "core.sock")]
+        probe = subprocess.Popen(  # noqa: S603 - fixed argv
+            [AGENTGW, "exec", "core", "--", "sh", "-c",
+             'for p in "$@" /tmp/b /var/lib/agentgw /etc/agentgw /run/agentgw; do '
+             'test -e "$p" && echo "FOUND $p"; done; sleep 2; echo done', "probe", *targets],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        uids = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(job_uids()))
+        core_uid = next(uid for name, uid in uids.items() if name != api_unit)
+        escaped = sh("setpriv", f"--reuid={core_uid}", f"--regid={core_uid}", "--clear-groups",
+                     "/usr/bin/python3", "-I", "-c", ESCAPED, *targets, check=True).stdout
+        out, err = probe.communicate(timeout=60)
+    finally:
+        holder.communicate(timeout=60)
+        secret.unlink()
+    assert (probe.returncode, out) == (0, "done\n"), err
+    assert holder.returncode == 0
+    broker_uid = pwd.getpwnam(BROKER_USER).pw_uid
+    assert len({api_uid, core_uid, 0, broker_uid}) == 4, uids
+    assert [line.split()[1] for line in escaped.splitlines()] == ["13"] * len(targets), escaped
+
+
+def test_core_is_served_within_a_job_while_api_floods(
+    broker: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """api floods its socket (4 callers in a loop, 6 MiB requests, 2 s jobs); core's `true`
+    completes within one api job's duration + 1 s every time, over 20 tries."""
+    if serving_on() != "gvisor":
+        pytest.skip("measured against the gVisor backend (TCG VMs take both cores here)")
+    job_s = 2.0
+    stop = threading.Event()
+    flood = JobRequest(argv=("sh", "-c", f"sleep {job_s:g}; wc -c"), stdin=b"x" * (6 << 20),
+                       timeout_s=10)
+
+    def flooder() -> None:
+        while not stop.is_set():
+            try:
+                call(SOCKETS / "api.sock", flood, wait_s=30)
+            except (AgentgwError, OSError):
+                time.sleep(0.05)  # 'busy' (over api's open requests): ask again
+
+    threads = [threading.Thread(target=flooder) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    took: list[float] = []
+    try:
+        time.sleep(1.0)
+        for _ in range(20):
+            started = time.monotonic()
+            result, _ = call(SOCKETS / "core.sock", JobRequest(argv=("true",)), wait_s=30)
+            took.append(time.monotonic() - started)
+            assert result.exit_code == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    with capsys.disabled():
+        print(f"\ncore's true under api's flood: max {max(took):.2f} s, "
+              f"median {sorted(took)[10]:.2f} s over {len(took)}")
+    assert max(took) <= job_s + 1.0, took
+
+
+def test_without_gvisor_and_emulation_exec_is_refused_with_the_reason(broker: int) -> None:
+    """allow_emulation: false and runsc gone (renamed in the lab's throw-away root): the broker
+    still starts and answers, and exec is refused with the reasons; restored afterwards."""
+    if serving_on() == "kvm":
+        pytest.skip("KVM works on this host: nothing to refuse")
+    config, runsc, hidden = ETC / "agentgw.yaml", Path("/usr/bin/runsc"), Path("/usr/bin/.runsc")
+    text = config.read_text()
+    assert "allow_emulation: true" in text
+    try:
+        config.write_text(text.replace("allow_emulation: true", "allow_emulation: false"))
+        runsc.rename(hidden)
+        sh("systemctl", "restart", UNIT, check=True)
+        status = sh("systemctl", "show", "-P", "StatusText", UNIT).stdout
+        proc = sh(AGENTGW, "exec", "api", "--", "true", timeout=60)
+    finally:
+        config.write_text(text)
+        if hidden.exists():
+            hidden.rename(runsc)
+        sh("systemctl", "restart", UNIT, check=True)
+    assert proc.returncode == 1, (status, proc.stderr)
+    assert "error: the sandbox will not run jobs: no sandbox backend: KVM skipped" in proc.stderr
+    assert "gVisor skipped, runsc (gVisor) is not installed" in proc.stderr
+    assert "sandbox.allow_emulation is false" in proc.stderr
+    assert serving_on() == "gvisor"
 
 
 def test_stopping_removes_sockets_and_every_vm(broker: int) -> None:
