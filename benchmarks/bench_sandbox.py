@@ -6,9 +6,14 @@ in the initramfs) and a warm one (a pool VM already READY; the pool refills betw
 waited for, so each run measures a request that finds a VM ready). Rows are labelled with the
 backend (KVM or TCG). Goals (issue 8): cold p50 <= 500 ms where KVM works; warm p50 <= 100 ms.
 
-gVisor (issue 16), when runsc is installed: cold is a fresh sandbox per job exactly as the broker
-runs it (``gvisor.run_job``); warm is ``runsc exec`` of ``true`` into a sandbox started before
-the run, as a fresh uid (measured here only: the broker does not keep warm gVisor sandboxes).
+gVisor (issue 16), when runsc is installed: cold is a fresh sandbox per job (``gvisor.run_job``)
+as root, and rootless as an unprivileged uid, which is how the broker's job units
+(agentgw-job@.service) run it; their unit start and the job process's Python start come on top
+(measured in the lab: ~0.55 s per exec through the broker). Warm is measured two ways into a
+sandbox started before the run (measured here only: the broker keeps no warm gVisor sandboxes):
+``runsc exec`` of ``true`` as a fresh uid -- the runsc CLI alone takes ~27 ms to start (``runsc
+--version``), so that way cannot reach 30 ms --, and a job line written to the stdin of a shell
+waiting in the sandbox, which runs it and answers (the shape of the microVM warm pool).
 Goals: cold p50 <= 250 ms, warm p50 <= 30 ms.
 
 Runnable alone: ``python benchmarks/bench_sandbox.py``; the image comes from
@@ -23,6 +28,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,6 +94,69 @@ def row(name: str, values: list[float], *, baseline: float | None, goal: str = "
     )
 
 
+ROOTLESS_UID = 0x7A0FFFFF  # a uid of the per-job range, for the rootless cold runs
+ROOTLESS = """
+import json, sys, time
+from agentgw.sandbox import gvisor
+from agentgw.sandbox.job import JobRequest
+out = []
+for _ in range(int(sys.argv[1])):
+    t0 = time.perf_counter()
+    assert gvisor.run_job(JobRequest(argv=("true",))).exit_code == 0
+    out.append((time.perf_counter() - t0) * 1000)
+print(json.dumps(out))
+"""
+WAITING_SHELL = 'while read -r line; do sh -c "$line" </dev/null; echo "rc=$?"; done'
+
+
+def rootless_cold() -> list[float]:
+    """gvisor.run_job as an unprivileged uid (runsc --rootless), timed in that process."""
+    with tempfile.TemporaryDirectory(prefix="agentgw-bench-rootless-") as tmp:
+        os.chown(tmp, ROOTLESS_UID, ROOTLESS_UID)
+        proc = subprocess.run(
+            ["setpriv", f"--reuid={ROOTLESS_UID}", f"--regid={ROOTLESS_UID}", "--clear-groups",
+             sys.executable, "-c", ROOTLESS, str(RUNS)],
+            check=True, capture_output=True, text=True,
+            env={"PATH": os.environ.get("PATH", ""), "TMPDIR": tmp,
+                 "PYTHONPATH": os.pathsep.join(sys.path)})
+    return [float(v) for v in json.loads(proc.stdout)]
+
+
+def _warm_bundle(top: Path, argv: tuple[str, ...]) -> tuple[Path, Path]:
+    bundle, state, work = top / "bundle", top / "state", top / "work"
+    for d in (bundle, state, work):
+        d.mkdir()
+    gvisor.make_rootfs(bundle / "rootfs")
+    spec = gvisor.render_spec(JobRequest(argv=argv), gvisor.job_uid(), work, "warm")
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle, state
+
+
+def warm_over_stdin() -> list[float]:
+    """``true`` as a job line to a shell waiting in a pre-started sandbox; to its answer."""
+    with tempfile.TemporaryDirectory(prefix="agentgw-bench-gvisor-") as tmp:
+        bundle, state = _warm_bundle(Path(tmp), ("sh", "-c", WAITING_SHELL))
+        proc = subprocess.Popen(gvisor.runsc_argv(state, bundle, "waiting"),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        def once() -> None:
+            stdin.write(b"true\n")
+            stdin.flush()
+            assert stdout.readline() == b"rc=0\n"
+
+        try:
+            once()  # the sandbox is up once it answers
+            return timed(once)
+        finally:
+            stdin.close()
+            proc.wait(timeout=30)
+            stdout.close()
+            subprocess.run([gvisor.RUNSC, f"--root={state}", "delete", "--force", "waiting"],
+                           check=False, capture_output=True)
+
+
 def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
     """Cold and warm exec of ``true`` under gVisor (see the module doc)."""
     if gvisor.runsc_path() is None:
@@ -97,16 +166,10 @@ def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
         assert gvisor.run_job(request).exit_code == 0
 
     cold = timed(cold_once)
+    cold_rootless = rootless_cold()
     devnull = subprocess.DEVNULL
     with tempfile.TemporaryDirectory(prefix="agentgw-bench-gvisor-") as tmp:
-        top = Path(tmp)
-        bundle, state, work = top / "bundle", top / "state", top / "work"
-        for d in (bundle, state, work):
-            d.mkdir()
-        gvisor.make_rootfs(bundle / "rootfs")
-        spec = gvisor.render_spec(JobRequest(argv=("sleep", "3600")), gvisor.job_uid(), work,
-                                  "warm")
-        (bundle / "config.json").write_text(json.dumps(spec))
+        bundle, state = _warm_bundle(Path(tmp), ("sleep", "3600"))
         argv = gvisor.runsc_argv(state, bundle, "warm")
         argv.insert(argv.index("run") + 1, "--detach")
         subprocess.run(argv, check=True, stdin=devnull, stdout=devnull, stderr=devnull)
@@ -121,16 +184,21 @@ def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
         finally:
             subprocess.run([gvisor.RUNSC, f"--root={state}", "delete", "--force", "warm"],
                            check=False, capture_output=True)
+    stdin_warm = warm_over_stdin()
     label = f"gVisor {gvisor.PLATFORM}"
-    cold_p50, warm_p50 = statistics.median(cold), statistics.median(warm)
-    return [
-        row(f"exec true: {label} cold", cold, baseline=base,
-            goal=f"<= {GVISOR_COLD_GOAL_MS:.0f} ms", ok=cold_p50 <= GVISOR_COLD_GOAL_MS),
-        row(f"exec true: {label} cold", cold, baseline=base, stat="p95"),
-        row(f"exec true: {label} warm (runsc exec)", warm, baseline=base,
-            goal=f"<= {GVISOR_WARM_GOAL_MS:.0f} ms", ok=warm_p50 <= GVISOR_WARM_GOAL_MS),
-        row(f"exec true: {label} warm (runsc exec)", warm, baseline=base, stat="p95"),
-    ]
+    cold_goal, warm_goal = f"<= {GVISOR_COLD_GOAL_MS:.0f} ms", f"<= {GVISOR_WARM_GOAL_MS:.0f} ms"
+    rows = []
+    for name, values, goal, limit in (
+        (f"{label} cold (root)", cold, cold_goal, GVISOR_COLD_GOAL_MS),
+        (f"{label} cold (rootless, as a job unit)", cold_rootless, cold_goal, GVISOR_COLD_GOAL_MS),
+        (f"{label} warm (runsc exec)", warm, warm_goal, GVISOR_WARM_GOAL_MS),
+        (f"{label} warm (job over a waiting sandbox's stdin)", stdin_warm, warm_goal,
+         GVISOR_WARM_GOAL_MS),
+    ):
+        rows.append(row(f"exec true: {name}", values, baseline=base, goal=goal,
+                        ok=statistics.median(values) <= limit))
+        rows.append(row(f"exec true: {name}", values, baseline=base, stat="p95"))
+    return rows
 
 
 def run() -> list[Row]:
