@@ -37,6 +37,7 @@ from pathlib import Path
 from agentgw.errors import AgentgwError
 from agentgw.sandbox import backend, gvisor, image
 from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.jobspec import Job
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.vm import Machine, host_tsc_khz, run_cold
 from benchmarks.rows import Row
@@ -99,6 +100,7 @@ ROOTLESS = """
 import json, sys, time
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.jobspec import Job
 out = []
 for _ in range(int(sys.argv[1])):
     t0 = time.perf_counter()
@@ -127,7 +129,7 @@ def _warm_bundle(top: Path, argv: tuple[str, ...]) -> tuple[Path, Path]:
     for d in (bundle, state, work):
         d.mkdir()
     gvisor.make_rootfs(bundle / "rootfs")
-    spec = gvisor.render_spec(JobRequest(argv=argv), gvisor.job_uid(), work, "warm")
+    spec = gvisor.render_spec(Job(argv=argv), gvisor.job_uid(), work, "warm")
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle, state
 

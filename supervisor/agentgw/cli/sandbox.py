@@ -138,14 +138,6 @@ def serve(
         sink.close()
 
 
-@sandbox.command("job", hidden=True)
-def job() -> None:
-    """Run one job from stdin under gVisor, answer on stdout (agentgw-job@.service runs it)."""
-    from agentgw.sandbox.jobunit import main
-
-    sys.exit(main())
-
-
 def _write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n",

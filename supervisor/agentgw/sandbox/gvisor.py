@@ -33,11 +33,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentgw.errors import die
 from agentgw.run import TimeoutExpired, popen_pipes, run
-from agentgw.sandbox.job import TIMED_OUT_EXIT, JobRequest, JobResult, check_relative_path
+from agentgw.sandbox.jobspec import TIMED_OUT_EXIT, Job, Outcome, check_relative_path
+
+if TYPE_CHECKING:
+    from agentgw.sandbox.job import JobRequest, JobResult
 
 RUNSC = "runsc"
 PLATFORM = "ptrace"
@@ -63,7 +66,7 @@ def job_uid() -> int:
 
 
 def render_spec(
-    request: JobRequest, uid: int, work: Path, hostname: str, *, busybox: bool = True,
+    request: Job, uid: int, work: Path, hostname: str, *, busybox: bool = True,
     rootless: bool = False,
 ) -> dict[str, Any]:
     """The OCI runtime spec of one job (pure: paths and numbers in, a dict out); ``busybox``:
@@ -148,7 +151,7 @@ def _give(path: Path, uid: int | None, mode: int) -> None:
         os.chown(path, uid, uid)
 
 
-def _write_files(work: Path, request: JobRequest, uid: int | None) -> None:
+def _write_files(work: Path, request: Job, uid: int | None) -> None:
     _give(work, uid, 0o755)
     for path in sorted(request.files):
         target = work / check_relative_path(path)
@@ -169,8 +172,7 @@ def _read_capped(stream: Any, cap: int, out: list[bytes]) -> None:
     out.append(bytes(kept))
 
 
-def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PLATFORM,
-            warm: bool = False) -> JobResult:
+def run_plain(job: Job, *, base: Path | None = None, platform: str = PLATFORM) -> Outcome:
     """Run one job in a fresh gVisor sandbox; the sandbox and its files are gone on return."""
     if runsc_path() is None:
         raise die("runsc is not installed", hint="apt-get install runsc (Debian: gVisor)")
@@ -185,49 +187,75 @@ def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PL
         state.mkdir(mode=0o700)
         work.mkdir(mode=0o700)
         make_rootfs(bundle / "rootfs")
-        _write_files(work, request, None if rootless else uid)
+        _write_files(work, job, None if rootless else uid)
         name = f"agentgw-{top.name.rsplit('-', 1)[-1]}"
-        spec = render_spec(request, uid, work, "sandbox", busybox=os.path.exists(BUSYBOX),
+        spec = render_spec(job, uid, work, "sandbox", busybox=os.path.exists(BUSYBOX),
                            rootless=rootless)
         (bundle / "config.json").write_text(json.dumps(spec))
         flags = runsc_flags(state, platform=platform, rootless=rootless)
-        proc = popen_pipes(runsc_argv(state, bundle, name, platform=platform, rootless=rootless))
-        outs: list[bytes] = []
-        errs: list[bytes] = []
-        readers = [threading.Thread(target=_read_capped, args=(s, request.max_output, o))
-                   for s, o in ((proc.stdout, outs), (proc.stderr, errs))]
-        for t in readers:
-            t.start()
-        try:
-            if proc.stdin is not None:
-                proc.stdin.write(request.stdin)
-                proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        timed_out = False
-        try:
-            code = proc.wait(timeout=request.timeout_s)
-        except TimeoutExpired:
-            timed_out = True
-            run([*flags, "kill", "--all", name, "KILL"], timeout=10)
-            try:
-                code = proc.wait(timeout=5)
-            except TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-        for t in readers:
-            t.join(5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        run([*flags, "delete", "--force", name], timeout=10)
-    out, err = (outs or [b""])[0], (errs or [b""])[0]
-    cap = request.max_output
-    return JobResult(
+        code, timed_out, out, err = _supervise(job, flags, bundle, name)
+    cap = job.max_output
+    return Outcome(
         exit_code=TIMED_OUT_EXIT if timed_out else (code if code >= 0 else 128 - code),
         stdout=out[:cap], stderr=err[:cap],
         stdout_truncated=len(out) > cap, stderr_truncated=len(err) > cap,
-        timed_out=timed_out, backend="gvisor", warm=warm,
-        duration_s=round(time.monotonic() - started, 4),
+        timed_out=timed_out, duration_s=round(time.monotonic() - started, 4),
         detail="killed at the timeout" if timed_out else "",
+    )
+
+
+def _supervise(job: Job, flags: list[str], bundle: Path, name: str
+               ) -> tuple[int, bool, bytes, bytes]:
+    """``runsc run`` with the job's stdin, capped output and timeout; then the sandbox deleted.
+    (exit status, timed out, stdout, stderr)."""
+    proc = popen_pipes([*flags, "run", f"--bundle={bundle}", name])
+    outs: list[bytes] = []
+    errs: list[bytes] = []
+    readers = [threading.Thread(target=_read_capped, args=(s, job.max_output, o))
+               for s, o in ((proc.stdout, outs), (proc.stderr, errs))]
+    for t in readers:
+        t.start()
+    try:
+        if proc.stdin is not None:
+            proc.stdin.write(job.stdin)
+            proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    timed_out = False
+    try:
+        code = proc.wait(timeout=job.timeout_s)
+    except TimeoutExpired:
+        timed_out = True
+        run([*flags, "kill", "--all", name, "KILL"], timeout=10)
+        try:
+            code = proc.wait(timeout=5)
+        except TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+    for t in readers:
+        t.join(5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    run([*flags, "delete", "--force", name], timeout=10)
+    return code, timed_out, (outs or [b""])[0], (errs or [b""])[0]
+
+
+def job_of(request: JobRequest) -> Job:
+    return Job(argv=request.argv, stdin=request.stdin, files=request.files,
+               timeout_s=request.timeout_s, memory_mb=request.memory_mb, cpus=request.cpus,
+               max_output=request.max_output, nproc=request.nproc)
+
+
+def run_job(request: JobRequest, *, base: Path | None = None, platform: str = PLATFORM,
+            warm: bool = False) -> JobResult:
+    """:func:`run_plain` for a validated request, as a JobResult (the other backends' type)."""
+    from agentgw.sandbox.job import JobResult  # not at import: see jobspec (the job unit)
+
+    outcome = run_plain(job_of(request), base=base, platform=platform)
+    return JobResult(
+        exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr,
+        stdout_truncated=outcome.stdout_truncated, stderr_truncated=outcome.stderr_truncated,
+        timed_out=outcome.timed_out, backend="gvisor", warm=warm,
+        duration_s=outcome.duration_s, detail=outcome.detail,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import posixpath
 import re
 import secrets
 import shlex
@@ -21,12 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agentgw.sandbox import guest
 from agentgw.sandbox.cpio import Writer
 
+# Their home is jobspec (standard library only); re-exported for the models' users.
+from agentgw.sandbox.jobspec import TIMED_OUT_EXIT as TIMED_OUT_EXIT
+from agentgw.sandbox.jobspec import check_relative_path as check_relative_path
+
 MiB = 1024 * 1024
 MAX_ARGV_BYTES = 128 * 1024  # one shell script line; well under the guest's ARG_MAX
 MAX_INPUT_BYTES = 16 * MiB  # stdin + files live in guest RAM; larger data needs a disk image
 MAX_FILES = 1024  # files per request: each is materialised (cpio entry or a file on disk)
 MAX_OUTPUT_BYTES = 64 * MiB  # the host config allows this much; the VM must hold it twice
-TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
 
 Backend = Literal["kvm", "gvisor", "tcg"]
 Accel = Literal["kvm", "tcg"]  # the QEMU accelerators
@@ -91,20 +93,6 @@ class JobResult(BaseModel):
     warm: bool = False
     duration_s: float = 0.0
     detail: str = ""
-
-
-def check_relative_path(path: str) -> str:
-    """A file name inside the job's working directory: relative, normalised, no ``..``."""
-    parts = path.split("/")
-    if (
-        not path
-        or path.startswith("/")
-        or "\0" in path
-        or any(p in ("", ".", "..") for p in parts)
-        or posixpath.normpath(path) != path
-    ):
-        raise ValueError(f"file path must be relative and normalised, without '..': {path!r}")
-    return path
 
 
 def new_nonce() -> str:

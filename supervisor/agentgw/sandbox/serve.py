@@ -29,7 +29,7 @@ from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
-from agentgw.sandbox import backend, image, jobunit
+from agentgw.sandbox import backend, image, jobclient
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.pool import WarmPool
@@ -117,8 +117,8 @@ def pick_backend(layout: Layout, built: image.Image, cache: Path, *, allow_emula
     """The broker's backend. A cached gVisor answer was proven by root's runsc; the broker
     proves its own way to it (a probe job through a job unit) before relying on it, and
     detects again without gVisor, with the reason, when that fails."""
-    path = jobunit.socket_path(layout.root)
-    access = backend.Gvisor(run=jobunit.runner(path), unavailable=jobunit.unavailable(path))
+    path = jobclient.socket_path(layout.root)
+    access = backend.Gvisor(run=jobclient.runner(path), unavailable=jobclient.unavailable(path))
     detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation)
     if detection.backend == "gvisor":
         why = backend.try_gvisor(access)

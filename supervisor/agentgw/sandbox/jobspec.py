@@ -1,0 +1,136 @@
+"""A sandbox job as plain data, on the standard library only, and its wire lines.
+
+Speed trick (one place): the gVisor job unit (agentgw-job@.service) is a new process per job,
+and importing pydantic with the models of :mod:`agentgw.sandbox.job` took ~0.3 s of its ~0.6 s
+there (README, "gVisor exec through the broker"). So the job unit reads its request and writes
+its answer with this module only, in the same JSON as :mod:`agentgw.sandbox.protocol`. The broker
+validated the request before (``protocol.parse_request``); this checks the shape again.
+``tests/unit/sandbox/test_jobspec.py`` pins that both sides read each other's lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 1024 * 1024
+TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
+
+
+def check_relative_path(path: str) -> str:
+    """A file name inside the job's working directory: relative, normalised, no ``..``."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or "\0" in path
+        or any(p in ("", ".", "..") for p in parts)
+        or posixpath.normpath(path) != path
+    ):
+        raise ValueError(f"file path must be relative and normalised, without '..': {path!r}")
+    return path
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a backend needs of a request (defaults: JobRequest's)."""
+
+    argv: tuple[str, ...]
+    stdin: bytes = b""
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    memory_mb: int = 256
+    cpus: int = 1
+    max_output: int = MiB
+    nproc: int = 128
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came back from one run (JobResult's fields but backend and warm)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    timed_out: bool
+    duration_s: float
+    detail: str = ""
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: base64 text expected")
+    try:
+        # pydantic writes the URL-safe alphabet; a client may write the standard one.
+        return base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"{what}: not base64 ({exc})") from None
+
+
+def _number(data: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = data.get(name, getattr(Job, name))
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name}: a positive number expected")
+    return kind(value)
+
+
+def _output_cap(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("max_output: a count of bytes expected")
+    return value
+
+
+def parse_job(line: bytes) -> Job:
+    """A request line (JobRequest's JSON) -> Job, or ValueError saying what is wrong."""
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("the request must be a JSON object")
+    argv = data.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv: a non-empty list of strings expected")
+    files = data.get("files") or {}
+    if not isinstance(files, dict):
+        raise ValueError("files: an object expected")
+    return Job(
+        argv=tuple(argv),
+        stdin=_b64(data.get("stdin", ""), "stdin"),
+        files={check_relative_path(str(k)): _b64(v, f"files.{k}") for k, v in files.items()},
+        timeout_s=_number(data, "timeout_s", float),
+        memory_mb=_number(data, "memory_mb", int),
+        cpus=_number(data, "cpus", int),
+        max_output=_output_cap(data.get("max_output", Job.max_output)),
+        nproc=_number(data, "nproc", int),
+    )
+
+
+def render_outcome(outcome: Outcome, job: Job, *, backend: str) -> bytes:
+    """The answer line, as ``protocol.render_result`` writes it."""
+    body = {
+        "ok": True,
+        "exit_code": outcome.exit_code,
+        "stdout": base64.urlsafe_b64encode(outcome.stdout).decode(),
+        "stderr": base64.urlsafe_b64encode(outcome.stderr).decode(),
+        "stdout_truncated": outcome.stdout_truncated,
+        "stderr_truncated": outcome.stderr_truncated,
+        "timed_out": outcome.timed_out,
+        "backend": backend,
+        "warm": False,
+        "duration_s": outcome.duration_s,
+        "detail": outcome.detail,
+        "limits": {"timeout_s": job.timeout_s, "memory_mb": job.memory_mb, "cpus": job.cpus,
+                   "max_output": job.max_output},
+    }
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def render_failure(kind: str, message: str, hint: str = "") -> bytes:
+    """A failure line, as ``protocol.render_error`` writes it."""
+    body = {"ok": False, "error": kind, "message": message, "hint": hint}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
