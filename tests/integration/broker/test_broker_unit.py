@@ -334,8 +334,12 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         uids = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(job_uids()))
         core_uid = next(uid for name, uid in uids.items() if name != api_unit)
-        escaped = sh("setpriv", f"--reuid={core_uid}", f"--regid={core_uid}", "--clear-groups",
-                     "/usr/bin/python3", "-I", "-c", ESCAPED, *targets, check=True).stdout
+        core_unit = next(name for name in uids if name != api_unit)
+        as_core = ("setpriv", f"--reuid={core_uid}", f"--regid={core_uid}", "--clear-groups",
+                   "/usr/bin/python3", "-I", "-c", ESCAPED, *targets)
+        escaped = sh(*as_core, check=True).stdout
+        main = sh("systemctl", "show", "-P", "MainPID", core_unit, check=True).stdout.strip()
+        in_unit = sh("nsenter", "-t", main, "-m", "-n", *as_core, check=True).stdout
         out, err = probe.communicate(timeout=60)
     finally:
         holder.communicate(timeout=60)
@@ -345,6 +349,10 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
     broker_uid = pwd.getpwnam(BROKER_USER).pw_uid
     assert len({api_uid, core_uid, 0, broker_uid}) == 4, uids
     assert [line.split()[1] for line in escaped.splitlines()] == ["13"] * len(targets), escaped
+    # In core's unit's own mount and network namespaces: api's /tmp is not there (ENOENT), the
+    # rest is hidden (InaccessiblePaths=) or refused: never reached.
+    errnos = [line.split()[1] for line in in_unit.splitlines()]
+    assert len(errnos) == len(targets) and set(errnos) <= {"2", "13"}, in_unit
 
 
 def test_core_is_served_within_a_job_while_api_floods(

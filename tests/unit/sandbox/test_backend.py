@@ -168,3 +168,40 @@ def test_without_a_way_to_gvisor_a_stored_gvisor_answer_is_not_used(
     again = backend.detect(img, tmp_path, allow_emulation=True, access=access)
     assert again == found and probes == ["kvm"]
     assert backend.detect(img, tmp_path, access=access).backend == "none"
+
+
+def test_the_broker_proves_its_way_to_gvisor_or_detects_again_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored gVisor answer (root's runsc) is used by the broker only once a probe job through
+    its job socket works; when that fails, KVM is probed again and the choice says why gVisor
+    was skipped (here: none, emulation not allowed)."""
+    from agentgw.paths import Layout
+    from agentgw.sandbox import jobclient, serve
+
+    monkeypatch.setattr(backend, "qemu_version", lambda qemu="": "QEMU 7.2")
+    monkeypatch.setattr(backend, "host_kernel", lambda: "6.18")
+    monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
+    monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: "/usr/bin/runsc")
+    monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "hang")
+    monkeypatch.setattr(jobclient, "unavailable", lambda path: "")
+    img = Image(tmp_path, {"kernel_version": "6.1"})
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: root's",
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    layout = Layout(root=tmp_path)
+    works = JobResult(exit_code=0, stdout=b"4.4.0\nBOOT_IMAGE=/vmlinuz-4.4.0\n", backend="gvisor")
+    monkeypatch.setattr(jobclient, "runner", lambda path: lambda request: works)
+    found, access = serve.pick_backend(layout, img, tmp_path, allow_emulation=False)
+    assert (found, access.unavailable) == (stored, "")
+
+    def refused(request: object) -> JobResult:
+        raise AgentgwError("cannot reach the job socket: Connection refused")
+
+    monkeypatch.setattr(jobclient, "runner", lambda path: refused)
+    found, access = serve.pick_backend(layout, img, tmp_path, allow_emulation=False)
+    assert found.backend == "none"
+    assert "gVisor skipped, gVisor failed: cannot reach the job socket" in found.reason
+    assert access.unavailable.startswith("gVisor failed: cannot reach")
