@@ -1,0 +1,46 @@
+"""A gVisor job unit's memory limit acts (agentgw-job@.service, MemoryMax=768M), in the hybrid
+lab whose memory controller can enforce it: a job that fills 1 GiB is killed and still answered
+(OOMPolicy=continue), one that fills 64 MiB is not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentgw.sandbox import gvisor
+from agentgw.sandbox.jobclient import exchange, socket_path
+from tests.integration.support import agentgw, sh
+
+pytestmark = pytest.mark.integration
+
+FILL = "import sys; b = b'x' * (int(sys.argv[1]) << 20); print(len(b) >> 20)"
+
+
+@pytest.fixture(scope="module")
+def job_socket() -> Iterator[Path]:
+    if gvisor.runsc_path() is None:
+        pytest.skip("needs runsc (make setup installs it)")
+    agentgw("init")
+    sh("systemctl", "start", "agentgw-job.socket", check=True)
+    try:
+        yield socket_path()
+    finally:
+        sh("systemctl", "stop", "agentgw-job.socket")
+
+
+def fill(path: Path, mib: int) -> dict[str, object]:
+    line = json.dumps({"argv": ["python3", "-c", FILL, str(mib)], "timeout_s": 60,
+                       "memory_mb": 1024}).encode() + b"\n"
+    answer = json.loads(exchange(path, line, 90).split(b"\n", 1)[0])
+    assert isinstance(answer, dict) and answer["ok"] is True, answer
+    return answer
+
+
+def test_a_job_over_the_units_memory_is_killed_and_answered(job_socket: Path) -> None:
+    small = fill(job_socket, 64)
+    assert small["exit_code"] == 0, small
+    big = fill(job_socket, 1024)
+    assert big["exit_code"] != 0, big
