@@ -1,6 +1,7 @@
 """A gVisor job unit's memory limit acts (agentgw-job@.service, MemoryMax=768M), in the hybrid
 lab whose memory controller can enforce it: a job that fills 1 GiB is killed and still answered
-(OOMPolicy=continue), one that fills 64 MiB is not."""
+(OOMPolicy=continue), one that fills 64 MiB is not, and the 1 GiB one completes once the unit's
+limit is raised."""
 
 from __future__ import annotations
 
@@ -43,4 +44,15 @@ def test_a_job_over_the_units_memory_is_killed_and_answered(job_socket: Path) ->
     small = fill(job_socket, 64)
     assert small["exit_code"] == 0, small
     big = fill(job_socket, 1024)
-    assert big["exit_code"] != 0, big
+    assert big["exit_code"] == 137, big  # SIGKILL
+    # The same job with the unit's limit raised (a runtime drop-in) completes: it was the limit.
+    dropin = Path("/run/systemd/system/agentgw-job@.service.d/memory.conf")
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nMemoryMax=2G\n")
+    try:
+        sh("systemctl", "daemon-reload", check=True)
+        raised = fill(job_socket, 1024)
+    finally:
+        dropin.unlink()
+        sh("systemctl", "daemon-reload", check=True)
+    assert raised["exit_code"] == 0, raised
