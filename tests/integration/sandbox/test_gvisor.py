@@ -73,7 +73,10 @@ def test_without_gvisor_and_emulation_exec_is_refused_with_the_reason(
             (bin_dir / entry.name).symlink_to(entry)
     cache = tmp_path / "cache"
     shutil.copytree(sandbox_cache, cache)
-    env = _env(cache, PATH=f"{bin_dir}:/usr/sbin:/sbin")
+    # A root of its own: no host config there, so allow_emulation is its default (false)
+    # whatever an earlier module wrote into the lab's /etc/agentgw.
+    (tmp_path / "root").mkdir()
+    env = _env(cache, PATH=f"{bin_dir}:/usr/sbin:/sbin", AGENTGW_ROOT=str(tmp_path / "root"))
     proc = subprocess.run([AGENTGW, "exec", "--direct", "api", "--", "true"],
                           capture_output=True, env=env, timeout=120)
     err = proc.stderr.decode()
