@@ -304,9 +304,12 @@ def test_exec_runs_under_gvisor_as_its_own_unit_and_exits_3(
         result, _ = call(SOCKETS / "api.sock", JobRequest(argv=("true",)), wait_s=30)
         took.append(time.monotonic() - t0)
         assert result.exit_code == 0
+    report = sh("systemd-analyze", "security", "agentgw-job@0-0-0.service").stdout
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
     with capsys.disabled():
         print(f"\ngVisor exec of true through the broker: median {sorted(took)[5]:.3f} s, "
-              f"max {max(took):.3f} s (10 runs)")
+              f"max {max(took):.3f} s (10 runs); agentgw-job@.service: systemd-analyze "
+              f"security exposure {score.group(1) if score else report}")
 
 
 def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) -> None:
