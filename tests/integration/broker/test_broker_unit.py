@@ -244,7 +244,7 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
 
 
 JOB_SOCKET = "/run/agentgw/sandbox-job.sock"
-JOB_FILES = "/tmp/systemd-private-*-agentgw-job@*/tmp/agentgw-gvisor-*/work"
+JOB_WORK = "run/agentgw-job/agentgw-gvisor-*/work"  # in the job unit's own tmpfs
 
 # Run as a job unit's uid (what a job that escaped gVisor would be): each attempt's errno.
 ESCAPED = r"""
@@ -326,8 +326,9 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
          "sh", "-c", "echo secret-api > /tmp/b; sleep 6"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        (api_work,) = wait_for(lambda: list(Path("/").glob(JOB_FILES.lstrip("/"))))
         (api_unit, api_uid), = wait_for(job_uids).items()
+        api_main = sh("systemctl", "show", "-P", "MainPID", api_unit, check=True).stdout.strip()
+        (api_work,) = wait_for(lambda: list(Path(f"/proc/{api_main}/root").glob(JOB_WORK)))
         targets = [str(api_work / "secret.txt"), str(EXECS), JOB_SOCKET,
                    str(SOCKETS / "api.sock"), str(SOCKETS / "core.sock")]
         probe = subprocess.Popen(  # noqa: S603 - fixed argv

@@ -1,10 +1,11 @@
 """A gVisor job unit's memory limit acts (agentgw-job@.service, MemoryMax=768M), in the hybrid
 lab whose memory controller can enforce it: a job that fills 1 GiB is killed and still answered
 (OOMPolicy=continue), one that fills 64 MiB is not, and the 1 GiB one completes once the unit's
-limit is raised."""
+limit is raised; /work cannot fill the host's disk."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +33,9 @@ def job_socket() -> Iterator[Path]:
         sh("systemctl", "stop", "agentgw-job.socket")
 
 
-def fill(path: Path, mib: int) -> dict[str, object]:
-    line = json.dumps({"argv": ["python3", "-c", FILL, str(mib)], "timeout_s": 60,
+def fill(path: Path, mib: int, argv: tuple[str, ...] = ("python3", "-c", FILL)
+         ) -> dict[str, object]:
+    line = json.dumps({"argv": [*argv, str(mib)], "timeout_s": 60,
                        "memory_mb": 1024}).encode() + b"\n"
     answer = json.loads(exchange(path, line, 90).split(b"\n", 1)[0])
     assert isinstance(answer, dict) and answer["ok"] is True, answer
@@ -56,3 +58,12 @@ def test_a_job_over_the_units_memory_is_killed_and_answered(job_socket: Path) ->
         dropin.unlink()
         sh("systemctl", "daemon-reload", check=True)
     assert raised["exit_code"] == 0, raised
+
+
+def test_a_job_cannot_fill_the_disk_through_work(job_socket: Path) -> None:
+    """/work is written through to the unit's own 256 MiB tmpfs: 200 MiB fit, 300 do not."""
+    write = ("sh", "-c", 'dd if=/dev/zero of=/work/big bs=1M count="$1"', "w")
+    assert fill(job_socket, 200, write)["exit_code"] == 0
+    full = fill(job_socket, 300, write)
+    assert full["exit_code"] != 0, full
+    assert b"No space left" in base64.urlsafe_b64decode(str(full["stderr"])), full
