@@ -121,4 +121,8 @@ expect 3 agentgw exec api -- sh -c 'echo "hi from $(uname -r)"; id; ls /; exit 3
 echo "the api gateway's own /exec route, through its per-profile socket:"
 curl -sS --interface 127.77.0.3 -X POST http://127.77.0.3:8080/exec \
   -H 'Content-Type: application/json' -d '{"argv": ["uname", "-r"]}'; echo
+agentgw status | tail -1
+echo "the registry's /v1/sandbox (backend, boundary):"
+curl -sS --unix-socket /run/agentgw/registry.sock http://registry/v1/sandbox \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["backend"], d["boundary"])'
 rm -rf "$BUILD"
