@@ -16,6 +16,7 @@ from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit
 from agentgw.model.control import Outcome
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.observe.units import check_systemd_here
 from agentgw.paths import unit_name
 
@@ -39,7 +40,7 @@ def controller(
         click.echo(line, err=as_json)
 
     with Systemd() as sd:
-        yield Controller(app.layout, config, sd, out)
+        yield Controller(app.layout, config, sd, GatewayProbe(app.layout), out)
 
 
 def report(outcome: Outcome, as_json: bool) -> None:
