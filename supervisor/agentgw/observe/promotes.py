@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentgw import logroll
 from agentgw.fsio import (
     parse_iso,
 )
@@ -57,15 +58,14 @@ def last_promotes(lines: list[bytes]) -> dict[str, PromoteInfo]:
 
 
 @functools.lru_cache(maxsize=4)
-def _promotes(path: str, _identity: tuple[int, int, int]) -> dict[str, PromoteInfo]:
-    with open(path, "rb") as f:
-        return last_promotes(f.read().splitlines())
+def _promotes(path: str, _identity: object) -> dict[str, PromoteInfo]:
+    return last_promotes([line.data for line in logroll.read_log(Path(path))[1]])
 
 
 def read_promotes(history: Path) -> dict[str, PromoteInfo]:
-    """Last promote per profile; re-read only when the log changed (it is append-only)."""
+    """Last promote per profile in the retained files; re-read only when a file of the log
+    changed (it is append-only)."""
     try:
-        st = history.stat()
-        return _promotes(os.fspath(history), (st.st_ino, st.st_size, st.st_mtime_ns))
-    except OSError:
+        return _promotes(os.fspath(history), logroll.identity(history))
+    except (OSError, ValueError):
         return {}
