@@ -12,6 +12,7 @@ from pathlib import Path
 from agentgw.apply.history import append_history, verify_history
 from agentgw.logroll import Retention, append_fd, dropped_path, read_log, rotate, rotated
 from agentgw.observe.counts import exec_tally, history_tally, read_counts
+from agentgw.registry.reads import recent_lines
 
 SMALL = Retention(max_bytes=4096, keep=2)
 
@@ -119,3 +120,17 @@ def test_counters_never_go_down_when_retention_drops_files(tmp_path: Path) -> No
     assert counts.execs == {("api", "ok"): 20, ("api", "nonzero"): 20, ("core", "ok"): 10,
                             ("core", "nonzero"): 10, ("api", "error"): 1}
     assert execs.read_bytes().count(b"\n") == 1  # the descriptor wrote into the live file
+
+
+def test_the_registry_shows_recent_execs_across_a_rotation(tmp_path: Path) -> None:
+    """Right after a rotation the live exec log is empty: /v1/sandbox's newest records come
+    from execs.jsonl.1, then from both files, newest last."""
+    execs = tmp_path / "execs.jsonl"
+    lines = [exec_line("api", n) for n in range(20)]
+    execs.write_bytes(b"".join(lines))
+    assert rotate(execs, SMALL, exec_tally)
+    assert recent_lines(execs, 3) == [line.rstrip(b"\n") for line in lines[-3:]]
+    newer = exec_line("core", 0)
+    with execs.open("ab") as f:
+        f.write(newer)
+    assert recent_lines(execs, 2) == [lines[-1].rstrip(b"\n"), newer.rstrip(b"\n")]
