@@ -28,11 +28,11 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from agentgw.fsio import fsync_dir, write_atomic
 
@@ -41,6 +41,9 @@ DEFAULT_KEEP = 8
 
 # A line -> the key it is tallied under when its file is dropped (None: not tallied).
 Tally = Callable[[bytes], "str | None"]
+T = TypeVar("T")
+CACHED_PARSES = 64  # (parse, file) results kept by parse_files: keep + 1 files of a few logs
+_parsed: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -145,15 +148,46 @@ def read_log(live: Path) -> tuple[Dropped, list[Line]]:
     return dropped, out
 
 
-def identity(live: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """(name, inode, size, mtime) of every file of the log: unchanged means unchanged content."""
-    paths = [*(rotated(live, n) for n in rotated_numbers(live)), live, dropped_path(live)]
-    out = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            out.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
+def _copy_at_start(live: Path, newest: Path) -> int:
+    """The size of ``newest`` when the live file starts with a copy of it (a rotation a kill
+    interrupted), else 0. Compared on the first and last 4 KiB of the copy: records carry
+    times and sequence numbers, so equal ends at equal offsets mean the copy."""
+    try:
+        size = newest.stat().st_size
+        if not size or live.stat().st_size < size:
+            return 0
+        with open(newest, "rb") as a, open(live, "rb") as b:
+            k = min(size, 4096)
+            ends = [(os.pread(f.fileno(), k, 0), os.pread(f.fileno(), k, size - k)) for f in (a, b)]
+    except FileNotFoundError:
+        return 0
+    return size if ends[0] == ends[1] else 0
+
+
+def parse_files(live: Path, parse: Callable[[bytes], T]) -> tuple[Dropped, list[T]]:
+    """What retention dropped, and ``parse`` of each retained file's content oldest first, then
+    of the live one's (without the copy an interrupted rotation left at its start), read under
+    the shared lock. Results are cached by (device, inode, size, mtime): a rotated file never
+    changes, so after a rotation or an append only the live file is read again."""
+    out: list[T] = []
+    with _locked(live, fcntl.LOCK_SH):
+        dropped = read_dropped(live)
+        numbers = rotated_numbers(live)
+        skip = _copy_at_start(live, rotated(live, 1)) if 1 in numbers else 0
+        for path in [*(rotated(live, n) for n in numbers), live]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            start = skip if path == live else 0
+            key = (parse, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
+            if key not in _parsed:
+                _parsed[key] = parse(path.read_bytes()[start:])
+                while len(_parsed) > CACHED_PARSES:
+                    _parsed.popitem(last=False)
+            _parsed.move_to_end(key)
+            out.append(_parsed[key])
+    return dropped, out
 
 
 def read_dropped(live: Path) -> Dropped:

@@ -11,9 +11,7 @@ count since the log began, whatever the retention.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,23 +95,26 @@ def exec_tally(line: bytes) -> str | None:
     return None if record is None else f"{record['profile']}\t{exec_result(record)}"
 
 
-@functools.lru_cache(maxsize=8)
-def _counted(path: str, kind: str, _identity: object) -> dict[tuple[str, ...], int]:
-    dropped, lines = logroll.read_log(Path(path))
-    data = [line.data for line in lines]
-    found = Counter({tuple(k.split("\t")): v for k, v in dropped.tally.items()})
-    if kind == "promotes":
-        found.update({tuple(k): v for k, v in count_promotes(data).items()})
-    else:
-        found.update({tuple(k): v for k, v in count_execs(data).items()})
-    return dict(found)
+def _promote_keys(data: bytes) -> dict[tuple[str, ...], int]:
+    return {tuple(k): v for k, v in count_promotes(data.splitlines()).items()}
+
+
+def _exec_keys(data: bytes) -> dict[tuple[str, ...], int]:
+    return {tuple(k): v for k, v in count_execs(data.splitlines()).items()}
 
 
 def _read(path: Path, kind: str) -> dict[tuple[str, ...], int]:
+    """Counts over every retained file (each parsed once, see logroll.parse_files) plus the
+    tally of the dropped ones."""
     try:
-        return _counted(os.fspath(path), kind, logroll.identity(path))
+        dropped, parts = logroll.parse_files(
+            path, _promote_keys if kind == "promotes" else _exec_keys)
     except (OSError, ValueError):
         return {}
+    found = Counter({tuple(k.split("\t")): v for k, v in dropped.tally.items()})
+    for part in parts:
+        found.update(part)
+    return dict(found)
 
 
 def read_counts(history: Path, execs: Path) -> Counts:

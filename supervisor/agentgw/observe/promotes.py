@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,15 +55,18 @@ def last_promotes(lines: list[bytes]) -> dict[str, PromoteInfo]:
     return found
 
 
-@functools.lru_cache(maxsize=4)
-def _promotes(path: str, _identity: object) -> dict[str, PromoteInfo]:
-    return last_promotes([line.data for line in logroll.read_log(Path(path))[1]])
+def _last_promotes(data: bytes) -> dict[str, PromoteInfo]:
+    return last_promotes(data.splitlines())
 
 
 def read_promotes(history: Path) -> dict[str, PromoteInfo]:
-    """Last promote per profile in the retained files; re-read only when a file of the log
-    changed (it is append-only)."""
+    """Last promote per profile in the retained files; each file is parsed once (the log is
+    append-only, and rotated files never change: see logroll.parse_files)."""
     try:
-        return _promotes(os.fspath(history), logroll.identity(history))
+        parts = logroll.parse_files(history, _last_promotes)[1]
     except (OSError, ValueError):
         return {}
+    found: dict[str, PromoteInfo] = {}
+    for part in parts:
+        found.update(part)
+    return found

@@ -134,3 +134,20 @@ def test_the_registry_shows_recent_execs_across_a_rotation(tmp_path: Path) -> No
     with execs.open("ab") as f:
         f.write(newer)
     assert recent_lines(execs, 2) == [lines[-1].rstrip(b"\n"), newer.rstrip(b"\n")]
+
+
+def test_counters_skip_the_copy_an_interrupted_rotation_left(tmp_path: Path) -> None:
+    """The live file still starting with the copy just written to .1 (a kill before the
+    truncation) counts once, before and after the next rotate finishes the job."""
+    execs = tmp_path / "execs.jsonl"
+    execs.write_bytes(b"".join(exec_line("api", 0) for _ in range(20)))
+    assert rotate(execs, SMALL, exec_tally)
+    execs.write_bytes(b"".join(exec_line("core", 1) for _ in range(3)))
+    expected = {("api", "ok"): 20, ("core", "nonzero"): 3}
+    assert read_counts(tmp_path / "h.jsonl", execs).execs == expected
+    os.rename(rotated(execs, 1), rotated(execs, 2))
+    shutil.copy(execs, rotated(execs, 1))  # the kill's state
+    assert read_counts(tmp_path / "h.jsonl", execs).execs == expected
+    assert rotate(execs, Retention(max_bytes=1 << 20, keep=2), exec_tally)
+    assert execs.read_bytes() == b""
+    assert read_counts(tmp_path / "h.jsonl", execs).execs == expected
