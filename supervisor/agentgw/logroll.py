@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ Tally = Callable[[bytes], "str | None"]
 T = TypeVar("T")
 CACHED_PARSES = 64  # (parse, file) results kept by parse_files: keep + 1 files of a few logs
 _parsed: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_parsed_lock = threading.Lock()  # the registry reads from its worker threads
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,13 @@ def _copy_at_start(live: Path, newest: Path) -> int:
 
 def parse_files(live: Path, parse: Callable[[bytes], T]) -> tuple[Dropped, list[T]]:
     """What retention dropped, and ``parse`` of each retained file's content oldest first, then
-    of the live one's (without the copy an interrupted rotation left at its start), read under
-    the shared lock. Results are cached by (device, inode, size, mtime): a rotated file never
+    of the live one's (without the copy an interrupted rotation left at its start). The files
+    are read under the shared lock, and parsed after it is released (the broker's appends wait
+    for the lock). Results are cached by (device, inode, size, mtime): a rotated file never
     changes, so after a rotation or an append only the live file is read again."""
-    out: list[T] = []
+    keys: list[tuple[Any, ...]] = []
+    fresh: dict[tuple[Any, ...], bytes] = {}
+    known: dict[tuple[Any, ...], Any] = {}
     with _locked(live, fcntl.LOCK_SH):
         dropped = read_dropped(live)
         numbers = rotated_numbers(live)
@@ -181,12 +186,20 @@ def parse_files(live: Path, parse: Callable[[bytes], T]) -> tuple[Dropped, list[
                 continue
             start = skip if path == live else 0
             key = (parse, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
-            if key not in _parsed:
-                _parsed[key] = parse(path.read_bytes()[start:])
-                while len(_parsed) > CACHED_PARSES:
-                    _parsed.popitem(last=False)
+            keys.append(key)
+            with _parsed_lock:
+                if key in _parsed:
+                    known[key] = _parsed[key]
+            if key not in known:
+                fresh[key] = path.read_bytes()[start:]
+    known.update((key, parse(data)) for key, data in fresh.items())
+    out = [known[key] for key in keys]
+    with _parsed_lock:
+        for key, value in zip(keys, out, strict=True):
+            _parsed[key] = value
             _parsed.move_to_end(key)
-            out.append(_parsed[key])
+        while len(_parsed) > CACHED_PARSES:
+            _parsed.popitem(last=False)
     return dropped, out
 
 
