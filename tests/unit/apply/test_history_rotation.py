@@ -96,3 +96,18 @@ def test_a_rotated_file_removed_is_found(tmp_path: Path) -> None:
     assert code == 3
     assert out.startswith("history: history.jsonl.1 line 1: chain broken")
     assert f"sequence {2 * PER_FILE + 1}, expected {PER_FILE + 1}" in out
+
+
+def test_a_bound_below_4096_is_a_usage_error_and_rotates_nothing(tmp_path: Path) -> None:
+    """rotation.max_bytes: 10 is refused in one line with the allowed range (exit 2); the log
+    is left as it was."""
+    layout = host(tmp_path, keep=2)
+    (layout.etc / "agentgw.yaml").write_text("rotation:\n  max_bytes: 10\n")
+    for i in range(PER_FILE):
+        append_history(layout.history, "promote", "ok", "api", release=f"r{i}")
+    before = layout.history.read_bytes()
+    code, out, err = agentgw("--root", str(layout.root), "rotate")
+    assert (code, out) == (2, "")
+    assert err == ("error: agentgw.yaml:2: rotation.max_bytes: must be at least 4096, got 10\n"
+                   "hint: rotate a log once it is over this many bytes, 4096 to 1 GiB\n")
+    assert layout.history.read_bytes() == before and not rotated(layout.history, 1).exists()
