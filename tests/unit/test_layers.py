@@ -1,7 +1,7 @@
 """The dependency direction of STYLE.md, read from the imports of every module.
 
 Below everything: ``paths``, ``errors``, ``log``, ``fsio``, ``signing`` (and the other small
-top-level modules: ``machine``, ``sdnotify``, ``unixsock``, the package's ``__init__``). Then
+top-level modules: ``machine``, ``logroll``, ``unixsock``, the package's ``__init__``). Then
 ``model <- plan <- {observe, apply <- bus, run} <- {proofs, sandbox} <- {cli, registry}``.
 
 Inside a pair of braces the layers are siblings: neither imports the other. The test forbids
@@ -30,7 +30,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "supervisor" / "agentgw"
 
-BOTTOM = {"agentgw", "paths", "errors", "log", "fsio", "signing", "machine", "sdnotify",
+BOTTOM = {"agentgw", "paths", "errors", "log", "fsio", "signing", "machine", "logroll",
           "unixsock"}
 CHAIN: list[set[str]] = [
     BOTTOM,

@@ -174,11 +174,13 @@ stop = _simple("stop")
 
 @click.command("history")
 @click.argument("profile", required=False)
-@click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 3 if broken.")
+@click.option("--verify", "check", is_flag=True,
+              help="Check the hash chain across every retained file; exit 3 if broken.")
 @json_option
 @pass_app
 def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
-    """The hash-chained log of every promote, rollback, restart, recovery and apply."""
+    """The hash-chained log of every promote, rollback, restart, recovery and apply, read
+    across its rotated files (history.jsonl.N .. .1, then history.jsonl; see agentgw rotate)."""
     log = app.layout.history
     if check:
         problems = verify_history(log)
