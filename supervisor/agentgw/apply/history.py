@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgw.fsio import fsync_dir, write_atomic
-from agentgw.machine import identity
+from agentgw.machine import actor, identity
 from agentgw.model.history import HistoryRecord
 
 GENESIS = "0" * 64
@@ -116,6 +116,7 @@ def _append_locked(
         result=result,
         detail=detail,
         machine=identity(),
+        actor=actor(),
         prev=prev,
     )
     line = record.model_dump_json().encode() + b"\n"
