@@ -55,8 +55,13 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, print one ``error:`` line on failure, exit with its code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
+        if os.geteuid() != 0:
+            from agentgw.cli.day2 import check_caller
+
+            check_caller(args)
         # standalone_mode=False returns a command's sys.exit/ctx.exit code instead of exiting.
         rv = cli.main(args=argv, prog_name="agentgw", standalone_mode=False)
         if isinstance(rv, int) and rv:
