@@ -16,6 +16,7 @@ import shutil
 import sys
 
 from agentgw.errors import AgentgwError, usage
+from agentgw.machine import actor
 from agentgw.plan.admin import DAY2, DEFAULT_GROUP, want_day2
 
 # Change the host's setup or control units outside the day-2 rule: root only.
@@ -58,7 +59,7 @@ def check_caller(args: list[str]) -> None:
     if not is_member(group):
         raise usage(
             f"agentgw {command} needs root or membership of group {group}",
-            hint=f"an admin adds you: usermod -aG {group} {os.environ.get('USER') or 'USER'} "
+            hint=f"an admin adds you: usermod -aG {group} {actor()} "
             "(then log in again); the registry shows a profile's own user its profile",
         )
     if not want_day2(args):
