@@ -72,23 +72,30 @@ def test_init_made_the_group_and_rules(releases: Releases) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_member_promotes_and_is_recorded(releases: Releases) -> None:
-    """alice's plain `agentgw promote api SHA` runs (through sudo), the history record names
-    alice (text and --json) and the chain stays intact; she reads status, history and logs."""
-    done = sh(AGENTGW, "promote", PROFILE, releases.b, user="alice", timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_member_acts_and_reads_and_is_recorded(releases: Releases) -> None:
+    """alice's plain `agentgw promote api SHA`, `rollback api` and `restart api` run (through
+    sudo); each history record names alice (text and --json) and the chain stays intact; she
+    reads status, history, logs and verify."""
     try:
-        last = history(PROFILE)[-1]
-        assert (last["action"], last["result"], last["actor"]) == ("promote", "ok", "alice")
+        for argv in (["promote", PROFILE, releases.b], ["rollback", PROFILE],
+                     ["restart", PROFILE]):
+            done = sh(AGENTGW, *argv, user="alice", timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+        last = history(PROFILE)[-3:]
+        assert [(r["action"], r["result"], r["actor"]) for r in last] == [
+            ("promote", "ok", "alice"), ("rollback", "ok", "alice"), ("restart", "ok", "alice")]
         text = sh(AGENTGW, "history", PROFILE, user="alice", check=True).stdout
-        assert text.splitlines()[-1].split()[2:5] == ["alice", "promote", PROFILE]
+        assert text.splitlines()[-3].split()[2:5] == ["alice", "promote", PROFILE]
         agentgw("history", "--verify")
         status = sh(AGENTGW, "status", PROFILE, "--json", user="alice", check=True).stdout
-        assert json.loads(status)["profiles"][0]["profile"] == PROFILE
+        row = json.loads(status)["profiles"][0]
+        assert (row["profile"], row["release"]["sha"]) == (PROFILE, releases.a)
         logs = sh(AGENTGW, "logs", PROFILE, "-n", "5", "--no-pager", user="alice")
-        assert logs.returncode == 0, logs.stderr
+        assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
+        proofs = sh(AGENTGW, "verify", PROFILE, user="alice", timeout=120)
+        assert proofs.returncode == 0, proofs.stdout + proofs.stderr
     finally:
-        agentgw("promote", PROFILE, releases.a, "--allow-downgrade")
+        agentgw("promote", PROFILE, releases.a, "--allow-downgrade", "--unless-current")
 
 
 def test_member_restarts_the_gateway_unit_only(releases: Releases) -> None:
