@@ -46,8 +46,12 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, root: str, debug: bool) -> None:
     """Supervise AI-agent gateways, one hardened systemd instance per profile.
 
-    Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 verification failed / not aligned,
-    4 locked by another operation.
+    Exit codes: 0 ok, 1 operation failed, 2 bad input or not allowed, 3 verification failed /
+    not aligned, 4 locked by another operation.
+
+    Without root, members of the admin group (admin_group, default agentgw) run promote,
+    rollback, restart, status, history, logs and verify: agentgw re-runs them through sudo
+    (README: 'Day-2 without root').
     """
     configure(debug=debug)
     ctx.obj = App(layout=Layout.from_env(root), debug=debug)
