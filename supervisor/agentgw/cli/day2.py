@@ -4,8 +4,8 @@ Members of the admin group run the day-2 commands (plan/admin.py's table: promot
 restart; status, history, logs, verify): ``agentgw`` re-runs itself as root through
 ``sudo -n`` and the shipped sudoers rule, which checks the same arguments again. Everyone
 else, and members asking for anything that changes the host's setup (apply, init, ...), gets
-one line saying so (exit 2). Root, and the commands that need no root (config check, lint,
-launch --dry-run, --help...), go on unchanged.
+one line saying so (exit 2). Root, the commands that need no root (config check, lint,
+launch --dry-run, --help...) and a tree relocated with --root go on unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 
 from agentgw.errors import AgentgwError, usage
 from agentgw.machine import actor
+from agentgw.paths import ROOT_ENV
 from agentgw.plan.admin import DAY2, DEFAULT_GROUP, want_day2
 
 # Change the host's setup or control units outside the day-2 rule: root only.
@@ -43,10 +44,22 @@ def is_member(group: str) -> bool:
     return gid == os.getgid() or gid in os.getgroups()
 
 
+def relocated(args: list[str]) -> bool:
+    """``--root``/``AGENTGW_ROOT`` names another tree than the host's: a test or development
+    tree the caller's own rights apply to, no sudo involved."""
+    root = os.environ.get(ROOT_ENV) or "/"
+    for i, arg in enumerate(args):
+        if arg == "--root" and i + 1 < len(args):
+            root = args[i + 1]
+        elif arg.startswith("--root="):
+            root = arg.removeprefix("--root=")
+    return os.path.realpath(root) != "/"
+
+
 def check_caller(args: list[str]) -> None:
     """As root, or for a command that needs no root: return. A member's day-2 command line:
     exec it through sudo. Anything else: raise the refusal."""
-    if os.geteuid() == 0 or any(a in HELP for a in args):
+    if os.geteuid() == 0 or any(a in HELP for a in args) or relocated(args):
         return
     command = next((a for a in args if a in DAY2 or a in ROOT_ONLY), None)
     if command is None:

@@ -73,3 +73,14 @@ def test_help_is_not_gated(monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
     code, argv, _ = run_as(monkeypatch, capsys, ["promote", "--help"], member=False)
     assert (code, argv) == (0, [])
+
+
+def test_relocated_root_is_not_gated(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
+    """Under --root DIR (a test or development tree) a non-member's plan runs as themselves."""
+    monkeypatch.delenv("AGENTGW_ROOT", raising=False)
+    code, argv, err = run_as(monkeypatch, capsys, ["--root", str(tmp_path), "plan"],
+                             member=False)
+    assert argv == [] and "needs root" not in err
+    assert day2.relocated(["--root=/", "status"]) is False
+    assert day2.relocated(["status"]) is False
