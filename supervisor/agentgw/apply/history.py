@@ -24,7 +24,7 @@ from typing import Any
 from agentgw import logroll
 from agentgw.fsio import fsync_dir, write_atomic
 from agentgw.logroll import Line, line_hash
-from agentgw.machine import identity
+from agentgw.machine import actor, identity
 from agentgw.model.history import HistoryRecord
 
 GENESIS = "0" * 64
@@ -146,6 +146,7 @@ def _append_locked(
         result=result,
         detail=detail,
         machine=identity(),
+        actor=actor(),
         prev=prev,
     )
     line = record.model_dump_json().encode() + b"\n"

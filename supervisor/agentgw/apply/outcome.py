@@ -114,7 +114,11 @@ def record_outcome(history: Path, run: Run, summary: Summary, unchanged: bool) -
         detail["intent"] = summary.intent
     if summary.start is not None:
         detail["start_failure"] = summary.start.model_dump()
-    append_history(history, summary.op, summary.result, summary.profile, **detail)
+    record = append_history(history, summary.op, summary.result, summary.profile, **detail)
+    # The operation's one info line, with or without --debug (journald keeps it).
+    log.summary(f"{summary.op}_finished", profile=summary.profile, release=summary.release,
+                previous=summary.previous, result=summary.result, reason=summary.reason,
+                actor=record.actor, seq=record.seq)
 
 
 def record_recovery(history: Path, intent: Intent, result: Result) -> str:

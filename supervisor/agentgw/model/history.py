@@ -40,4 +40,7 @@ class HistoryRecord(BaseModel):
     machine: dict[str, str] | None = Field(
         default=None, description="machine_id and hostname of the host that wrote it"
     )
+    actor: str | None = Field(
+        default=None, description="the user who ran it (SUDO_USER under sudo); None: older"
+    )
     prev: str
