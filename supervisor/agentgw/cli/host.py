@@ -184,7 +184,8 @@ def apply(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
             config.profiles, config.host, layout, observed, prune=prune, stamp=_stamp()
         )
         apply_actions(actions, units)
-    append_history(layout.history, "apply", "ok", changes=len(actions), prune=prune)
+    append_history(layout.history, "apply", "ok", changes=len(actions), prune=prune,
+                   retention=config.host.rotation.retention())
     systemd_note(layout)
     if not config.host.isolated:
         click.echo("note: convenience mode: every profile runs as one user; NOT isolated", err=True)
