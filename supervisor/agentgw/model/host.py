@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
+from agentgw.logroll import Retention
 from agentgw.model.fields import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
 from agentgw.paths import user_name
 from agentgw.signing import inline_key
@@ -106,6 +107,21 @@ class Sandbox(Frozen):
         return self
 
 
+class Rotation(Frozen):
+    """When history.jsonl and the sandbox's execs.jsonl rotate, and how many old files stay."""
+
+    max_bytes: StrictInt = Field(
+        default=8 * 1024 * 1024, ge=4096, le=1024 * 1024 * 1024,
+        description="rotate a log once it is over this many bytes, 4096 to 1 GiB",
+    )
+    keep: StrictInt = Field(
+        default=8, ge=1, le=1000, description="rotated files kept per log (.1 newest), 1 to 1000"
+    )
+
+    def retention(self) -> Retention:
+        return Retention(self.max_bytes, self.keep)
+
+
 class HostConfig(Frozen):
     """Host-wide settings: isolation mode, release trust, registry, sandbox, interpreter."""
 
@@ -132,6 +148,9 @@ class HostConfig(Frozen):
     )
     registry: Registry = Field(default_factory=Registry, description="socket, tcp and token_file")
     sandbox: Sandbox = Field(default_factory=Sandbox, description="limits of the microVM sandbox")
+    rotation: Rotation = Field(
+        default_factory=Rotation, description="size bound and retention of history and exec logs"
+    )
     python: AbsPath = Field(
         default=Path("/usr/bin/python3"),
         description="absolute path of the interpreter gateways use",

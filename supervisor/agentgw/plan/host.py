@@ -40,6 +40,7 @@ SANDBOX_HOME = Path("/nonexistent")
 # Installed as shipped (systemd/; their paths are the host's: the venv, state, cache): the
 # registry, the sandbox broker, the periodic verify and the template's OnFailure= hook.
 SHIPPED_UNITS = (
+    "agentgw-registry.socket",
     "agentgw-registry.service",
     SANDBOX_UNIT,
     "agentgw-job.socket",
