@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -27,6 +28,7 @@ from agentgw.plan.host import (
     profile_files,
     render_plan,
 )
+from agentgw.plan.shipped import PACKAGED_MARK, Install
 from agentgw.plan.units import launcher_source
 
 DEFAULT_HOST_CONFIG = """\
@@ -48,9 +50,18 @@ def to_observed(state: HostState, units: dict[str, tuple[str, str]] | None) -> O
     )
 
 
-def observe_for_init(layout: Layout, units: dict[str, tuple[str, str]] | None) -> Observed:
+def installed() -> Install:
+    """This agentgw's venv, and whether the Debian package installed it (its mark file)."""
+    venv = Path(sys.prefix)
+    return Install(venv=str(venv), packaged=(venv / PACKAGED_MARK).is_file())
+
+
+def observe_for_init(
+    layout: Layout, units: dict[str, tuple[str, str]] | None, install: Install
+) -> Observed:
     dirs = [d for d, *_ in init_dirs(layout)]
-    return to_observed(observe_host(layout, dirs=dirs, files=init_files(layout), tools=()), units)
+    files = init_files(layout, install)
+    return to_observed(observe_host(layout, dirs=dirs, files=files, tools=()), units)
 
 
 def observe_for_apply(
@@ -101,14 +112,17 @@ def systemd_note(layout: Layout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the actions as JSON.")
 @pass_app
 def init(app: App, as_json: bool) -> None:
-    """Install the hardened template unit, the launcher, state dirs and a default host config.
+    """Install the hardened units, the launcher, state dirs and a default host config.
 
-    Idempotent: a second run changes nothing and says so.
+    The units run this agentgw (its venv). Installed by the Debian package, the package owns
+    the units (/usr/lib/systemd/system) and init writes none. Idempotent: a second run changes
+    nothing and says so; an existing agentgw.yaml is never rewritten.
     """
     layout = app.layout
+    install = installed()
     with bus_for(layout) as units:
-        observed = observe_for_init(layout, {} if units is not None else None)
-        actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG)
+        observed = observe_for_init(layout, {} if units is not None else None, install)
+        actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG, install)
         apply_actions(actions, units)
     systemd_note(layout)
     report(actions, as_json=as_json, applied=True)

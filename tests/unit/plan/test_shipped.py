@@ -1,0 +1,78 @@
+"""The shipped files are rendered for the venv agentgw runs from; a packaged install leaves the
+units to the package (init writes none into /etc/systemd/system)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentgw.model.actions import UnitAction, WriteFile
+from agentgw.paths import Layout
+from agentgw.plan.host import Observed, init_files, plan_init
+from agentgw.plan.shipped import (
+    DEFAULT_VENV,
+    SHIPPED_DIRS,
+    Install,
+    render_shipped,
+    shipped_names,
+    shipped_source,
+    shipped_unit,
+    shipped_units,
+)
+from tests.unit.plan.test_host_plan import after
+
+REPO = Path(__file__).resolve().parents[3]
+PACKAGED = Install(venv="/usr/lib/agentgw", packaged=True)
+
+
+def test_every_file_of_the_data_dirs_renders_the_installed_venv() -> None:
+    """Every shipped file (units, and polkit/sudoers rules where present) that names the
+    make install's venv names the package's venv once rendered for it, and nothing else
+    changes; the units that run agentgw run the rendered binary."""
+    seen = 0
+    for kind in SHIPPED_DIRS:
+        for name in shipped_names(kind):
+            source = shipped_source(kind, name)
+            rendered = render_shipped(source, PACKAGED.venv)
+            assert "/opt/agentgw" not in rendered
+            assert source.replace(DEFAULT_VENV, PACKAGED.venv) == rendered
+            seen += 1
+    assert seen >= len(list((REPO / "systemd").iterdir()))
+    for name in ("agentgw-registry.service", "agentgw-verify.service",
+                 "agentgw-onfailure@.service", "agentgw-sandbox.service"):
+        assert f"ExecStart={PACKAGED.agentgw} " in shipped_unit(name, PACKAGED)
+
+
+def test_make_install_renders_the_sources_unchanged() -> None:
+    """For the make venv the rendering is the source itself (what the repo's systemd/ says)."""
+    for name in shipped_units():
+        assert (REPO / "systemd" / name).read_text() == shipped_unit(name, Install())
+
+
+def test_init_renders_the_units_for_the_running_venv(tmp_path: Path) -> None:
+    """Not packaged: init writes the template and every shipped unit into /etc/systemd/system,
+    the shipped ones pointing at the venv it runs from."""
+    layout = Layout(tmp_path)
+    install = Install(venv="/srv/agentgw/venv")
+    empty = Observed(users=frozenset(), groups=frozenset(), paths={}, units={})
+    actions = plan_init(layout, empty, "#!launcher\n", "default\n", install)
+    files = {a.path: a.content for a in actions if isinstance(a, WriteFile)}
+    registry = files[layout.unit_dir / "agentgw-registry.service"]
+    assert "ExecStart=/srv/agentgw/venv/bin/agentgw registry serve" in registry
+    assert "ExecPaths=/srv/agentgw/venv " in registry
+    assert layout.template_unit in files
+    assert plan_init(layout, after(actions, empty), "#!launcher\n", "default\n", install) == []
+
+
+def test_packaged_init_writes_no_unit(tmp_path: Path) -> None:
+    """Packaged: no unit file (template included) is written or observed in /etc, so none
+    shadows the package's in /usr/lib/systemd/system, and no daemon-reload is planned; the
+    launcher, state dirs and default config are still installed, once."""
+    layout = Layout(tmp_path)
+    empty = Observed(users=frozenset(), groups=frozenset(), paths={}, units={})
+    actions = plan_init(layout, empty, "#!launcher\n", "default\n", PACKAGED)
+    written = {a.path for a in actions if isinstance(a, WriteFile)}
+    assert not any(p.is_relative_to(layout.unit_dir) for p in written)
+    assert not any(p.is_relative_to(layout.unit_dir) for p in init_files(layout, PACKAGED))
+    assert {layout.launcher, layout.host_config} <= written
+    assert not [a for a in actions if isinstance(a, UnitAction)]
+    assert plan_init(layout, after(actions, empty), "#!launcher\n", "default\n", PACKAGED) == []
