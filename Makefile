@@ -66,11 +66,11 @@ deb: apt venv
 
 # tests/package: the .deb and a newer build of it installed, upgraded and purged in a lab whose
 # /opt/agentgw is hidden (a host that never saw this venv).
-PACKAGE_DEBS := build/package-debs
+PACKAGE_DEBS := dist/package-debs
 package: setup
 	@rm -rf $(PACKAGE_DEBS) && mkdir -p $(PACKAGE_DEBS)
 	@VENV=$(VENV) scripts/build-deb $(DEB_VERSION) $(PACKAGE_DEBS)
-	@VENV=$(VENV) scripts/build-deb $(DEB_VERSION)+1 $(PACKAGE_DEBS)
+	@VENV=$(VENV) LINTIAN=0 scripts/build-deb $(DEB_VERSION)+1 $(PACKAGE_DEBS)
 	AGENTGW_DEBS=$(CURDIR)/$(PACKAGE_DEBS) $(VENV)/bin/pytest tests/package
 
 # The Ansible side (issue 17): ansible-core and ansible-lint, pinned in fleet/requirements.txt,
