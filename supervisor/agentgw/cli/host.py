@@ -56,12 +56,9 @@ def installed() -> Install:
     return Install(venv=str(venv), packaged=(venv / PACKAGED_MARK).is_file())
 
 
-def observe_for_init(
-    layout: Layout, units: dict[str, tuple[str, str]] | None, install: Install
-) -> Observed:
+def observe_for_init(layout: Layout, units: dict[str, tuple[str, str]] | None) -> Observed:
     dirs = [d for d, *_ in init_dirs(layout)]
-    files = init_files(layout, install)
-    return to_observed(observe_host(layout, dirs=dirs, files=files, tools=()), units)
+    return to_observed(observe_host(layout, dirs=dirs, files=init_files(layout), tools=()), units)
 
 
 def observe_for_apply(
@@ -115,13 +112,14 @@ def init(app: App, as_json: bool) -> None:
     """Install the hardened units, the launcher, state dirs and a default host config.
 
     The units run this agentgw (its venv). Installed by the Debian package, the package owns
-    the units (/usr/lib/systemd/system) and init writes none. Idempotent: a second run changes
-    nothing and says so; an existing agentgw.yaml is never rewritten.
+    the units (/usr/lib/systemd/system): init writes none, and removes an unchanged copy a
+    make install left in /etc/systemd/system (it would shadow the package's). Idempotent: a
+    second run changes nothing and says so; an existing agentgw.yaml is never rewritten.
     """
     layout = app.layout
     install = installed()
     with bus_for(layout) as units:
-        observed = observe_for_init(layout, {} if units is not None else None, install)
+        observed = observe_for_init(layout, {} if units is not None else None)
         actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG, install)
         apply_actions(actions, units)
     systemd_note(layout)

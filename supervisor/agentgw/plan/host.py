@@ -124,23 +124,41 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
     ]
 
 
-def init_files(layout: Layout, install: Install = MAKE_INSTALL) -> list[Path]:
+def init_files(layout: Layout) -> list[Path]:
     """The files ``plan_init`` manages (observe them to plan it)."""
     return [
         layout.launcher,
         layout.ready_waiter,
         layout.host_config,
         sandbox_client_path(layout),
-        *init_units(layout, install),
+        *init_units(layout),
     ]
 
 
-def init_units(layout: Layout, install: Install) -> list[Path]:
+def init_units(layout: Layout) -> list[Path]:
     """The template and every shipped unit (registry, sandbox broker, verify, the OnFailure=
-    hook, sockets...) in /etc/systemd/system; none when a package ships them in /usr."""
-    if install.packaged:
-        return []
+    hook, sockets...) in /etc/systemd/system."""
     return [layout.template_unit, *(layout.unit_dir / name for name in shipped_units())]
+
+
+def plan_units(layout: Layout, observed: Observed, install: Install) -> list[Action]:
+    """Not packaged: each unit written for this install. Packaged: none written (the package
+    owns them in /usr); a copy a ``make`` install's init left in /etc, unchanged, is removed,
+    as it would shadow the package's (an edited one is the operator's and stays)."""
+    if not install.packaged:
+        return [
+            a
+            for path in init_units(layout)
+            for a in want_file(
+                observed, path, render_unit(path, layout, install), ROOT, ROOT, 0o644
+            )
+        ]
+    return [
+        RemovePath(path=path, why="shadows the package's unit in /usr/lib/systemd/system")
+        for path in init_units(layout)
+        if (have := observed.paths.get(path)) is not None
+        and have[4] == render_unit(path, layout, MAKE_INSTALL)
+    ]
 
 
 def sandbox_client_path(layout: Layout) -> Path:
@@ -159,11 +177,7 @@ def plan_init(
     actions: list[Action] = []
     for path, owner, group, mode in init_dirs(layout):
         actions += want_dir(observed, path, owner, group, mode)
-    units = [
-        a
-        for path in init_units(layout, install)
-        for a in want_file(observed, path, render_unit(path, layout, install), ROOT, ROOT, 0o644)
-    ]
+    units = plan_units(layout, observed, install)
     actions += units
     actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
     actions += want_file(observed, layout.ready_waiter, ready_waiter_source(), ROOT, ROOT, 0o755)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentgw.model.actions import UnitAction, WriteFile
+from agentgw.model.actions import RemovePath, UnitAction, WriteFile
 from agentgw.paths import Layout
 from agentgw.plan.host import Observed, init_files, plan_init
 from agentgw.plan.shipped import (
@@ -64,15 +64,33 @@ def test_init_renders_the_units_for_the_running_venv(tmp_path: Path) -> None:
 
 
 def test_packaged_init_writes_no_unit(tmp_path: Path) -> None:
-    """Packaged: no unit file (template included) is written or observed in /etc, so none
-    shadows the package's in /usr/lib/systemd/system, and no daemon-reload is planned; the
-    launcher, state dirs and default config are still installed, once."""
+    """Packaged: no unit file (template included) is written in /etc, so none shadows the
+    package's in /usr/lib/systemd/system, and no daemon-reload is planned; the launcher, state
+    dirs and default config are still installed, once."""
     layout = Layout(tmp_path)
     empty = Observed(users=frozenset(), groups=frozenset(), paths={}, units={})
     actions = plan_init(layout, empty, "#!launcher\n", "default\n", PACKAGED)
     written = {a.path for a in actions if isinstance(a, WriteFile)}
     assert not any(p.is_relative_to(layout.unit_dir) for p in written)
-    assert not any(p.is_relative_to(layout.unit_dir) for p in init_files(layout, PACKAGED))
     assert {layout.launcher, layout.host_config} <= written
     assert not [a for a in actions if isinstance(a, UnitAction)]
     assert plan_init(layout, after(actions, empty), "#!launcher\n", "default\n", PACKAGED) == []
+
+
+def test_packaged_init_removes_the_make_installs_unchanged_copies(tmp_path: Path) -> None:
+    """Packaged, on a host a make install's init set up: its unchanged units in /etc (which
+    would shadow the package's) are removed and systemd reloaded; an edited one stays."""
+    layout = Layout(tmp_path)
+    make = plan_init(layout, Observed(users=frozenset(), groups=frozenset(), paths={},
+                                      units={}), "#!launcher\n", "default\n")
+    host = after(make, Observed(users=frozenset(), groups=frozenset(), paths={}, units={}))
+    edited = layout.unit_dir / "agentgw-verify.timer"
+    kind, owner, group, mode, _ = host.paths[edited]
+    host = Observed(users=host.users, groups=host.groups, units={},
+                    paths={**host.paths, edited: (kind, owner, group, mode, "[Timer]\n")})
+    actions = plan_init(layout, host, "#!launcher\n", "default\n", PACKAGED)
+    removed = {a.path for a in actions if isinstance(a, RemovePath)}
+    assert {layout.template_unit, layout.unit_dir / "agentgw-registry.service"} <= removed
+    assert {p for p in init_files(layout) if p.is_relative_to(layout.unit_dir)} - removed == {
+        edited}
+    assert UnitAction(verb="daemon-reload", why="unit files changed") in actions
