@@ -37,6 +37,8 @@ EMULATION = "sandbox:\n  allow_emulation: true\n"
 def debs() -> tuple[Path, Path]:
     """The first build and the newer one (sorted by dpkg's version order)."""
     found = sorted(DEBS.glob("agentgw_*_amd64.deb"))
+    if not found and "AGENTGW_DEBS" not in os.environ:
+        pytest.skip(f"no .deb in {DEBS}: make package builds two and runs this test")
     if len(found) != 2:
         pytest.fail(f"expected two builds of the .deb in {DEBS} (make package), found {found}")
     older, newer = found
