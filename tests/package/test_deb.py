@@ -53,6 +53,7 @@ def version(deb: Path) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
+    debs()  # before booting: skipped or failed at once when the builds are missing
     spec = LabSpec(name=f"pkg-{uuid.uuid4().hex[:8]}", binds=(REPO,))
     with booted(spec) as machine:
         # The checkout's venv does not exist on this host: nothing there can use it.
