@@ -26,8 +26,8 @@ from typing import Any
 from agentgw.lab.machine import booted
 from agentgw.lab.spec import LabSpec
 from agentgw.model.release import ReleasePolicy
-from agentgw.observe.release import release_owner, verify_tree
 from agentgw.paths import Layout
+from agentgw.store.release import release_owner, verify_tree
 from benchmarks.rows import Row, rows_from_json, rows_to_json
 
 REPO = Path(__file__).resolve().parents[1]

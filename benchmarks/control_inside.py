@@ -89,7 +89,9 @@ def main() -> None:
     # As on a host: the registry runs, and status gets a snapshot it vouches is current. Then
     # the same with the registry stopped: the command computes every row itself.
     for source in ("registry", "direct"):
-        sh("systemctl", "start" if source == "registry" else "stop", "agentgw-registry.service")
+        # stopped with its socket: a connection to the socket would start it again
+        sh("systemctl", "start" if source == "registry" else "stop", "agentgw-registry.socket",
+           "agentgw-registry.service")
         subprocess.run(status, capture_output=True)  # warm the page cache (and the registry)
         doc = json.loads(subprocess.run(status, capture_output=True, text=True).stdout)
         assert doc["source"] == source, doc["source"]

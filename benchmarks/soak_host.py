@@ -195,7 +195,8 @@ def restore_repo_profiles(build: Path) -> None:
     """The repo's example profiles again, all on release A (the lab is shared with the other
     integration tests), the CPUs no longer partitioned; works after a soak that failed
     half-way."""
-    sh("systemctl", "stop", REGISTRY, check=False)
+    # the socket too: a connection to it would start the registry again
+    sh("systemctl", "stop", f"{REGISTRY.removesuffix('.service')}.socket", REGISTRY, check=False)
     unpartition_cpus()
     for name in PROFILES:
         shutil.copy(REPO / "gateways" / f"{name}.yaml", ETC / "gateways" / f"{name}.yaml")

@@ -1,15 +1,17 @@
 """The dependency direction of STYLE.md, read from the imports of every module.
 
 Below everything: ``paths``, ``errors``, ``log``, ``fsio``, ``signing`` (and the other small
-top-level modules: ``machine``, ``sdnotify``, ``unixsock``, the package's ``__init__``). Then
+top-level modules: ``machine``, ``logroll``, ``unixsock``, the package's ``__init__``). Then
 ``model <- plan <- {observe, apply <- bus, run} <- {proofs, sandbox} <- {cli, registry}``.
 
-STYLE.md's braces give no order inside a group; the table fixes one, and the test forbids every
-import against it, sideways included:
+Inside a pair of braces the layers are siblings: neither imports the other. The test forbids
+every import against the chain, sideways included. Packages STYLE.md does not name are placed:
 
 * ``config`` (host and profile files -> models) sits beside ``plan``: both only read models.
-* ``bus`` and ``run`` are the leaves of the effect group; ``observe`` reads through them and
-  ``apply`` acts on what ``observe`` read, so apply may import observe and never the reverse.
+* ``bus`` and ``run`` are the leaves of the effect group, and so is ``store``, the release
+  store's read side (find, list, manifests, verify), which apply and observe both read.
+  ``observe`` and ``apply`` are siblings: what the promote executor must read of a gateway it
+  gets from its caller as a ``Probe`` (apply/poll.py), which observe/gateway.py implements.
 * ``lab`` (boots the integration lab) sits beside ``proofs`` and ``sandbox``.
 * ``registry`` is served by a CLI command, so ``cli`` is the top and nothing imports it.
 
@@ -28,15 +30,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "supervisor" / "agentgw"
 
-BOTTOM = {"agentgw", "paths", "errors", "log", "fsio", "signing", "machine", "sdnotify",
+BOTTOM = {"agentgw", "paths", "errors", "log", "fsio", "signing", "machine", "logroll",
           "unixsock"}
 CHAIN: list[set[str]] = [
     BOTTOM,
     {"model"},
     {"plan", "config"},
-    {"bus", "run"},
-    {"observe"},
-    {"apply"},
+    {"bus", "run", "store"},
+    {"observe", "apply"},
     {"proofs", "sandbox", "lab"},
     {"registry"},
     {"cli"},

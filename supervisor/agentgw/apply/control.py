@@ -27,7 +27,7 @@ from agentgw.apply.outcome import (
     record_recovery,
     render_outcome,
 )
-from agentgw.apply.poll import Control, Failed, check_aligned
+from agentgw.apply.poll import Control, Failed, Probe, check_aligned
 from agentgw.apply.promote import Executor, Journal, Move, link_name
 from agentgw.apply.release import releases_lock
 from agentgw.apply.siblings import changed_siblings, describe_siblings, record_siblings
@@ -37,14 +37,14 @@ from agentgw.model.control import Outcome, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
 from agentgw.model.release import ReleasePolicy
-from agentgw.observe.release import (
+from agentgw.paths import Layout, unit_name
+from agentgw.plan.promote import Observed, as_phase
+from agentgw.store.release import (
     check_promotable,
     current_manifest,
     find_release,
     read_manifest,
 )
-from agentgw.paths import Layout, unit_name
-from agentgw.plan.promote import Observed, as_phase
 
 
 def check_links(layout: Layout, name: str) -> None:
@@ -63,11 +63,19 @@ def check_links(layout: Layout, name: str) -> None:
 
 class Controller:
     def __init__(
-        self, layout: Layout, config: Config, sd: Control, out: Callable[[str], None]
+        self,
+        layout: Layout,
+        config: Config,
+        sd: Control,
+        probe: Probe,
+        out: Callable[[str], None],
     ) -> None:
+        """``sd`` acts on the units; ``probe`` reads the gateways (observe.gateway.GatewayProbe:
+        the caller passes it, as apply does not import observe)."""
         self.layout = layout
         self.config = config
         self.sd = sd
+        self.probe = probe
         self.out = out
 
     # -- entry points ------------------------------------------------------------------------
@@ -130,7 +138,8 @@ class Controller:
             siblings = record_siblings(self.sd, name)
             # A restart changes no link: it starts where a promote is after its flip.
             move = Move("restart", profile, current, current)
-            executor = Executor(self.layout, self.sd, move, Journal(self.layout.intents), run)
+            executor = Executor(self.layout, self.sd, self.probe, move,
+                                Journal(self.layout.intents), run)
             try:
                 executor.drive(move.course("flipped"), Observed("ok"))
             except Failed as exc:
@@ -154,7 +163,7 @@ class Controller:
             journal.begin(move)
             run = Run(self.out)
             siblings = record_siblings(self.sd, name)
-            executor = Executor(self.layout, self.sd, move, journal, run)
+            executor = Executor(self.layout, self.sd, self.probe, move, journal, run)
             ending = executor.drive(move.course("intent"), Observed("ok"))
             ident = intent_ident(journal.intent) if journal.intent is not None else None
             summary = Summary(move.op, name, target, move.previous, ending.result,
@@ -187,7 +196,7 @@ class Controller:
             untouched = self.untouched(profile, intent)
         move = Move.of_intent(intent, profile)
         journal = Journal(self.layout.intents, intent)
-        executor = Executor(self.layout, self.sd, move, journal, Run(self.out))
+        executor = Executor(self.layout, self.sd, self.probe, move, journal, Run(self.out))
         ending = executor.drive(move.course(phase), Observed("killed", untouched=untouched))
         message = record_recovery(self.layout.history, intent, ending.result)
         clear_intent(self.layout.intents, profile.name)
@@ -205,7 +214,7 @@ class Controller:
         if intent.previous is None:
             return True
         try:
-            check_aligned(self.layout, profile, self.sd.service_status(unit_name(name)))
+            check_aligned(self.probe, profile, self.sd.service_status(unit_name(name)))
         except Failed:
             return False
         return True

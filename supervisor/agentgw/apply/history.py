@@ -4,27 +4,30 @@ Each line carries the sha256 of the line before it, so editing or removing any l
 chain. ``history.head`` holds the count and hash of the last line, so removing lines from the end
 is detected too. The head trails the log by at most one line after a kill; the next append or
 verify repairs that case (the line is present and chains correctly).
+
+The log rotates by size (:mod:`agentgw.logroll`): the chain runs on across ``history.jsonl.N``
+.. ``history.jsonl.1`` and ``history.jsonl`` as one sequence -- the first record of a new file
+chains to the last record of the file before it, and ``seq`` keeps counting. Files dropped by
+the retention leave their line count and last hash in ``history.jsonl.dropped``: the oldest
+retained record must chain to that, so removing a retained file is detected too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from agentgw import logroll
 from agentgw.fsio import fsync_dir, write_atomic
+from agentgw.logroll import Line, line_hash
 from agentgw.machine import identity
 from agentgw.model.history import HistoryRecord
 
 GENESIS = "0" * 64
-
-
-def line_hash(line: bytes) -> str:
-    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
 def head_path(log: Path) -> Path:
@@ -32,11 +35,26 @@ def head_path(log: Path) -> Path:
 
 
 def read_lines(log: Path) -> list[bytes]:
+    """Every record line of the retained files and the live one, oldest first."""
+    return [line.data for line in logroll.read_log(log)[1]]
+
+
+def read_chain(log: Path) -> tuple[int, str, list[Line]]:
+    """The records retention dropped, the hash of the last of them (0, GENESIS: none), and the
+    retained lines oldest first."""
+    dropped, lines = logroll.read_log(log)
+    return dropped.lines, dropped.last_hash or GENESIS, lines
+
+
+def rotate_history(log: Path, retention: logroll.Retention, tally: logroll.Tally) -> bool:
+    """Rotate the log when it is over the bound (or finish an interrupted rotation), under the
+    appenders' lock so no append reads the files half-shifted."""
+    lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        data = log.read_bytes()
-    except FileNotFoundError:
-        return []
-    return [line for line in data.split(b"\n") if line]
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return logroll.rotate(log, retention, tally)
+    finally:
+        os.close(lock)
 
 
 def read_head(log: Path) -> tuple[int, str]:
@@ -58,31 +76,43 @@ def write_head(log: Path, count: int, last: str) -> None:
 
 
 def verify_history(log: Path) -> list[str]:
-    """Problems with the chain: edited, removed or reordered lines. Empty when intact."""
+    """Problems with the chain: edited, removed or reordered lines, in any retained file.
+    Empty when intact."""
+    base, anchor, lines = read_chain(log)
+    problems = _check_chain(lines, base, anchor)
+    count, last = read_head(log)
+    total = base + len(lines)
+    end = line_hash(lines[-1].data) if lines else anchor
+    before_end = line_hash(lines[-2].data) if len(lines) > 1 else anchor
+    trailing_ok = count == total - 1 and last == before_end
+    if (count, last) != (total, end) and not trailing_ok:
+        problems.append(
+            f"head says {count} records ending {last[:12]}, log has {total} ending "
+            f"{end[:12]} (lines removed from the end?)"
+        )
+    return problems
+
+
+def _check_chain(lines: list[Line], base: int, prev: str) -> list[str]:
     problems: list[str] = []
-    prev = GENESIS
-    lines = read_lines(log)
-    for n, line in enumerate(lines, start=1):
+    for seq, line in enumerate(lines, start=base + 1):
+        where = f"{line.file} line {line.n}"
         try:
-            record = HistoryRecord.model_validate_json(line)
+            record = HistoryRecord.model_validate_json(line.data)
         except ValueError:
-            problems.append(f"line {n}: not a history record")
-            prev = line_hash(line)
+            problems.append(f"{where}: not a history record")
+            prev = line_hash(line.data)
             continue
         if record.prev != prev:
-            problems.append(f"line {n}: chain broken (edited, removed or reordered before it)")
-        if record.seq != n:
-            problems.append(f"line {n}: sequence {record.seq}, expected {n}")
-        prev = line_hash(line)
-    count, last = read_head(log)
-    trailing_ok = count == len(lines) - 1 and (
-        last == (line_hash(lines[-2]) if len(lines) > 1 else GENESIS)
-    )
-    if (count, last) != (len(lines), prev) and not trailing_ok:
-        problems.append(
-            f"head says {count} records ending {last[:12]}, log has {len(lines)} ending "
-            f"{prev[:12]} (lines removed from the end?)"
-        )
+            crossing = seq > 1 and line.n == 1
+            problems.append(
+                f"{where}: chain broken across files (it does not follow the last record "
+                "before this file: a file edited, removed or reordered)" if crossing else
+                f"{where}: chain broken (edited, removed or reordered before it)"
+            )
+        if record.seq != seq:
+            problems.append(f"{where}: sequence {record.seq}, expected {seq}")
+        prev = line_hash(line.data)
     return problems
 
 
@@ -106,10 +136,10 @@ def append_history(
 def _append_locked(
     log: Path, action: str, result: str, profile: str | None, detail: dict[str, Any]
 ) -> HistoryRecord:
-    lines = read_lines(log)
-    prev = line_hash(lines[-1]) if lines else GENESIS
+    base, anchor, lines = read_chain(log)
+    prev = line_hash(lines[-1].data) if lines else anchor
     record = HistoryRecord(
-        seq=len(lines) + 1,
+        seq=base + len(lines) + 1,
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         action=action,
         profile=profile,
@@ -119,18 +149,9 @@ def _append_locked(
         prev=prev,
     )
     line = record.model_dump_json().encode() + b"\n"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        if lines and not log.read_bytes().endswith(b"\n"):
-            # A killed append left a partial line: end it so the new record starts cleanly;
-            # verify then reports that line instead of silently losing the new one.
-            os.write(fd, b"\n")
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    logroll.append(log, line)
     fsync_dir(log.parent)
-    write_head(log, len(lines) + 1, line_hash(line))
+    write_head(log, record.seq, line_hash(line))
     return record
 
 

@@ -10,9 +10,7 @@ from agentgw.bus import ServiceStatus, StartFacts, UnitInfo
 from agentgw.errors import AgentgwError
 from agentgw.fsio import read_json
 from agentgw.model.profile import Profile
-from agentgw.model.status import StartFailure
-from agentgw.observe.startup import READY_RECORD, ReadyRecord, journal_tail, judge_start
-from agentgw.observe.status import judge_alignment, read_environ, read_release
+from agentgw.model.status import Alignment, HealthAnswer, StartFailure
 from agentgw.paths import Layout, unit_name
 
 
@@ -30,6 +28,19 @@ class Control(Protocol):
     def enable(self, names: list[str]) -> None: ...
 
 
+class Probe(Protocol):
+    """What promote, rollback and restart read of the gateway they restarted. observe/ knows how
+    (observe.gateway.GatewayProbe); the command passes one in, so apply and observe, siblings in
+    STYLE.md's chain, never import each other."""
+
+    def alignment(self, profile: Profile, status: ServiceStatus) -> Alignment: ...
+    def start_failure(
+        self, profile: Profile, facts: StartFacts, since_usec: int
+    ) -> StartFailure: ...
+    def health(self, profile: Profile, expect_sha: str | None) -> HealthAnswer: ...
+    def warm_up(self) -> None: ...
+
+
 class Failed(Exception):
     """A step proving a release failed; the caller rolls back.
 
@@ -42,7 +53,7 @@ class Failed(Exception):
 
 
 def wait_ready(
-    sd: Control, layout: Layout, profile: Profile, since: float, timeout: float
+    sd: Control, probe: Probe, layout: Layout, profile: Profile, since: float, timeout: float
 ) -> ServiceStatus:
     """Active, and the launcher's record names the new MainPID."""
     name, unit = profile.name, unit_name(profile.name)
@@ -52,7 +63,7 @@ def wait_ready(
         status = sd.service_status(unit)
         if status.active_state in ("failed", "inactive") or status.sub_state == "auto-restart":
             raise start_failed(
-                sd, layout, profile, since, f"unit {status.active_state}/{status.sub_state}"
+                sd, probe, profile, since, f"unit {status.active_state}/{status.sub_state}"
             )
         if status.active_state == "active" and status.main_pid:
             record = read_json(launch).data
@@ -66,28 +77,20 @@ def wait_ready(
         time.sleep(0.02)
 
 
-def check_aligned(layout: Layout, profile: Profile, status: ServiceStatus) -> str:
+def check_aligned(probe: Probe, profile: Profile, status: ServiceStatus) -> str:
     """The process ``status`` names runs exactly the release ``current`` points at."""
-    name = profile.name
-    verdict = judge_alignment(
-        current=str(layout.current(name)),
-        unit=status,
-        unit_problem="",
-        release=read_release(layout.current(name), layout.releases),
-        environ=read_environ(status.main_pid),
-        launch=read_json(layout.logs(name) / "launch.json"),
-    )
+    verdict = probe.alignment(profile, status)
     if verdict.state != "yes":
         raise Failed(f"alignment: {verdict.reason}")
     return verdict.reason
 
 
-def hold_settled(sd: Control, profile: Profile, ready: ServiceStatus, sha: str) -> str:
+def hold_settled(
+    sd: Control, probe: Probe, profile: Profile, ready: ServiceStatus, sha: str
+) -> str:
     """Hold ``health.settle_s``: the process must stay (same MainPID, no restart) and
     answer again at the end, so a release that dies right after its first answer is
     rolled back instead of committed."""
-    from agentgw.observe.health import wait_healthy
-
     unit = unit_name(profile.name)
     settle = profile.health.settle_s
     deadline = time.monotonic() + settle
@@ -102,25 +105,18 @@ def hold_settled(sd: Control, profile: Profile, ready: ServiceStatus, sha: str) 
         if time.monotonic() >= deadline:
             break
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    health = wait_healthy(
-        str(profile.listen.host), profile.listen.port, profile.health.path,
-        timeout=profile.health.timeout_s, expect_sha=sha,
-    )
+    health = probe.health(profile, sha)
     if not health.ok:
         raise Failed(f"health check after settling {settle:g}s: {health.reason}")
     return f"pid {ready.main_pid} kept running {settle:g}s and answers again"
 
 
-def start_failed(sd: Control, layout: Layout, profile: Profile, since: float, what: str) -> Failed:
+def start_failed(sd: Control, probe: Probe, profile: Profile, since: float, what: str) -> Failed:
     """The unit did not start: why (readiness waited for, what was seen, the fix), with
     its last journal lines."""
-    name = profile.name
     try:
-        facts = sd.start_facts(unit_name(name))
+        facts = sd.start_facts(unit_name(profile.name))
     except AgentgwError as exc:
         return Failed(f"{what}: {exc.message}")
-    ready = ReadyRecord.parse(read_json(layout.logs(name) / READY_RECORD).data)
-    failure = judge_start(profile, facts, ready)
-    start = facts.main_start_usec or int(since * 1e6)
-    failure = failure.model_copy(update={"log": journal_tail(name, since_usec=start)})
+    failure = probe.start_failure(profile, facts, facts.main_start_usec or int(since * 1e6))
     return Failed(f"{what}: {failure.render()}", failure)

@@ -22,6 +22,7 @@ from agentgw.apply.outcome import Run, failure_reason
 from agentgw.apply.poll import (
     Control,
     Failed,
+    Probe,
     check_aligned,
     hold_settled,
     start_failed,
@@ -34,7 +35,6 @@ from agentgw.model.control import Outcome
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
 from agentgw.model.status import StartFailure
-from agentgw.observe.release import read_manifest
 from agentgw.paths import Layout, unit_name
 from agentgw.plan.promote import (
     Course,
@@ -48,6 +48,7 @@ from agentgw.plan.promote import (
     next_step,
 )
 from agentgw.plan.units import STOP_MARGIN_S
+from agentgw.store.release import read_manifest
 
 # Set to a phase name to make the command stop there (for the kill -9 recovery tests).
 FAULT_PAUSE_ENV = "AGENTGW_FAULT_PAUSE"
@@ -76,14 +77,14 @@ def link_name(link: Path) -> str | None:
     return Path(os.readlink(link)).name
 
 
-def warm_up() -> None:
+def warm_up(probe: Probe) -> None:
     """Import and build what the phases after the restart need (the HTTP client of the health
     check, the outcome and history records), in a thread, while the restart job runs: the wait
     for it releases the GIL, and a promote spends ~200 ms there (bench_control's row "promote
     overhead over bare restart + readiness"). Joined before those phases."""
     # An error here is not reported: it resurfaces where the module or model is used.
     with contextlib.suppress(Exception):
-        import agentgw.observe.health  # noqa: F401 - imported for its module load only
+        probe.warm_up()
         from agentgw.model.history import HistoryRecord
 
         Outcome.model_rebuild(force=True)
@@ -158,10 +159,11 @@ class Executor:
     """Runs the steps of one operation as plan/promote.py chooses them."""
 
     def __init__(
-        self, layout: Layout, sd: Control, move: Move, journal: Journal, run: Run
+        self, layout: Layout, sd: Control, probe: Probe, move: Move, journal: Journal, run: Run
     ) -> None:
         self.layout = layout
         self.sd = sd
+        self.probe = probe
         self.move = move
         self.journal = journal
         self.run = run
@@ -217,18 +219,19 @@ class Executor:
                 self.restart()
             case "wait-ready":
                 with self.run.phase("ready") as d:
-                    self.facts.status = wait_ready(
-                        self.sd, self.layout, self.move.profile, self.run.started, self.timeout
-                    )
+                    self.facts.status = wait_ready(self.sd, self.probe, self.layout,
+                                                   self.move.profile, self.run.started,
+                                                   self.timeout)
                     d.append(f"pid {self.facts.status.main_pid}")
             case "prove":
                 with self.run.phase("aligned") as d:
-                    d.append(check_aligned(self.layout, self.move.profile, self.ready))
+                    d.append(check_aligned(self.probe, self.move.profile, self.ready))
             case "health":
                 self.health(release)
             case "settle":
                 with self.run.phase("settle") as d:
-                    d.append(hold_settled(self.sd, self.move.profile, self.ready, self.facts.sha))
+                    d.append(hold_settled(self.sd, self.probe, self.move.profile, self.ready,
+                                           self.facts.sha))
             case "flip-back":
                 self.flip_back()
             case "stop":
@@ -285,7 +288,8 @@ class Executor:
     def restart(self) -> None:
         unit = unit_name(self.move.profile.name)
         with self.run.phase("restart") as d:
-            warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+            warm = threading.Thread(target=warm_up, args=(self.probe,), name="warm-up",
+                                    daemon=True)
             try:
                 self.sd.enable([unit])
                 # The failed state and the start rate limit: a crash loop of the release we
@@ -302,23 +306,14 @@ class Executor:
                     warm.join()
             d.append(f"job {result}")
         if result != "done":
-            raise start_failed(self.sd, self.layout, self.move.profile, self.run.started,
+            raise start_failed(self.sd, self.probe, self.move.profile, self.run.started,
                                f"restart job {result}")
 
     def health(self, release: str) -> None:
-        from agentgw.observe.health import wait_healthy
-
-        profile = self.move.profile
         with self.run.phase("healthy") as d:
             manifest = read_manifest(self.layout.releases / release)
             self.facts.sha = manifest.sha
-            health = wait_healthy(
-                str(profile.listen.host),
-                profile.listen.port,
-                profile.health.path,
-                timeout=profile.health.timeout_s,
-                expect_sha=manifest.sha,
-            )
+            health = self.probe.health(self.move.profile, manifest.sha)
             d.append(health.reason)
         if not health.ok:
             raise Failed(f"health check: {health.reason}")

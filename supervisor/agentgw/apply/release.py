@@ -35,12 +35,6 @@ from agentgw.errors import AgentgwError, Exit, die, usage
 from agentgw.fsio import MANIFEST_FILE, fsync_dir, write_atomic
 from agentgw.log import get_logger
 from agentgw.model.release import FileEntry, Manifest, ReleasePolicy
-from agentgw.observe.release import (
-    gc_candidates,
-    read_manifest,
-    release_names,
-    release_owner,
-)
 from agentgw.paths import Layout
 from agentgw.plan.release import (
     DEFAULT_LABEL,
@@ -61,6 +55,12 @@ from agentgw.plan.release import (
     render_signature,
 )
 from agentgw.plan.tree_diff import same_tree
+from agentgw.store.release import (
+    gc_candidates,
+    read_manifest,
+    release_names,
+    release_owner,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "restart": ("agentgw.cli.control", "restart", "Restart a profile's gateway, with proofs."),
     "status": ("agentgw.cli.status", "status", "One row per profile: state, release, aligned."),
     "history": ("agentgw.cli.control", "history", "The hash-chained operations log."),
+    "rotate": ("agentgw.cli.rotate", "rotate", "Rotate the history and exec logs by size."),
     "metrics": ("agentgw.cli.metrics", "metrics", "Prometheus text, or a node_exporter textfile."),
     "logs": ("agentgw.cli.logs", "logs", "A profile's gateway output, from its own journal."),
     "launch": ("agentgw.cli.launch", "launch", "Show what the launcher would exec (--dry-run)."),

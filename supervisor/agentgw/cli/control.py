@@ -16,6 +16,7 @@ from agentgw.cli.context import App, echo_json, etc_option, pass_app
 from agentgw.config.load import load_config
 from agentgw.errors import Exit
 from agentgw.model.control import Outcome
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.observe.units import check_systemd_here
 from agentgw.paths import unit_name
 
@@ -39,7 +40,7 @@ def controller(
         click.echo(line, err=as_json)
 
     with Systemd() as sd:
-        yield Controller(app.layout, config, sd, out)
+        yield Controller(app.layout, config, sd, GatewayProbe(app.layout), out)
 
 
 def report(outcome: Outcome, as_json: bool) -> None:
@@ -173,11 +174,13 @@ stop = _simple("stop")
 
 @click.command("history")
 @click.argument("profile", required=False)
-@click.option("--verify", "check", is_flag=True, help="Check the hash chain; exit 3 if broken.")
+@click.option("--verify", "check", is_flag=True,
+              help="Check the hash chain across every retained file; exit 3 if broken.")
 @json_option
 @pass_app
 def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
-    """The hash-chained log of every promote, rollback, restart, recovery and apply."""
+    """The hash-chained log of every promote, rollback, restart, recovery and apply, read
+    across its rotated files (history.jsonl.N .. .1, then history.jsonl; see agentgw rotate)."""
     log = app.layout.history
     if check:
         problems = verify_history(log)

@@ -19,12 +19,6 @@ from agentgw.errors import AgentgwError, Exit, usage
 from agentgw.fsio import write_atomic
 from agentgw.model.host import HostConfig
 from agentgw.model.release import ReleasePolicy, ReleaseRef
-from agentgw.observe.release import (
-    find_release,
-    gc_candidates,
-    list_releases,
-    verify_release,
-)
 from agentgw.paths import Layout
 from agentgw.plan.release import (
     DEFAULT_LABEL,
@@ -35,6 +29,12 @@ from agentgw.plan.release import (
 )
 from agentgw.plan.tree_diff import render_problems
 from agentgw.signing import generate_keypair
+from agentgw.store.release import (
+    find_release,
+    gc_candidates,
+    list_releases,
+    verify_release,
+)
 
 # The reproducible-builds convention: with it set, adding the same source twice (or again after
 # an interrupted add) yields byte-identical trees, manifest and signature included.

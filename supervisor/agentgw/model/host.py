@@ -106,6 +106,18 @@ class Sandbox(Frozen):
         return self
 
 
+class Rotation(Frozen):
+    """When history.jsonl and the sandbox's execs.jsonl rotate, and how many old files stay."""
+
+    max_bytes: StrictInt = Field(
+        default=8 * 1024 * 1024, ge=4096, le=1024 * 1024 * 1024,
+        description="rotate a log once it is over this many bytes, 4096 to 1 GiB",
+    )
+    keep: StrictInt = Field(
+        default=8, ge=1, le=1000, description="rotated files kept per log (.1 newest), 1 to 1000"
+    )
+
+
 class HostConfig(Frozen):
     """Host-wide settings: isolation mode, release trust, registry, sandbox, interpreter."""
 
@@ -132,6 +144,9 @@ class HostConfig(Frozen):
     )
     registry: Registry = Field(default_factory=Registry, description="socket, tcp and token_file")
     sandbox: Sandbox = Field(default_factory=Sandbox, description="limits of the microVM sandbox")
+    rotation: Rotation = Field(
+        default_factory=Rotation, description="size bound and retention of history and exec logs"
+    )
     python: AbsPath = Field(
         default=Path("/usr/bin/python3"),
         description="absolute path of the interpreter gateways use",

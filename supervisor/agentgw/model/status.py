@@ -7,6 +7,7 @@ table the CLI prints and the registry's HTML page shows, so both read the same.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
@@ -29,6 +30,15 @@ COLUMNS = (
     "isolation",
     "last promote",
 )
+
+
+@dataclass(frozen=True)
+class HealthAnswer:
+    """A profile's health check: answered 200 (``ok``) or why not, and the sha it reported."""
+
+    ok: bool
+    reason: str
+    sha: str | None = None
 
 
 class ReleaseInfo(Frozen):

@@ -1,17 +1,22 @@
 """Counts for /metrics' counters: promotes and rollbacks by result (from the history log) and
 sandbox execs by result (from execs.jsonl). Pure parses, and reads cached by file identity: both
-files are append-only, so an unchanged (inode, size, mtime) means unchanged counts.
+logs are append-only, so an unchanged (inode, size, mtime) of every file means unchanged counts.
+
+Both logs rotate (:mod:`agentgw.logroll`), and a Prometheus counter must never go down (a drop
+reads as a reset, and ``rate()`` would count the whole remaining value again). So the counts
+span every retained file, plus the tally of the files retention dropped, which rotation keeps
+in ``<log>.dropped`` by the keys of :func:`history_tally` and :func:`exec_tally`: the counters
+count since the log began, whatever the retention.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentgw import logroll
 from agentgw.observe.promotes import PROMOTE_ACTIONS
 
 # (profile, op, result), e.g. ("api", "promote", "rolled_back")
@@ -71,25 +76,51 @@ def count_execs(lines: list[bytes]) -> dict[ExecKey, int]:
     return dict(found)
 
 
-@functools.lru_cache(maxsize=8)
-def _counted(path: str, kind: str, _identity: tuple[int, int, int]) -> dict[tuple[str, ...], int]:
-    with open(path, "rb") as f:
-        lines = f.read().splitlines()
-    if kind == "promotes":
-        return {tuple(k): v for k, v in count_promotes(lines).items()}
-    return {tuple(k): v for k, v in count_execs(lines).items()}
+def _one(line: bytes) -> dict[str, object] | None:
+    found = _records([line])
+    return found[0] if found else None
+
+
+def history_tally(line: bytes) -> str | None:
+    """The key a dropped history line is tallied under: profile, op, result (tab-separated)."""
+    record = _one(line)
+    if record is None or record.get("action") not in PROMOTE_ACTIONS:
+        return None
+    return "\t".join((str(record["profile"]), str(record["action"]), str(record.get("result", ""))))
+
+
+def exec_tally(line: bytes) -> str | None:
+    """The key a dropped exec record is tallied under: profile, result (tab-separated)."""
+    record = _one(line)
+    return None if record is None else f"{record['profile']}\t{exec_result(record)}"
+
+
+def _promote_keys(data: bytes) -> dict[tuple[str, ...], int]:
+    return {tuple(k): v for k, v in count_promotes(data.splitlines()).items()}
+
+
+def _exec_keys(data: bytes) -> dict[tuple[str, ...], int]:
+    return {tuple(k): v for k, v in count_execs(data.splitlines()).items()}
 
 
 def _read(path: Path, kind: str) -> dict[tuple[str, ...], int]:
+    """Counts over every retained file (each parsed once, see logroll.parse_files) plus the
+    tally of the dropped ones."""
     try:
-        st = path.stat()
-        return _counted(os.fspath(path), kind, (st.st_ino, st.st_size, st.st_mtime_ns))
-    except OSError:
+        dropped, parts = logroll.parse_files(
+            path, _promote_keys if kind == "promotes" else _exec_keys)
+    except (OSError, ValueError):
         return {}
+    found = Counter({tuple(k.split("\t")): v for k, v in dropped.tally.items()})
+    for part in parts:
+        found.update(part)
+    return dict(found)
 
 
 def read_counts(history: Path, execs: Path) -> Counts:
-    """Both counts as the files are now (missing or unreadable files count nothing)."""
-    promotes = {(k[0], k[1], k[2]): v for k, v in _read(history, "promotes").items()}
-    execs_ = {(k[0], k[1]): v for k, v in _read(execs, "execs").items()}
+    """Both counts as the logs are now, rotated files and dropped tallies included (missing or
+    unreadable files count nothing)."""
+    promotes = {(k[0], k[1], k[2]): v for k, v in _read(history, "promotes").items()
+                if len(k) == 3}
+    execs_ = {(k[0], k[1]): v for k, v in _read(execs, "execs").items() if len(k) == 2}
     return Counts(promotes, execs_)

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import http.client
 import time
-from dataclasses import dataclass
 
 from agentgw.fsio import clean, loads_untrusted
+from agentgw.model.status import HealthAnswer as Health
 
 BODY_CAP = 65536
-
-
-@dataclass(frozen=True)
-class Health:
-    ok: bool
-    reason: str
-    sha: str | None = None
 
 
 def probe_health(host: str, port: int, path: str, *, timeout: float) -> Health:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentgw import logroll
 from agentgw.fsio import (
     parse_iso,
 )
@@ -56,16 +55,18 @@ def last_promotes(lines: list[bytes]) -> dict[str, PromoteInfo]:
     return found
 
 
-@functools.lru_cache(maxsize=4)
-def _promotes(path: str, _identity: tuple[int, int, int]) -> dict[str, PromoteInfo]:
-    with open(path, "rb") as f:
-        return last_promotes(f.read().splitlines())
+def _last_promotes(data: bytes) -> dict[str, PromoteInfo]:
+    return last_promotes(data.splitlines())
 
 
 def read_promotes(history: Path) -> dict[str, PromoteInfo]:
-    """Last promote per profile; re-read only when the log changed (it is append-only)."""
+    """Last promote per profile in the retained files; each file is parsed once (the log is
+    append-only, and rotated files never change: see logroll.parse_files)."""
     try:
-        st = history.stat()
-        return _promotes(os.fspath(history), (st.st_ino, st.st_size, st.st_mtime_ns))
-    except OSError:
+        parts = logroll.parse_files(history, _last_promotes)[1]
+    except (OSError, ValueError):
         return {}
+    found: dict[str, PromoteInfo] = {}
+    for part in parts:
+        found.update(part)
+    return found

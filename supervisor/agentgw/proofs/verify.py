@@ -25,6 +25,7 @@ from agentgw.fsio import iso
 from agentgw.model.proof import Check, HostFacts, ProofRecord, SandboxMatch
 from agentgw.model.status import ProfileStatus
 from agentgw.observe import lint
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.observe.status import collect_status
 from agentgw.paths import Layout, unit_name
 from agentgw.proofs import checks
@@ -245,7 +246,7 @@ def verify_profiles(
     statuses = {s.profile: s for s in collect_status(layout, config, sd)}
     names = chosen(config, statuses, name, out)
     if lifecycle:
-        controller = Controller(layout, config, sd, out)
+        controller = Controller(layout, config, sd, GatewayProbe(layout), out)
         for p in names:
             out(f"restart {p} (lifecycle proof)")
             controller.restart(p)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentgw.fsio import parse_iso, read_json, read_manifest_head
+from agentgw.logroll import rotated
 from agentgw.model.release import ProfileUse, Slot
 from agentgw.paths import Layout
 from agentgw.registry.auth import Refused
@@ -96,6 +97,15 @@ def tail_lines(path: Path, count: int, max_bytes: int = TAIL_BYTES) -> list[byte
     return [line for line in lines if line.strip()][-count:]
 
 
+def recent_lines(log: Path, count: int) -> list[bytes]:
+    """The last ``count`` lines of a rotated log: the live file's, then (just after a
+    rotation) the newest rotated file's before them."""
+    lines = tail_lines(log, count)
+    if len(lines) < count:
+        lines = tail_lines(rotated(log, 1), count - len(lines)) + lines
+    return lines
+
+
 def read_sandbox(layout: Layout, now: float) -> SandboxReport:
     """The sandbox broker's last self-test and newest exec records, as it wrote them."""
     found = read_json(layout.sandbox_selftest)
@@ -105,7 +115,7 @@ def read_sandbox(layout: Layout, now: float) -> SandboxReport:
         problem = "selftest.json is not a JSON object"
     execs: list[dict[str, Any]] = []
     try:
-        for line in tail_lines(layout.sandbox_execs, EXEC_TAIL):
+        for line in recent_lines(layout.sandbox_execs, EXEC_TAIL):
             try:
                 record = json.loads(line)
             except ValueError:

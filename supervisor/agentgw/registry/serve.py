@@ -1,10 +1,13 @@
 """Serve the registry with uvicorn on a unix socket (peer-credential authz) and optional TCP.
 
-The listening sockets are made here and handed to uvicorn, so their modes and addresses are
-ours: the unix socket is 0666 because authorisation is by the kernel's peer credentials, not by
-who may connect. uvicorn's HTTP protocol is subclassed only to read those credentials from the
-accepted socket (see :mod:`agentgw.registry.auth`). Readiness and stopping are reported to
-systemd (``Type=notify``) with a datagram to ``$NOTIFY_SOCKET``, as sd_notify(3) does.
+Under agentgw-registry.service the unix socket is systemd's (agentgw-registry.socket, socket
+activation): it exists, 0666 root:root, before the service starts, the first connection starts
+the service, and the process only accepts on the descriptor it was passed (``$LISTEN_FDS``).
+Started by hand (development, tests) it makes the socket itself, with the same mode. The mode is
+0666 because authorisation is by the kernel's peer credentials, not by who may connect. The
+listening sockets are handed to uvicorn, whose HTTP protocol is subclassed only to read those
+credentials from the accepted socket (see :mod:`agentgw.registry.auth`). Readiness and stopping
+are reported to systemd (``Type=notify``) by sd_notify(3) (:mod:`agentgw.bus.daemon`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from agentgw.bus.daemon import listen_sockets, notify
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, die, usage
 from agentgw.log import get_logger
@@ -30,7 +34,6 @@ from agentgw.observe.units import systemd_here
 from agentgw.paths import Layout
 from agentgw.registry.app import Options, create_app
 from agentgw.registry.auth import connection_of, with_connection
-from agentgw.sdnotify import notify
 from agentgw.unixsock import Server, listen
 
 if TYPE_CHECKING:
@@ -182,13 +185,15 @@ def serve(
     sockets: list[socket.socket] = []
     owned: list[Path] = []
     try:
-        if socket_path is not None:
+        passed = listen_sockets()
+        sockets += passed
+        if socket_path is not None and not passed:
             sockets.append(unix_listener(socket_path))
             owned.append(socket_path)
         if tcp is not None:
             sockets.append(tcp_listener(str(tcp.host), tcp.port))
-        log.info("registry_serving", socket=os.fspath(socket_path) if socket_path else None,
-                 tcp=str(tcp) if tcp else None)
+        where = "systemd" if passed else os.fspath(socket_path) if socket_path else None
+        log.info("registry_serving", socket=where, tcp=str(tcp) if tcp else None)
         run_server(app, sockets, owned)
     finally:
         if watch is not None:

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentgw import logroll
 from agentgw.errors import AgentgwError
 from agentgw.log import get_logger
 from agentgw.sandbox.job import JobRequest, JobResult
@@ -100,9 +101,10 @@ class ExecLog:
         return cls(fd)
 
     def append(self, line: bytes) -> None:
-        # One write per record: with O_APPEND, concurrent writers never interleave lines.
+        # One write per record under the log's flock: a root-side rotation (agentgw rotate)
+        # copies and truncates the file in between, never during, a record.
         try:
-            os.write(self.fd, line)
+            logroll.append_fd(self.fd, line)
         except OSError as exc:
             log.error("sandbox_record_failed", error=exc.strerror)
 

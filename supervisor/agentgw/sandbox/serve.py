@@ -7,8 +7,8 @@ single thread -- capabilities are per thread. Only after that is any QEMU starte
 probe, the warm pool), so no VM process ever holds a capability: under TCG a guest that
 escapes into QEMU gets an unprivileged user and nothing more (MICROVM_NOTES.md).
 
-Readiness and stopping are reported to systemd (``Type=notify``) with a datagram to
-``$NOTIFY_SOCKET``, as sd_notify(3) does.
+Readiness and stopping are reported to systemd (``Type=notify``) by sd_notify(3), libsystemd's
+own through pystemd (:mod:`agentgw.bus.daemon`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from agentgw.bus.daemon import notify
 from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
@@ -33,7 +34,6 @@ from agentgw.sandbox import backend, gvisor, image
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
-from agentgw.sdnotify import notify
 from agentgw.unixsock import Server, listen
 
 log = get_logger(__name__)

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 UNIT = "agentgw-registry.service"
 UNIT_FILE = Path("/etc/systemd/system") / UNIT
+SOCKET_UNIT = "agentgw-registry.socket"  # the service Requires= it
 SOCKET = "/run/agentgw/registry.sock"
 LAUNCH = OPT / "gateways" / "api" / "logs" / "launch.json"
 
@@ -74,13 +75,15 @@ def registry_get(path: str) -> tuple[int, float]:
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
     with all_promoted(tmp_path_factory.mktemp("build")) as releases:
         shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
+        shutil.copy(REPO / "systemd" / SOCKET_UNIT, UNIT_FILE.with_name(SOCKET_UNIT))
         sh("systemctl", "daemon-reload", timeout=30)
         sh("systemctl", "start", UNIT, timeout=30)
         try:
             yield releases
         finally:
-            sh("systemctl", "stop", UNIT, timeout=30)
+            sh("systemctl", "stop", SOCKET_UNIT, UNIT, timeout=30)
             UNIT_FILE.unlink(missing_ok=True)
+            UNIT_FILE.with_name(SOCKET_UNIT).unlink(missing_ok=True)
             sh("systemctl", "daemon-reload", timeout=30)
             agentgw("restart", "api", check=False)
 

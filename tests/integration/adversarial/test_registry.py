@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 UNIT = "agentgw-registry.service"
 UNIT_FILE = Path("/etc/systemd/system") / UNIT
+SOCKET_UNIT = "agentgw-registry.socket"  # the service Requires= it
 SOCKET = "/run/agentgw/registry.sock"
 CLIENT = r"""
 import socket, sys
@@ -49,13 +50,15 @@ def get(user: str | None, path: str, pad: int = 0) -> tuple[int, str]:
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
     with all_promoted(tmp_path_factory.mktemp("build")) as releases:
         shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
+        shutil.copy(REPO / "systemd" / SOCKET_UNIT, UNIT_FILE.with_name(SOCKET_UNIT))
         sh("systemctl", "daemon-reload")
         sh("systemctl", "restart", UNIT)
         try:
             yield releases
         finally:
-            sh("systemctl", "stop", UNIT)
+            sh("systemctl", "stop", SOCKET_UNIT, UNIT)
             UNIT_FILE.unlink(missing_ok=True)
+            UNIT_FILE.with_name(SOCKET_UNIT).unlink(missing_ok=True)
             sh("systemctl", "daemon-reload")
 
 

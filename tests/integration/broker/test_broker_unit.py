@@ -226,6 +226,42 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
     assert no_kvm.returncode == 1
 
 
+def test_records_rotate_under_the_running_broker(broker: int) -> None:
+    """With rotation.max_bytes 4096, agentgw-verify.service's ExecStartPre (`agentgw rotate`,
+    under that unit's sandbox) moves the exec records to execs.jsonl.1 (and the history to
+    history.jsonl.1 when it is over the bound too); the broker, still running on the
+    descriptor systemd gave it, writes its next record into the emptied live file; the exec
+    counter counts across both files, and `history --verify` stays green."""
+    host_yaml = ETC / "agentgw.yaml"
+    original = host_yaml.read_text()
+    pad = [json.dumps({"time": "2026-01-01T00:00:00.000+00:00", "profile": "mcp", "uid": 0,
+                       "via": "broker", "argv_sha256": "0" * 64, "duration_s": 0.1,
+                       "exit_code": 0, "timed_out": False, "backend": "tcg", "warm": True})
+           for _ in range(16)]
+    with EXECS.open("a") as f:  # as if 16 more jobs had run: over the 4096-byte bound
+        f.write("".join(line + "\n" for line in pad))
+    before = EXECS.read_bytes()
+    history = Path("/var/lib/agentgw/history.jsonl")
+    history_over = history.stat().st_size > 4096
+    try:
+        host_yaml.write_text(original + "rotation:\n  max_bytes: 4096\n  keep: 2\n")
+        sh("systemctl", "start", "agentgw-verify.service", timeout=600)  # proofs' verdict: n/a
+        journal = sh("journalctl", "-u", "agentgw-verify.service", "-o", "cat", "-n", "200").stdout
+        assert f"{EXECS}: rotated" in journal, journal
+        assert (EXECS.with_name("execs.jsonl.1").read_bytes(), EXECS.read_bytes()) == (before, b"")
+        proc = sh(AGENTGW, "exec", "api", "--", "true", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        (record,) = records()
+        assert (record["profile"], record["via"], record["exit_code"]) == ("api", "broker", 0)
+        metrics = agentgw("metrics").stdout
+        mcp = re.search(r'agentgw_sandbox_execs_total\{profile="mcp",result="ok"\} (\S+)', metrics)
+        assert mcp is not None and float(mcp.group(1)) >= 16, metrics
+        assert history.with_name("history.jsonl.1").exists() == history_over
+        assert agentgw("history", "--verify").returncode == 0
+    finally:
+        host_yaml.write_text(original)
+
+
 def test_stopping_removes_sockets_and_every_vm(broker: int) -> None:
     """systemctl stop: the socket directory is gone and no QEMU of the broker is left."""
     sh("systemctl", "stop", UNIT, check=True)

@@ -1,7 +1,8 @@
 """The registry as its hardened unit on a real systemd (inside the lab), over its unix socket.
 
-Gateways run from real releases (tests/integration/support.py); the registry unit is the
-repo's systemd/agentgw-registry.service unchanged. Requests are made by processes running as
+Gateways run from real releases (tests/integration/support.py); the registry units are the
+repo's systemd/agentgw-registry.socket and .service unchanged: the socket is started, and the
+first request starts the service (socket activation). Requests are made by processes running as
 root, the admin group, agent-api and a stranger, so the kernel's SO_PEERCRED answer is real.
 """
 
@@ -15,6 +16,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 UNIT = "agentgw-registry.service"
 UNIT_FILE = Path("/etc/systemd/system") / UNIT
+SOCKET_UNIT = "agentgw-registry.socket"
 SOCKET = "/run/agentgw/registry.sock"
 EXPOSURE_TARGET = 2.0
 # CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19)
@@ -100,24 +103,67 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     return built
 
 
+@dataclass(frozen=True)
+class Activation:
+    """What the lab showed between starting the socket unit and the service's first request."""
+
+    socket_stat: os.stat_result  # of /run/agentgw/registry.sock, before the service ran
+    before: str  # the service's ActiveState then
+    status: int  # of the first request (GET /health as root)
+    pid: int  # the service's MainPID after it
+
+
+def unit_state(unit: str) -> str:
+    return sh("systemctl", "show", "-P", "ActiveState", unit, check=True).stdout.strip()
+
+
 @pytest.fixture(scope="module")
-def registry(releases: Releases) -> Iterator[int]:
-    """The registry unit started from the repo's unit file; its MainPID."""
+def activation(releases: Releases) -> Iterator[Activation]:
+    """Both registry units installed from the repo, only the socket started; then the first
+    request, which starts the service."""
     sh("groupadd", "-f", "--system", "agentgw", check=True)
     ensure_user("regadmin", "agentgw")
     ensure_user("stranger")
     shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
+    shutil.copy(REPO / "systemd" / SOCKET_UNIT, UNIT_FILE.with_name(SOCKET_UNIT))
     sh("systemctl", "daemon-reload", check=True)
     try:
-        # Type=notify: start returns once the server said READY=1.
-        sh("systemctl", "start", UNIT, check=True)
+        sh("systemctl", "start", SOCKET_UNIT, check=True)
+        socket_stat, before = os.stat(SOCKET), unit_state(UNIT)
+        status, _ = request(None, "GET", "/health")
         pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
-        assert pid > 0
-        yield pid
+        yield Activation(socket_stat, before, status, pid)
     finally:
-        sh("systemctl", "stop", UNIT)
+        sh("systemctl", "stop", SOCKET_UNIT, UNIT)
         UNIT_FILE.unlink(missing_ok=True)
+        UNIT_FILE.with_name(SOCKET_UNIT).unlink(missing_ok=True)
         sh("systemctl", "daemon-reload", check=True)
+
+
+@pytest.fixture(scope="module")
+def registry(activation: Activation) -> int:
+    """The registry service, started by its first request; its MainPID."""
+    assert activation.pid > 0
+    return activation.pid
+
+
+def test_the_socket_exists_first_and_the_first_request_starts_the_service(
+    activation: Activation, registry: int
+) -> None:
+    """systemd made the socket (0666 root:root) while the service was inactive; the first
+    request started it and was answered by it (200); the service holds the socket systemd
+    passed and never made one: it has no runtime directory, and /run is read-only to it (a
+    write in its mount namespace fails with EROFS)."""
+    st = activation.socket_stat
+    assert stat.S_ISSOCK(st.st_mode)
+    assert (0o666, 0, 0) == (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    assert (activation.before, activation.status) == ("inactive", 200)
+    assert unit_state(UNIT) == "active"
+    assert os.stat(SOCKET).st_ino == st.st_ino  # the same socket file: not remade
+    assert sh("systemctl", "show", "-P", "Triggers", SOCKET_UNIT, check=True).stdout.strip() == UNIT
+    assert sh("systemctl", "show", "-P", "RuntimeDirectory", UNIT, check=True).stdout.strip() == ""
+    probe = sh("nsenter", "-t", str(registry), "-m", "touch", "/run/agentgw/probe")
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe
 
 
 def test_unit_runs_hardened_with_exposure_at_most_2(
@@ -331,11 +377,12 @@ def test_status_asks_the_registry_and_is_never_stale(registry: int, releases: Re
 
 
 def test_status_without_the_registry_computes_the_rows(registry: int) -> None:
-    """The registry stopped: status still answers, computing the rows itself."""
-    sh("systemctl", "stop", UNIT, check=True)
+    """The registry stopped (its socket too: a connection would start it again): status still
+    answers, computing the rows itself."""
+    sh("systemctl", "stop", SOCKET_UNIT, UNIT, check=True)
     try:
         doc = json.loads(agentgw("status", "--json").stdout)
         assert doc["source"] == "direct"
         assert {p["profile"] for p in doc["profiles"]} == {"api", "core", "mcp"}
     finally:
-        sh("systemctl", "start", UNIT, check=True)
+        sh("systemctl", "start", SOCKET_UNIT, UNIT, check=True)

@@ -14,6 +14,7 @@ from agentgw.apply.history import read_history
 from agentgw.apply.intent import read_intent
 from agentgw.apply.promote import Executor
 from agentgw.config.load import load_config
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.paths import Layout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,7 +61,8 @@ def test_an_unexpected_error_after_the_flip_rolls_back_and_is_recorded(
 
     monkeypatch.setattr(Executor, "act", proofs_only_fail_on_new)
     out: list[str] = []
-    ctl = Controller(layout, load_config(layout.etc), QuietSystemd(), out.append)
+    ctl = Controller(layout, load_config(layout.etc), QuietSystemd(), GatewayProbe(layout),
+                     out.append)
     outcome = ctl.switch("promote", ctl.profile("api"), "2222222-new")
     assert calls == ["2222222-new", "1111111-old"]
     assert outcome.result == "rolled_back"

@@ -12,6 +12,7 @@ from agentgw.apply.poll import Failed
 from agentgw.apply.promote import READY_GRACE_S, Executor, Journal, Move
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.paths import Layout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,7 +47,8 @@ def test_restart_wait_covers_the_units_stop_timeout(tmp_path: Path) -> None:
     sd = RecordingSystemd()
     layout = Layout(tmp_path)
     move = Move("restart", profile, "unused", "unused")
-    executor = Executor(layout, sd, move, Journal(layout.intents), Run(lambda line: None))
+    executor = Executor(layout, sd, GatewayProbe(layout), move, Journal(layout.intents),
+                        Run(lambda line: None))
     with pytest.raises(Failed, match="recorded"):
         executor.act("restart", "unused")
     assert sd.timeouts == [60 + 5 + profile.start_timeout_s + READY_GRACE_S]

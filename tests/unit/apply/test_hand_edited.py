@@ -12,6 +12,7 @@ import pytest
 from agentgw.apply.control import Controller
 from agentgw.config.load import load_config
 from agentgw.errors import AgentgwError, Exit
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.paths import Layout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -28,7 +29,8 @@ def controller(tmp_path: Path) -> Controller:
     (layout.etc / "gateways" / "api.yaml").write_text((REPO / "gateways/api.yaml").read_text())
     layout.releases.mkdir(parents=True)
     layout.profile_dir("api").mkdir(parents=True)
-    return Controller(layout, load_config(layout.etc), NoSystemd(), lambda line: None)
+    config = load_config(layout.etc)
+    return Controller(layout, config, NoSystemd(), GatewayProbe(layout), lambda line: None)
 
 
 @pytest.mark.parametrize("slot", ["current", "previous"])

@@ -15,6 +15,7 @@ from agentgw.apply.intent import read_intent
 from agentgw.apply.outcome import Run
 from agentgw.apply.promote import FAULT_PAUSE_ENV, Executor, Journal, Move
 from agentgw.config.load import load_config
+from agentgw.observe.gateway import GatewayProbe
 from agentgw.paths import Layout
 from agentgw.plan.promote import Observed
 
@@ -73,8 +74,9 @@ def test_the_intent_names_each_phase_at_its_kill_point(layout: Layout) -> None:
     move = Move("promote", profile, NEW, OLD)
     journal = Journal(layout.intents, pause=pause)
     journal.begin(move)
-    ending = Executor(layout, QuietSystemd(), move, journal, Run(lambda line: None)).drive(
-        move.course("intent"), Observed("ok"))
+    executor = Executor(layout, QuietSystemd(), GatewayProbe(layout), move, journal,
+                        Run(lambda line: None))
+    ending = executor.drive(move.course("intent"), Observed("ok"))
     expected = [(p, p) for p in ["intent", *FORWARD]]
     assert (expected, "ok", NEW) == (seen, ending.result, current(layout))
 
@@ -94,14 +96,14 @@ def test_a_promote_killed_at_each_phase_is_recovered(
     monkeypatch.setattr("agentgw.apply.promote.time.sleep", killed)
     monkeypatch.setattr(Controller, "untouched", lambda self, profile, intent: False)
     config = load_config(layout.etc)
-    ctl = Controller(layout, config, QuietSystemd(), lambda line: None)
+    ctl = Controller(layout, config, QuietSystemd(), GatewayProbe(layout), lambda line: None)
     with pytest.raises(Killed):
         ctl.switch("promote", ctl.profile("api"), NEW)
     left = read_intent(layout.intents, "api")
     assert left is not None and left.phase == phase
     monkeypatch.delenv(FAULT_PAUSE_ENV)
     out: list[str] = []
-    message = Controller(layout, config, QuietSystemd(), out.append).recover(
+    message = Controller(layout, config, QuietSystemd(), GatewayProbe(layout), out.append).recover(
         config.profile("api"))
     records = [(r.action, r.result) for r in read_history(layout.history, "api")]
     if phase == "committed":

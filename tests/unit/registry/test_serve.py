@@ -45,19 +45,58 @@ sys.stdout.write(data.partition(b"\r\n\r\n")[2].decode())
 """
 
 
-def test_notify_sends_one_datagram_to_notify_socket(tmp_path: Path) -> None:
-    """READY=1 arrives as one datagram at $NOTIFY_SOCKET, path or abstract (@) address;
-    without the variable nothing is sent."""
+def test_notify_sends_one_datagram_to_notify_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READY=1 arrives as one datagram at $NOTIFY_SOCKET (libsystemd's sd_notify, through
+    pystemd), path or abstract (@) address; without the variable nothing is sent."""
     path = tmp_path / "notify"
     abstract = f"@agentgw-test-{uuid.uuid4().hex}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sink2:
         sink.bind(os.fspath(path))
         sink2.bind("\0" + abstract[1:])
-        assert notify("READY=1", {"NOTIFY_SOCKET": os.fspath(path)})
-        assert notify("STOPPING=1", {"NOTIFY_SOCKET": abstract})
+        monkeypatch.setenv("NOTIFY_SOCKET", os.fspath(path))
+        assert notify("READY=1")
+        monkeypatch.setenv("NOTIFY_SOCKET", abstract)
+        assert notify("STOPPING=1")
         assert (b"READY=1", b"STOPPING=1") == (sink.recv(100), sink2.recv(100))
-    assert not notify("READY=1", {})
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not notify("READY=1")
+
+
+# Run in a child: a listening unix socket as fd 3, LISTEN_FDS/LISTEN_PID as systemd sets them.
+ACTIVATED = r"""
+import os, socket, sys
+from agentgw.bus.daemon import listen_sockets
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1]); s.listen(1)
+fd = s.detach()
+if fd != 3:
+    os.dup2(fd, 3); os.close(fd)
+if sys.argv[2] == "mine":
+    os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+else:
+    os.environ.update(LISTEN_FDS="1", LISTEN_PID="1")
+found = listen_sockets()
+print([(f.fileno(), f.family.name, f.type.name, f.getsockname()) for f in found],
+      "LISTEN_FDS" in os.environ)
+"""
+
+
+@pytest.mark.parametrize(("pid", "expected"), [
+    ("mine", "[(3, 'AF_UNIX', 'SOCK_STREAM', '{sock}')] False"),
+    ("other", "[] True"),
+])
+def test_listen_sockets_takes_what_systemd_passed(tmp_path: Path, pid: str, expected: str) -> None:
+    """The socket systemd passes as fd 3 (socket activation) comes back as a listening socket
+    object, and the variables are removed for children; a LISTEN_PID of another process (the
+    variables inherited) gives none and leaves them."""
+    sock = os.fspath(tmp_path / "s.sock")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", ACTIVATED, sock, pid], env=env,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected.format(sock=sock)
 
 
 def test_unix_listener_mode_and_stale_socket(tmp_path: Path) -> None:

@@ -17,7 +17,10 @@ import pytest
 from agentgw.apply.release import add_release, gc, releases_lock
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model.release import ReleasePolicy
-from agentgw.observe.release import (
+from agentgw.paths import Layout
+from agentgw.plan.tree_diff import same_tree
+from agentgw.signing import fingerprint, load_public_key
+from agentgw.store.release import (
     check_promotable,
     current_manifest,
     find_release,
@@ -26,9 +29,6 @@ from agentgw.observe.release import (
     release_names,
     verify_release,
 )
-from agentgw.paths import Layout
-from agentgw.plan.tree_diff import same_tree
-from agentgw.signing import fingerprint, load_public_key
 from tests.unit.release.support import (
     OTHER_SHA,
     SHA,

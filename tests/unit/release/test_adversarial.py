@@ -16,9 +16,9 @@ import pytest
 from agentgw.apply.release import add_release
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model.release import Manifest, ReleasePolicy
-from agentgw.observe.release import check_promotable, read_manifest
 from agentgw.paths import Layout
 from agentgw.plan.release import render_manifest
+from agentgw.store.release import check_promotable, read_manifest
 from tests.unit.release.support import (
     OTHER_SHA,
     SHA,

@@ -1,7 +1,7 @@
 """Read-only views of releases: find, list, re-hash and verify, and may-this-be-promoted.
 
-Nothing here writes, so the registry can list releases and promote can check one without
-importing ``apply``.
+Nothing here writes: apply (which writes the store), observe, the registry and the CLI all read
+releases through this module, which imports none of them.
 """
 
 from __future__ import annotations
