@@ -182,7 +182,8 @@ def test_remove_then_purge_keep_the_gateway_and_the_operators_data(lab: Lab) -> 
     assert pid == main_pid(lab, gateway)
     assert before == state(lab)
     sh(lab, f"apt install -y ./{newer.name}", timeout=600)
-    sh(lab, "agentgw history --verify && systemctl is-active agentgw-registry.service")
+    sh(lab, "agentgw history --verify && systemctl is-active agentgw-registry.socket && curl -sS "
+            "--fail --unix-socket /run/agentgw/registry.sock http://registry/v1/profiles")
     assert pid == main_pid(lab, gateway)
 
 
