@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
 	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc \
-	debhelper dh-virtualenv lintian libyaml-dev
+	debhelper dh-virtualenv lintian libyaml-dev libxml2-dev libxslt1-dev
 
 .PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help \
 	fleet fleet-venv sshd deb package
