@@ -190,7 +190,13 @@ def test_remove_then_purge_keep_the_gateway_and_the_operators_data(lab: Lab) -> 
 def test_purge_all_leaves_nothing_of_agentgw(lab: Lab) -> None:
     """touch /etc/agentgw/purge-all, apt purge: no unit (loaded or on disk), user, group or
     file of agentgw's is left, the gateway's and its journal's included."""
+    # Every file the package installed (directories aside: /usr/share/man/man1 and the like).
+    shipped = sh(lab, "dpkg -L agentgw | while read -r f; do [ -d \"$f\" ] || echo \"$f\"; "
+                      "done | tee /root/agentgw.files").splitlines()
+    assert "/usr/lib/systemd/system/agentgw-registry.socket" in shipped and len(shipped) > 1000
     sh(lab, f"touch /etc/agentgw/purge-all && {APT} purge agentgw", timeout=300)
+    assert "" == sh(lab, "while read -r f; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then "
+                         "echo \"$f\"; fi; done < /root/agentgw.files")
     sh(lab, "! dpkg-query -W agentgw 2>/dev/null | grep -q .")
     units = sh(lab, "{ systemctl list-units --all --plain --no-legend 'agent*' "
                     "'systemd-journald*@agentgw-*'; systemctl list-unit-files --no-legend "
