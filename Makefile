@@ -4,11 +4,11 @@ VENV ?= /opt/agentgw/venv
 PY := $(VENV)/bin/python
 AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
-	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc \
+	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc sudo polkitd \
 	debhelper dh-virtualenv lintian libyaml-dev libxml2-dev libxslt1-dev
 
 .PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help \
-	fleet fleet-venv sshd deb package
+	fleet fleet-venv sshd promtool deb package
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
@@ -19,7 +19,7 @@ help:
 	@echo "make deb    - agentgw_<version>_amd64.deb (debian/, dh-virtualenv), lintian-clean"
 	@echo "make package - two builds of the .deb installed, upgraded and purged in a lab"
 
-setup: apt venv sandbox-image wheels
+setup: apt venv sandbox-image wheels promtool
 
 # The third-party runtime of the demo and tests (datasette, pinned), fetched once: they then
 # build its release offline (agentgw release build --wheelhouse). A no-op when complete.
@@ -93,6 +93,17 @@ sshd:
 		mkdir -p $(SSHD_CACHE) && cd $(SSHD_CACHE) && \
 		apt-get download openssh-server libwrap0 2>&1 | grep -v '^W: Download is performed unsandboxed' ; \
 		for deb in $(SSHD_CACHE)/*.deb; do dpkg-deb -x $$deb $(SSHD_CACHE)/root; done; \
+	fi
+
+# promtool (tests/integration/day2 checks the registry's /metrics with `promtool check metrics`):
+# Debian's prometheus package unpacked, not installed (installing would start a Prometheus
+# server; no Debian package ships promtool alone). A no-op when present.
+PROMTOOL_CACHE := /var/cache/agentgw/promtool
+promtool:
+	@if [ ! -x $(PROMTOOL_CACHE)/root/usr/bin/promtool ]; then \
+		mkdir -p $(PROMTOOL_CACHE) && cd $(PROMTOOL_CACHE) && \
+		apt-get download prometheus 2>&1 | grep -v '^W: Download is performed unsandboxed' ; \
+		for deb in $(PROMTOOL_CACHE)/prometheus_*.deb; do dpkg-deb -x $$deb $(PROMTOOL_CACHE)/root; done; \
 	fi
 
 # ansible-lint at the production profile, then three labs with a network link and an sshd:

@@ -140,6 +140,37 @@ def read_files(live: Path) -> tuple[Dropped, list[tuple[Path, bytes]]]:
     return dropped, [*files, (live, data)]
 
 
+def last_line(live: Path) -> tuple[Dropped, bytes | None]:
+    """What retention dropped, and the log's last non-empty line (the live file's, else the
+    newest rotated file's that has one; None: no line at all). Reads only the files' tails, so
+    an append to a log with many retained files stays cheap."""
+    with _locked(live, fcntl.LOCK_SH):
+        dropped = read_dropped(live)
+        for path in [live, *(rotated(live, n) for n in reversed(rotated_numbers(live)))]:
+            line = _last_line_of(path)
+            if line is not None:
+                return dropped, line
+    return dropped, None
+
+
+def _last_line_of(path: Path, step: int = 1 << 16) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        while True:
+            start = max(0, size - step)
+            lines = [line for line in os.pread(fd, size - start, start).split(b"\n") if line]
+            # From the middle of a file the first piece may be the end of a longer line.
+            if start == 0 or len(lines) >= 2:
+                return lines[-1] if lines else None
+            step *= 4
+    finally:
+        os.close(fd)
+
+
 def read_log(live: Path) -> tuple[Dropped, list[Line]]:
     """What retention dropped, and every non-empty line of the retained files and the live
     one, oldest first."""

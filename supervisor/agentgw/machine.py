@@ -8,6 +8,8 @@ reader knows what it holds. Read once per process.
 from __future__ import annotations
 
 import functools
+import os
+import pwd
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,3 +32,16 @@ def identity() -> dict[str, str]:
 def stamp(doc: Mapping[str, Any]) -> dict[str, Any]:
     """``doc`` with the schema version and the host's identity first (its own keys win)."""
     return {"schema_version": SCHEMA_VERSION, "machine": identity(), **doc}
+
+
+def actor() -> str:
+    """Who runs this command: the invoking user of ``sudo`` (SUDO_USER, trusted only when
+    running as root: sudo sets it), else the name of the real uid (its number if unnamed)."""
+    uid = os.getuid()
+    sudo_user = os.environ.get("SUDO_USER", "")
+    if uid == 0 and sudo_user and sudo_user != "root":
+        return sudo_user
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -95,6 +95,16 @@ class Layout:
     def journald_dropin(self, profile: str) -> Path:
         return self.journald_dropin_dir(profile) / "50-agentgw.conf"
 
+    # day-2 without root: the admin group's rules (data/polkit, data/sudoers)
+    @property
+    def polkit_rules(self) -> Path:
+        return self._p("etc/polkit-1/rules.d/50-agentgw.rules")
+
+    @property
+    def sudoers(self) -> Path:
+        """sudo reads /etc/sudoers.d files whose names have no '.' (sudoers(5))."""
+        return self._p("etc/sudoers.d/agentgw")
+
     # runtime trees
     @property
     def opt(self) -> Path:

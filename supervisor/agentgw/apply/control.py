@@ -33,6 +33,7 @@ from agentgw.apply.release import releases_lock
 from agentgw.apply.siblings import changed_siblings, describe_siblings, record_siblings
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, die, usage
+from agentgw.logroll import Retention
 from agentgw.model.control import Outcome, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
@@ -176,7 +177,7 @@ class Controller:
             changed, own = changed_siblings(self.sd, self.layout, siblings, run.started)
             d.append(describe_siblings(siblings, changed, own))
         outcome = render_outcome(run, summary, SiblingCheck(siblings, changed, own))
-        record_outcome(self.layout.history, run, summary, not changed)
+        record_outcome(self.layout.history, run, summary, not changed, self.retention())
         clear_intent(self.layout.intents, summary.profile)
         return outcome
 
@@ -198,7 +199,7 @@ class Controller:
         journal = Journal(self.layout.intents, intent)
         executor = Executor(self.layout, self.sd, self.probe, move, journal, Run(self.out))
         ending = executor.drive(move.course(phase), Observed("killed", untouched=untouched))
-        message = record_recovery(self.layout.history, intent, ending.result)
+        message = record_recovery(self.layout.history, intent, ending.result, self.retention())
         clear_intent(self.layout.intents, profile.name)
         self.out(message)
         return message
@@ -222,6 +223,9 @@ class Controller:
     # -- helpers ---------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
         return self.config.profile(name)
+
+    def retention(self) -> Retention:
+        return self.config.host.rotation.retention()
 
     def policy(self) -> ReleasePolicy:
         return ReleasePolicy.of_host(self.config.host)

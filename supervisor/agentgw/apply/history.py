@@ -24,8 +24,8 @@ from typing import Any
 from agentgw import logroll
 from agentgw.fsio import fsync_dir, write_atomic
 from agentgw.logroll import Line, line_hash
-from agentgw.machine import identity
-from agentgw.model.history import HistoryRecord
+from agentgw.machine import actor, identity
+from agentgw.model.history import HistoryRecord, history_tally
 
 GENESIS = "0" * 64
 
@@ -46,13 +46,13 @@ def read_chain(log: Path) -> tuple[int, str, list[Line]]:
     return dropped.lines, dropped.last_hash or GENESIS, lines
 
 
-def rotate_history(log: Path, retention: logroll.Retention, tally: logroll.Tally) -> bool:
+def rotate_history(log: Path, retention: logroll.Retention) -> bool:
     """Rotate the log when it is over the bound (or finish an interrupted rotation), under the
     appenders' lock so no append reads the files half-shifted."""
     lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return logroll.rotate(log, retention, tally)
+        return logroll.rotate(log, retention, history_tally)
     finally:
         os.close(lock)
 
@@ -117,9 +117,17 @@ def _check_chain(lines: list[Line], base: int, prev: str) -> list[str]:
 
 
 def append_history(
-    log: Path, action: str, result: str, profile: str | None = None, **detail: Any
+    log: Path,
+    action: str,
+    result: str,
+    profile: str | None = None,
+    *,
+    retention: logroll.Retention | None = None,
+    **detail: Any,
 ) -> HistoryRecord:
-    """Append one record, chained to the last line, fsynced; then move the head.
+    """Append one record, chained to the last line, fsynced; then move the head; then rotate
+    the log when it is over ``retention``'s bound (agentgw.yaml's ``rotation``; None: the
+    caller leaves that to ``agentgw rotate``).
 
     Appends from concurrent operations (two profiles promoting) are serialised by a lock file,
     so no two records chain to the same predecessor.
@@ -128,24 +136,43 @@ def append_history(
     lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _append_locked(log, action, result, profile, detail)
+        record = _append_locked(log, action, result, profile, detail)
+        if retention is not None and log.stat().st_size > retention.max_bytes:
+            logroll.rotate(log, retention, history_tally)
+        return record
     finally:
         os.close(lock)
+
+
+def _next_link(log: Path) -> tuple[int, str]:
+    """The sequence number and ``prev`` hash of the next record: from the log's last line alone
+    when it is a record, else (a line a kill cut short, say) by counting every retained one."""
+    dropped, last = logroll.last_line(log)
+    if last is None:
+        return dropped.lines + 1, dropped.last_hash or GENESIS
+    try:
+        seq = json.loads(last).get("seq")
+    except (ValueError, AttributeError):
+        seq = None
+    if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+        return seq + 1, line_hash(last)
+    base, anchor, lines = read_chain(log)
+    return base + len(lines) + 1, line_hash(lines[-1].data) if lines else anchor
 
 
 def _append_locked(
     log: Path, action: str, result: str, profile: str | None, detail: dict[str, Any]
 ) -> HistoryRecord:
-    base, anchor, lines = read_chain(log)
-    prev = line_hash(lines[-1].data) if lines else anchor
+    seq, prev = _next_link(log)
     record = HistoryRecord(
-        seq=base + len(lines) + 1,
+        seq=seq,
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         action=action,
         profile=profile,
         result=result,
         detail=detail,
         machine=identity(),
+        actor=actor(),
         prev=prev,
     )
     line = record.model_dump_json().encode() + b"\n"

@@ -14,6 +14,7 @@ from agentgw.apply.poll import Failed
 from agentgw.errors import AgentgwError
 from agentgw.fsio import clean
 from agentgw.log import get_logger
+from agentgw.logroll import Retention
 from agentgw.model.control import Outcome, PhaseTime, Sibling
 from agentgw.model.history import Intent
 from agentgw.model.status import StartFailure
@@ -101,8 +102,10 @@ def render_outcome(run: Run, summary: Summary, siblings: SiblingCheck) -> Outcom
     )
 
 
-def record_outcome(history: Path, run: Run, summary: Summary, unchanged: bool) -> None:
-    """The operation's history line."""
+def record_outcome(
+    history: Path, run: Run, summary: Summary, unchanged: bool, retention: Retention
+) -> None:
+    """The operation's history line (the log rotates past ``retention``'s bound)."""
     detail: dict[str, Any] = {
         "release": summary.release,
         "previous": summary.previous,
@@ -114,10 +117,15 @@ def record_outcome(history: Path, run: Run, summary: Summary, unchanged: bool) -
         detail["intent"] = summary.intent
     if summary.start is not None:
         detail["start_failure"] = summary.start.model_dump()
-    append_history(history, summary.op, summary.result, summary.profile, **detail)
+    record = append_history(history, summary.op, summary.result, summary.profile,
+                            retention=retention, **detail)
+    # The operation's one info line, with or without --debug (journald keeps it).
+    log.summary(f"{summary.op}_finished", profile=summary.profile, release=summary.release,
+                previous=summary.previous, result=summary.result, reason=summary.reason,
+                actor=record.actor, seq=record.seq)
 
 
-def record_recovery(history: Path, intent: Intent, result: Result) -> str:
+def record_recovery(history: Path, intent: Intent, result: Result, retention: Retention) -> str:
     """The history line of a recovery, and what to tell: ``ok`` finished a committed operation
     (its own line, unless it was written before the kill), anything else undid one."""
     ident = intent_ident(intent)
@@ -125,11 +133,12 @@ def record_recovery(history: Path, intent: Intent, result: Result) -> str:
         done = any(r.detail.get("intent") == ident for r in read_history(history, intent.profile))
         if not done:
             append_history(history, intent.op, "ok", intent.profile, release=intent.target,
-                           previous=intent.previous, intent=ident, note="committed by recovery")
+                           previous=intent.previous, intent=ident, note="committed by recovery",
+                           retention=retention)
         return f"recovered: finished the interrupted {intent.op} to {intent.target}"
     append_history(history, "recover", result, intent.profile, interrupted=intent.op,
                    target=intent.target, phase=intent.phase, restored=intent.previous,
-                   intent=ident)
+                   intent=ident, retention=retention)
     return (
         f"recovered: undid the interrupted {intent.op} to {intent.target} "
         f"(at {intent.phase}); {intent.profile} runs {intent.previous} ({result})"

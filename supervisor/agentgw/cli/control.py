@@ -180,7 +180,11 @@ stop = _simple("stop")
 @pass_app
 def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
     """The hash-chained log of every promote, rollback, restart, recovery and apply, read
-    across its rotated files (history.jsonl.N .. .1, then history.jsonl; see agentgw rotate)."""
+    across its rotated files (history.jsonl.N .. .1, then history.jsonl; see agentgw rotate).
+
+    Columns: sequence, time, who ran it (the sudo caller; '-' on records older than that),
+    action, profile, result, release and reason.
+    """
     log = app.layout.history
     if check:
         problems = verify_history(log)
@@ -199,5 +203,5 @@ def history(app: App, profile: str | None, check: bool, as_json: bool) -> None:
     for r in records:
         what = r.detail.get("release") or r.detail.get("target") or ""
         why = r.detail.get("reason") or ""
-        click.echo(f"{r.seq:>4} {r.time} {r.action:<9} {r.profile or '-':<10} {r.result:<12} "
-                   f"{what} {why}".rstrip())
+        click.echo(f"{r.seq:>4} {r.time} {r.actor or '-':<10} {r.action:<9} "
+                   f"{r.profile or '-':<10} {r.result:<12} {what} {why}".rstrip())

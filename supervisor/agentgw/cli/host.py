@@ -18,6 +18,7 @@ from agentgw.observe.host import HostState, check_cpus, host_cpus, observe_host
 from agentgw.observe.secrets import check_credentials
 from agentgw.observe.units import systemd_here, unit_states
 from agentgw.paths import Layout, journald_unit, unit_name
+from agentgw.plan.admin import DEFAULT_GROUP, admin_dirs, admin_files, plan_admin
 from agentgw.plan.host import (
     Observed,
     init_dirs,
@@ -57,8 +58,16 @@ def installed() -> Install:
 
 
 def observe_for_init(layout: Layout, units: dict[str, tuple[str, str]] | None) -> Observed:
-    dirs = [d for d, *_ in init_dirs(layout)]
-    return to_observed(observe_host(layout, dirs=dirs, files=init_files(layout), tools=()), units)
+    dirs = [d for d, *_ in init_dirs(layout)] + admin_dirs(layout)
+    files = init_files(layout) + admin_files(layout)
+    return to_observed(observe_host(layout, dirs=dirs, files=files, tools=()), units)
+
+
+def init_admin_group(layout: Layout) -> str:
+    """admin_group of an existing agentgw.yaml (init never rewrites it), else the default."""
+    if not layout.host_config.is_file():
+        return DEFAULT_GROUP
+    return load_config(layout.etc, only="").host.admin_group
 
 
 def observe_for_apply(
@@ -67,8 +76,8 @@ def observe_for_apply(
     names = sorted(config.profiles)
     first = observe_host(layout, dirs=[], files=[], tools=())
     every = sorted(set(names) | first.profiles_on_host)
-    dirs: list[Path] = []
-    files: list[Path] = []
+    dirs: list[Path] = admin_dirs(layout)
+    files: list[Path] = admin_files(layout)
     for name in every:
         dirs += [d for d, *_ in profile_dirs(name, config.host, layout)]
         dirs += [layout.current(name), layout.previous(name)]
@@ -109,7 +118,8 @@ def systemd_note(layout: Layout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the actions as JSON.")
 @pass_app
 def init(app: App, as_json: bool) -> None:
-    """Install the hardened units, the launcher, state dirs and a default host config.
+    """Install the hardened units, the launcher, state dirs and a default host config; the
+    admin group (admin_group) and its polkit and sudoers rules (day-2 without root).
 
     The units run this agentgw (its venv). Installed by the Debian package, the package owns
     the units (/usr/lib/systemd/system): init writes none, and removes an unchanged copy a
@@ -121,6 +131,7 @@ def init(app: App, as_json: bool) -> None:
     with bus_for(layout) as units:
         observed = observe_for_init(layout, {} if units is not None else None)
         actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG, install)
+        actions += plan_admin(layout, observed, init_admin_group(layout), install.venv)
         apply_actions(actions, units)
     systemd_note(layout)
     report(actions, as_json=as_json, applied=True)
@@ -149,7 +160,8 @@ def plan(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
     layout = app.layout
     wanted = layout.root == Path("/") and systemd_here()
     observed, _ = observe_for_apply(layout, config, wanted)
-    actions = plan_profiles(
+    actions = plan_admin(layout, observed, config.host.admin_group, sys.prefix)
+    actions += plan_profiles(
         config.profiles, config.host, layout, observed, prune=prune, stamp=_stamp()
     )
     systemd_note(layout)
@@ -169,7 +181,8 @@ def plan(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the applied actions as JSON.")
 @pass_app
 def apply(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
-    """Create users, dirs, env files and drop-ins; reload systemd; start promoted profiles.
+    """Create users, dirs, env files and drop-ins; reload systemd; start promoted profiles;
+    the admin group and its polkit and sudoers rules, like init.
 
     A second apply reports no changes and touches nothing.
     """
@@ -177,11 +190,13 @@ def apply(app: App, etc: Path | None, prune: bool, as_json: bool) -> None:
     layout = app.layout
     with bus_for(layout) as units:
         observed, _ = observe_for_apply(layout, config, units is not None)
-        actions = plan_profiles(
+        actions = plan_admin(layout, observed, config.host.admin_group, sys.prefix)
+        actions += plan_profiles(
             config.profiles, config.host, layout, observed, prune=prune, stamp=_stamp()
         )
         apply_actions(actions, units)
-    append_history(layout.history, "apply", "ok", changes=len(actions), prune=prune)
+    append_history(layout.history, "apply", "ok", changes=len(actions), prune=prune,
+                   retention=config.host.rotation.retention())
     systemd_note(layout)
     if not config.host.isolated:
         click.echo("note: convenience mode: every profile runs as one user; NOT isolated", err=True)

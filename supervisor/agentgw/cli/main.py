@@ -46,8 +46,12 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, root: str, debug: bool) -> None:
     """Supervise AI-agent gateways, one hardened systemd instance per profile.
 
-    Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 verification failed / not aligned,
-    4 locked by another operation.
+    Exit codes: 0 ok, 1 operation failed, 2 bad input or not allowed, 3 verification failed /
+    not aligned, 4 locked by another operation.
+
+    Without root, members of the admin group (admin_group, default agentgw) run promote,
+    rollback, restart, status, history, logs and verify: agentgw re-runs them through sudo
+    (README: 'Day-2 without root').
     """
     configure(debug=debug)
     ctx.obj = App(layout=Layout.from_env(root), debug=debug)
@@ -55,8 +59,13 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, print one ``error:`` line on failure, exit with its code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
+        if os.geteuid() != 0:
+            from agentgw.cli.day2 import check_caller
+
+            check_caller(args)
         # standalone_mode=False returns a command's sys.exit/ctx.exit code instead of exiting.
         rv = cli.main(args=argv, prog_name="agentgw", standalone_mode=False)
         if isinstance(rv, int) and rv:

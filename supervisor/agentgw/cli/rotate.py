@@ -19,14 +19,12 @@ def rotate(app: App, etc: Path | None, as_json: bool) -> None:
     agentgw-verify.service runs it before every verify. Safe to run at any time."""
     from agentgw.apply.history import rotate_history
     from agentgw.config.load import load_config
-    from agentgw.logroll import Retention
-    from agentgw.observe.counts import history_tally
     from agentgw.sandbox.records import rotate_records
 
     config = load_config(etc if etc is not None else app.layout.etc)
-    retention = Retention(config.host.rotation.max_bytes, config.host.rotation.keep)
+    retention = config.host.rotation.retention()
     done = {
-        str(app.layout.history): rotate_history(app.layout.history, retention, history_tally),
+        str(app.layout.history): rotate_history(app.layout.history, retention),
         str(app.layout.sandbox_execs): rotate_records(app.layout, retention),
     }
     if as_json:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The history actions that move a profile's release (counted on /metrics, shown by status).
+PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
+
+
+def history_tally(line: bytes) -> str | None:
+    """The key a history line is tallied under when retention drops its file: profile, op,
+    result (tab-separated); None for lines that are not a promote or rollback."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("profile"), str):
+        return None
+    if record.get("action") not in PROMOTE_ACTIONS:
+        return None
+    return "\t".join((record["profile"], str(record["action"]), str(record.get("result", ""))))
 
 
 class Intent(BaseModel):
@@ -39,5 +57,8 @@ class HistoryRecord(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     machine: dict[str, str] | None = Field(
         default=None, description="machine_id and hostname of the host that wrote it"
+    )
+    actor: str | None = Field(
+        default=None, description="the user who ran it (SUDO_USER under sudo); None: older"
     )
     prev: str

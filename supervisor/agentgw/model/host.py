@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
+from agentgw.logroll import Retention
 from agentgw.model.fields import AbsPath, Frozen, Listen, Seconds, check_abs_path, invalid
 from agentgw.paths import user_name
 from agentgw.signing import inline_key
@@ -116,6 +117,9 @@ class Rotation(Frozen):
     keep: StrictInt = Field(
         default=8, ge=1, le=1000, description="rotated files kept per log (.1 newest), 1 to 1000"
     )
+
+    def retention(self) -> Retention:
+        return Retention(self.max_bytes, self.keep)
 
 
 class HostConfig(Frozen):

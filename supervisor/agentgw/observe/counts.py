@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentgw import logroll
-from agentgw.observe.promotes import PROMOTE_ACTIONS
+from agentgw.model.history import PROMOTE_ACTIONS
 
 # (profile, op, result), e.g. ("api", "promote", "rolled_back")
 PromoteKey = tuple[str, str, str]
@@ -79,14 +79,6 @@ def count_execs(lines: list[bytes]) -> dict[ExecKey, int]:
 def _one(line: bytes) -> dict[str, object] | None:
     found = _records([line])
     return found[0] if found else None
-
-
-def history_tally(line: bytes) -> str | None:
-    """The key a dropped history line is tallied under: profile, op, result (tab-separated)."""
-    record = _one(line)
-    if record is None or record.get("action") not in PROMOTE_ACTIONS:
-        return None
-    return "\t".join((str(record["profile"]), str(record["action"]), str(record.get("result", ""))))
 
 
 def exec_tally(line: bytes) -> str | None:

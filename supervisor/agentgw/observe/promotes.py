@@ -11,11 +11,10 @@ from agentgw import logroll
 from agentgw.fsio import (
     parse_iso,
 )
+from agentgw.model.history import PROMOTE_ACTIONS
 from agentgw.model.status import (
     PromoteInfo,
 )
-
-PROMOTE_ACTIONS = frozenset({"promote", "rollback"})
 
 
 def promote_of(record: Mapping[str, Any]) -> PromoteInfo | None:

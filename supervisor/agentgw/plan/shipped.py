@@ -1,10 +1,10 @@
 """The files agentgw ships beside its code, rendered for where it is installed (pure).
 
-Package data: the systemd units (``data/systemd``, the repo's ``systemd/``) and, where present,
-the admin rules (``data/polkit``, ``data/sudoers``). Their sources name the ``make`` install's
-venv (:data:`DEFAULT_VENV`); :func:`render_shipped` points them at the venv agentgw actually
-runs from (``sys.prefix``: ``/opt/agentgw/venv`` for ``make``, ``/usr/lib/agentgw`` for the
-Debian package), the way ``relocate`` points the template at a relocated ``/opt/agent``.
+Package data: the systemd units (``data/systemd``, the repo's ``systemd/``). Their sources name
+the ``make`` install's venv (:data:`DEFAULT_VENV`); :func:`render_shipped` points them at the
+venv agentgw actually runs from (``sys.prefix``: ``/opt/agentgw/venv`` for ``make``,
+``/usr/lib/agentgw`` for the Debian package), the way ``relocate`` points the template at a
+relocated ``/opt/agent``.
 
 ``agentgw init`` writes the units into /etc/systemd/system for a ``make`` install; the Debian
 package installs the same renderings into /usr/lib/systemd/system at build time
@@ -23,8 +23,11 @@ from agentgw.paths import TEMPLATE_UNIT
 DEFAULT_VENV = "/opt/agentgw/venv"
 # A file in the venv's root that only the Debian package's build writes (debian/rules).
 PACKAGED_MARK = "agentgw-packaged"
-# The data dirs shipped as files on a host; any of them may be absent.
-SHIPPED_DIRS = ("systemd", "polkit", "sudoers")
+# The data dirs the Debian package installs as files (scripts/render-shipped). The admin rules
+# (data/polkit, data/sudoers) are not among them: they name agentgw.yaml's admin_group, so
+# init and apply render and install them (plan/admin.py), with a package as without; its
+# purge removes them.
+PACKAGE_DIRS = ("systemd",)
 
 
 @dataclass(frozen=True)

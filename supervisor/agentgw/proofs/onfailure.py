@@ -92,7 +92,8 @@ def record_failure(
     """Append the failure to history, then notify the webhook (when one is configured)."""
     event = failure_event(profile, env, now=time.time(), hostname=socket.gethostname())
     detail = {k: v for k, v in event.items() if k not in ("event", "profile", "time")}
-    append_history(layout.history, "failure", "failed", profile, **detail)
+    append_history(layout.history, "failure", "failed", profile,
+                   retention=config.host.rotation.retention(), **detail)
     if config.host.webhook is not None:
         event["webhook_status"] = post_webhook(config.host.webhook, event)
     return event

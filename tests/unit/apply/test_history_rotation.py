@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from agentgw.apply.history import append_history
-from agentgw.logroll import rotated
+from agentgw.logroll import Retention, rotated
 from agentgw.paths import Layout
 from tests.unit.runner import agentgw
 
@@ -111,3 +111,41 @@ def test_a_bound_below_4096_is_a_usage_error_and_rotates_nothing(tmp_path: Path)
     assert err == ("error: agentgw.yaml:2: rotation.max_bytes: must be at least 4096, got 10\n"
                    "hint: rotate a log once it is over this many bytes, 4096 to 1 GiB\n")
     assert layout.history.read_bytes() == before and not rotated(layout.history, 1).exists()
+
+
+def test_appends_rotate_the_history_past_the_bound_themselves(tmp_path: Path) -> None:
+    """With a retention passed (as promote, rollback, restart, recovery, apply and the
+    OnFailure hook pass agentgw.yaml's), an append that takes the log over the bound rotates it:
+    no timer is needed. 100 records of ~270 bytes over a 4096-byte bound, keep 3: at most 3
+    rotated files plus the live one, every live file under bound + one record, and
+    `history --verify` green across the files and the dropped ones' anchor."""
+    layout = host(tmp_path, keep=3)
+    retention = Retention(max_bytes=4096, keep=3)
+    for i in range(100):
+        record = append_history(layout.history, "promote", "ok", "api", release=f"r{i}",
+                                retention=retention)
+        assert record.seq == i + 1
+        assert layout.history.stat().st_size <= 4096
+    names = sorted(p.name for p in layout.history.parent.glob("history.jsonl*"))
+    assert names == ["history.jsonl", "history.jsonl.1", "history.jsonl.2", "history.jsonl.3",
+                     "history.jsonl.dropped"]
+    dropped = json.loads(layout.history.with_name("history.jsonl.dropped").read_text())
+    assert dropped["tally"] == {"api\tpromote\tok": dropped["lines"]} and dropped["lines"] > 0
+    assert verify(layout) == (0, f"history: {100 - dropped['lines']} records, chain intact\n")
+    code, out, _ = agentgw("--root", str(layout.root), "history", "--json")
+    seqs = [r["seq"] for r in json.loads(out)["records"]]
+    assert (code, seqs) == (0, list(range(dropped["lines"] + 1, 101)))
+
+
+def test_an_append_after_a_cut_line_counts_every_record(tmp_path: Path) -> None:
+    """A kill can leave a last line cut short. The next append cannot take its sequence number
+    from that line, so it counts the retained records (and the chain reports the cut line)."""
+    layout = host(tmp_path, keep=3)
+    for i in range(3):
+        append_history(layout.history, "promote", "ok", "api", release=f"r{i}")
+    with layout.history.open("ab") as f:
+        f.write(b'{"seq": 4, "time": "2026-')
+    record = append_history(layout.history, "promote", "ok", "api", release="after")
+    assert record.seq == 5
+    code, out = verify(layout)
+    assert code != 0 and "history.jsonl line 4: not a history record" in out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from agentgw.apply.history import append_history, verify_history
 from agentgw.logroll import Retention, append_fd, dropped_path, read_log, rotate, rotated
-from agentgw.observe.counts import exec_tally, history_tally, read_counts
+from agentgw.model.history import history_tally
+from agentgw.observe.counts import exec_tally, read_counts
 from agentgw.registry.reads import recent_lines
 
 SMALL = Retention(max_bytes=4096, keep=2)

@@ -10,7 +10,7 @@ from agentgw.paths import Layout
 from agentgw.plan.host import Observed, init_files, plan_init
 from agentgw.plan.shipped import (
     DEFAULT_VENV,
-    SHIPPED_DIRS,
+    PACKAGE_DIRS,
     Install,
     render_shipped,
     shipped_names,
@@ -25,11 +25,11 @@ PACKAGED = Install(venv="/usr/lib/agentgw", packaged=True)
 
 
 def test_every_file_of_the_data_dirs_renders_the_installed_venv() -> None:
-    """Every shipped file (units, and polkit/sudoers rules where present) that names the
-    make install's venv names the package's venv once rendered for it, and nothing else
-    changes; the units that run agentgw run the rendered binary."""
+    """Every file the package installs (the units) that names the make install's venv names
+    the package's venv once rendered for it, and nothing else changes; the units that run
+    agentgw run the rendered binary."""
     seen = 0
-    for kind in SHIPPED_DIRS:
+    for kind in PACKAGE_DIRS:
         for name in shipped_names(kind):
             source = shipped_source(kind, name)
             rendered = render_shipped(source, PACKAGED.venv)
