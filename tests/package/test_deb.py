@@ -109,6 +109,10 @@ def test_install_then_the_readme_server_steps(lab: Lab) -> None:
     assert "" == sh(lab, "ls /etc/systemd/system | grep -E '^agent(gw-|-gateway@)' "
                          f"| grep -vx {TARGET} || true")
     assert "no changes" in sh(lab, "agentgw init")
+    # The admin group's rules, installed by init for the package's venv.
+    sudoers = sh(lab, "visudo -cqf /etc/sudoers.d/agentgw && cat /etc/sudoers.d/agentgw")
+    assert "/usr/lib/agentgw/bin/agentgw ^promote" in sudoers and "/opt/agentgw" not in sudoers
+    sh(lab, "grep -q 'isInGroup(\"agentgw\")' /etc/polkit-1/rules.d/50-agentgw.rules")
     assert "" == sh(lab, "ls /usr/lib/agentgw/lib/python3.11/site-packages | "
                          "grep -iE '^(pytest|hypothesis|httpx|ruff|mypy|schemathesis)' || true")
     sh(lab, "man -w agentgw agentgw-promote && test -s /usr/share/zsh/vendor-completions/_agentgw"
@@ -208,6 +212,7 @@ def test_purge_all_leaves_nothing_of_agentgw(lab: Lab) -> None:
     left = sh(lab, "ls -d /etc/agentgw /var/lib/agentgw /opt/agent /usr/lib/agentgw "
                    "/usr/bin/agentgw /run/agentgw /var/cache/agentgw /usr/share/doc/agentgw "
                    "/usr/lib/sysusers.d/agentgw.conf /usr/lib/tmpfiles.d/agentgw.conf "
+                   "/etc/sudoers.d/agentgw /etc/polkit-1/rules.d/50-agentgw.rules "
                    "/var/log/journal/*.agentgw-* 2>/dev/null || true")
     assert "" == left
     found = sh(lab, "find /etc/systemd /usr/lib/systemd /var/lib/systemd "
