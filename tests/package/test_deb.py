@@ -134,6 +134,10 @@ def test_install_then_the_readme_server_steps(lab: Lab) -> None:
 
     row = json.loads(sh(lab, f"agentgw status {PROFILE} --json"))["profiles"][0]
     assert ("active", "yes") == (row["active_state"], row["aligned"]["state"]), row
+    # Day-2 without root works with the package: a member of agentgw reads through sudo.
+    member = sh(lab, "useradd --system -G agentgw alice && setpriv --reuid=alice --regid=alice "
+                     f"--init-groups agentgw status {PROFILE} --json")
+    assert [PROFILE] == [r["profile"] for r in json.loads(member)["profiles"]]
     proof = json.loads(sh(lab, f"agentgw verify {PROFILE} --json", timeout=300))["proofs"][0]
     assert proof["isolated"] is True, proof
     profiles = json.loads(sh(lab, "curl -sS --fail --unix-socket /run/agentgw/registry.sock "
