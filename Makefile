@@ -4,10 +4,11 @@ VENV ?= /opt/agentgw/venv
 PY := $(VENV)/bin/python
 AGENTGW := $(VENV)/bin/agentgw
 APT_PACKAGES := systemd-container libsystemd-dev pkg-config python3-venv python3-dev gcc \
-	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc sudo polkitd
+	qemu-system-x86 busybox-static lz4 dbus iproute2 bubblewrap chromium runsc sudo polkitd \
+	debhelper dh-virtualenv lintian libyaml-dev libxml2-dev libxslt1-dev
 
 .PHONY: setup apt venv sandbox-image wheels bench-wheels test lint unit integration demo bench soak clean-lab help \
-	fleet fleet-venv sshd promtool
+	fleet fleet-venv sshd promtool deb package
 
 help:
 	@echo "make demo   - set up, boot the lab and run the demo inside it"
@@ -15,6 +16,8 @@ help:
 	@echo "make bench  - set up and run benchmarks/ (prints a table)"
 	@echo "make soak   - faults in one profile vs its sibling, 200 promote/rollback cycles (lab)"
 	@echo "make fleet  - ansible-lint, and the Ansible collection over real ssh against 3 labs"
+	@echo "make deb    - agentgw_<version>_amd64.deb (debian/, dh-virtualenv), lintian-clean"
+	@echo "make package - two builds of the .deb installed, upgraded and purged in a lab"
 
 setup: apt venv sandbox-image wheels promtool
 
@@ -53,7 +56,22 @@ lint: venv
 	$(VENV)/bin/mypy
 
 unit: setup
-	$(VENV)/bin/pytest -m 'not integration' --ignore=tests/unit/fleet tests
+	$(VENV)/bin/pytest -m 'not integration' --ignore=tests/unit/fleet --ignore=tests/package tests
+
+# The Debian package (README "Install on a server"): production dependencies only, in a venv at
+# /usr/lib/agentgw; lintian runs on it and any error fails. DEB_VERSION picks the version.
+DEB_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+deb: apt venv
+	@VENV=$(VENV) scripts/build-deb $(DEB_VERSION)
+
+# tests/package: the .deb and a newer build of it installed, upgraded and purged in a lab whose
+# /opt/agentgw is hidden (a host that never saw this venv).
+PACKAGE_DEBS := dist/package-debs
+package: setup
+	@rm -rf $(PACKAGE_DEBS) && mkdir -p $(PACKAGE_DEBS)
+	@VENV=$(VENV) scripts/build-deb $(DEB_VERSION) $(PACKAGE_DEBS)
+	@VENV=$(VENV) LINTIAN=0 scripts/build-deb $(DEB_VERSION)+1 $(PACKAGE_DEBS)
+	AGENTGW_DEBS=$(CURDIR)/$(PACKAGE_DEBS) $(VENV)/bin/pytest tests/package
 
 # The Ansible side (issue 17): ansible-core and ansible-lint, pinned in fleet/requirements.txt,
 # live in their own venv so the main venv's install stays as it is.
@@ -98,7 +116,7 @@ fleet: setup fleet-venv sshd
 integration: setup
 	VENV=$(VENV) scripts/integration
 
-test: lint unit fleet integration
+test: lint unit fleet integration package
 	@if findmnt -rn -o TARGET | grep -q '/run/agentgw-lab/'; then echo "lab mounts left behind"; exit 1; fi
 	@if pgrep -x systemd-nspawn >/dev/null; then echo "nspawn processes left behind"; exit 1; fi
 	@if ip netns list | grep -q '^agentgw-'; then echo "network namespaces left behind"; exit 1; fi

@@ -71,6 +71,11 @@ class Layout:
         return self._p("etc/systemd/system")
 
     @property
+    def vendor_unit_dir(self) -> Path:
+        """Where a package installs its units (the Debian package's template and services)."""
+        return self._p("usr/lib/systemd/system")
+
+    @property
     def template_unit(self) -> Path:
         return self.unit_dir / TEMPLATE_UNIT
 

@@ -29,6 +29,7 @@ from agentgw.plan.host import (
     profile_files,
     render_plan,
 )
+from agentgw.plan.shipped import PACKAGED_MARK, Install
 from agentgw.plan.units import launcher_source
 
 DEFAULT_HOST_CONFIG = """\
@@ -48,6 +49,12 @@ def to_observed(state: HostState, units: dict[str, tuple[str, str]] | None) -> O
         units=units,
         which=state.which,
     )
+
+
+def installed() -> Install:
+    """This agentgw's venv, and whether the Debian package installed it (its mark file)."""
+    venv = Path(sys.prefix)
+    return Install(venv=str(venv), packaged=(venv / PACKAGED_MARK).is_file())
 
 
 def observe_for_init(layout: Layout, units: dict[str, tuple[str, str]] | None) -> Observed:
@@ -111,16 +118,20 @@ def systemd_note(layout: Layout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the actions as JSON.")
 @pass_app
 def init(app: App, as_json: bool) -> None:
-    """Install the hardened template unit, the launcher, state dirs and a default host config;
-    the admin group (admin_group) and its polkit and sudoers rules (day-2 without root).
+    """Install the hardened units, the launcher, state dirs and a default host config; the
+    admin group (admin_group) and its polkit and sudoers rules (day-2 without root).
 
-    Idempotent: a second run changes nothing and says so.
+    The units run this agentgw (its venv). Installed by the Debian package, the package owns
+    the units (/usr/lib/systemd/system): init writes none, and removes an unchanged copy a
+    make install left in /etc/systemd/system (it would shadow the package's). Idempotent: a
+    second run changes nothing and says so; an existing agentgw.yaml is never rewritten.
     """
     layout = app.layout
+    install = installed()
     with bus_for(layout) as units:
         observed = observe_for_init(layout, {} if units is not None else None)
-        actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG)
-        actions += plan_admin(layout, observed, init_admin_group(layout), sys.prefix)
+        actions = plan_init(layout, observed, launcher_source(), DEFAULT_HOST_CONFIG, install)
+        actions += plan_admin(layout, observed, init_admin_group(layout), install.venv)
         apply_actions(actions, units)
     systemd_note(layout)
     report(actions, as_json=as_json, applied=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agentgw import run
-from agentgw.paths import Layout, unit_name
+from agentgw.paths import TEMPLATE_UNIT, Layout, unit_name
 
 EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: ([0-9.]+)")
 DEPENDENCIES = ("Requires", "Requisite", "PartOf", "BindsTo", "Upholds")
@@ -34,8 +34,10 @@ class UnitProps(Protocol):
 
 
 def unit_files(layout: Layout, profile: str) -> list[Path]:
-    """The template and every drop-in systemd reads for this instance."""
-    files = [layout.template_unit]
+    """The template (the package's in /usr, or init's in /etc) and every drop-in systemd
+    reads for this instance."""
+    candidates = (layout.vendor_unit_dir / TEMPLATE_UNIT, layout.template_unit)
+    files = [f for f in candidates if f.exists()] or [layout.template_unit]
     for d in (layout.unit_dir / "agent-gateway@.service.d", layout.dropin_dir(profile)):
         if d.is_dir():
             files += sorted(d.glob("*.conf"))

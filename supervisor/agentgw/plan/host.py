@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from agentgw.model.actions import (
@@ -22,8 +21,8 @@ from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
 from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.envfile import render_env
+from agentgw.plan.shipped import MAKE_INSTALL, Install, shipped_unit, shipped_units
 from agentgw.plan.units import (
-    SANDBOX_UNIT,
     ready_waiter_source,
     render_dropin,
     render_journald_conf,
@@ -37,18 +36,6 @@ ROOT = "root"
 # SupplementaryGroups=kvm); it owns nothing on disk.
 SANDBOX_USER = "agentgw-sandbox"
 SANDBOX_HOME = Path("/nonexistent")
-# Installed as shipped (systemd/; their paths are the host's: the venv, state, cache): the
-# registry, the sandbox broker, the periodic verify and the template's OnFailure= hook.
-SHIPPED_UNITS = (
-    "agentgw-registry.socket",
-    "agentgw-registry.service",
-    SANDBOX_UNIT,
-    "agentgw-job.socket",
-    "agentgw-job@.service",
-    "agentgw-verify.service",
-    "agentgw-verify.timer",
-    "agentgw-onfailure@.service",
-)
 
 
 @dataclass(frozen=True)
@@ -140,18 +127,38 @@ def init_dirs(layout: Layout) -> list[tuple[Path, str, str, int]]:
 def init_files(layout: Layout) -> list[Path]:
     """The files ``plan_init`` manages (observe them to plan it)."""
     return [
-        layout.template_unit,
         layout.launcher,
         layout.ready_waiter,
         layout.host_config,
         sandbox_client_path(layout),
-        *(layout.unit_dir / name for name in SHIPPED_UNITS),
+        *init_units(layout),
     ]
 
 
-def shipped_unit(name: str) -> str:
-    """A unit file shipped in systemd/ (package data in the wheel)."""
-    return (resources.files("agentgw") / "data" / "systemd" / name).read_text()
+def init_units(layout: Layout) -> list[Path]:
+    """The template and every shipped unit (registry, sandbox broker, verify, the OnFailure=
+    hook, sockets...) in /etc/systemd/system."""
+    return [layout.template_unit, *(layout.unit_dir / name for name in shipped_units())]
+
+
+def plan_units(layout: Layout, observed: Observed, install: Install) -> list[Action]:
+    """Not packaged: each unit written for this install. Packaged: none written (the package
+    owns them in /usr); a copy a ``make`` install's init left in /etc, unchanged, is removed,
+    as it would shadow the package's (an edited one is the operator's and stays)."""
+    if not install.packaged:
+        return [
+            a
+            for path in init_units(layout)
+            for a in want_file(
+                observed, path, render_unit(path, layout, install), ROOT, ROOT, 0o644
+            )
+        ]
+    return [
+        RemovePath(path=path, why="shadows the package's unit in /usr/lib/systemd/system")
+        for path in init_units(layout)
+        if (have := observed.paths.get(path)) is not None
+        and have[4] == render_unit(path, layout, MAKE_INSTALL)
+    ]
 
 
 def sandbox_client_path(layout: Layout) -> Path:
@@ -159,27 +166,25 @@ def sandbox_client_path(layout: Layout) -> Path:
 
 
 def plan_init(
-    layout: Layout, observed: Observed, launcher: str, default_config: str
+    layout: Layout,
+    observed: Observed,
+    launcher: str,
+    default_config: str,
+    install: Install = MAKE_INSTALL,
 ) -> list[Action]:
-    """Dirs, the template unit, the launcher, the sandbox broker (its user, unit and the
-    gateways' client) and (only if absent) a default host config."""
+    """Dirs, the units (unless packaged), the launcher, the sandbox broker's user and the
+    gateways' client, and (only if absent) a default host config."""
     actions: list[Action] = []
     for path, owner, group, mode in init_dirs(layout):
         actions += want_dir(observed, path, owner, group, mode)
-    template = want_file(observed, layout.template_unit, render_template(layout), ROOT, ROOT, 0o644)
-    actions += template
+    units = plan_units(layout, observed, install)
+    actions += units
     actions += want_file(observed, layout.launcher, launcher, ROOT, ROOT, 0o755)
     actions += want_file(observed, layout.ready_waiter, ready_waiter_source(), ROOT, ROOT, 0o755)
     if SANDBOX_USER not in observed.groups:
         actions.append(EnsureGroup(name=SANDBOX_USER))
     if SANDBOX_USER not in observed.users:
         actions.append(EnsureUser(name=SANDBOX_USER, group=SANDBOX_USER, home=SANDBOX_HOME))
-    units = [
-        a
-        for name in SHIPPED_UNITS
-        for a in want_file(observed, layout.unit_dir / name, shipped_unit(name), ROOT, ROOT, 0o644)
-    ]
-    actions += units
     actions += want_file(
         observed, sandbox_client_path(layout), sandbox_client_source(), ROOT, ROOT, 0o644
     )
@@ -188,9 +193,16 @@ def plan_init(
     actions += [
         RemovePath(path=p, why="temp file of an interrupted write") for p in observed.leftovers
     ]
-    if (template or units) and observed.units is not None:
+    if units and observed.units is not None:
         actions.append(UnitAction(verb="daemon-reload", why="unit files changed"))
     return actions
+
+
+def render_unit(path: Path, layout: Layout, install: Install) -> str:
+    """The template relocated to the layout's /opt/agent; any other unit for the install."""
+    if path == layout.template_unit:
+        return render_template(layout)
+    return shipped_unit(path.name, install)
 
 
 def profile_dirs(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from agentgw.model.actions import UnitAction, WriteFile
 from agentgw.paths import Layout
-from agentgw.plan.host import SHIPPED_UNITS, Observed, init_files, plan_init
+from agentgw.plan.host import Observed, init_files, plan_init
+from agentgw.plan.shipped import shipped_units
 from tests.unit.plan.test_host_plan import after
 
 REPO = Path(__file__).resolve().parents[3]
@@ -21,7 +22,9 @@ def test_init_installs_the_proof_units_as_shipped_once(tmp_path: Path) -> None:
     empty = Observed(users=frozenset(), groups=frozenset(), paths={}, units={})
     actions = plan_init(layout, empty, "#!launcher\n", "default\n")
     files = {a.path: a for a in actions if isinstance(a, WriteFile)}
-    for name in SHIPPED_UNITS:
+    assert {"agentgw-registry.service", "agentgw-sandbox.service", "agentgw-verify.service",
+            "agentgw-verify.timer", "agentgw-onfailure@.service"} <= set(shipped_units())
+    for name in shipped_units():
         written = files[layout.unit_dir / name]
         assert (0o644, (REPO / "systemd" / name).read_text()) == (written.mode, written.content)
         assert written.path in init_files(layout)
