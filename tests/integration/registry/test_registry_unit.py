@@ -124,6 +124,8 @@ def activation(releases: Releases) -> Iterator[Activation]:
     sh("groupadd", "-f", "--system", "agentgw", check=True)
     ensure_user("regadmin", "agentgw")
     ensure_user("stranger")
+    # An earlier test of the same lab may have left the registry running.
+    sh("systemctl", "stop", SOCKET_UNIT, UNIT)
     shutil.copy(REPO / "systemd" / UNIT, UNIT_FILE)
     shutil.copy(REPO / "systemd" / SOCKET_UNIT, UNIT_FILE.with_name(SOCKET_UNIT))
     sh("systemctl", "daemon-reload", check=True)
