@@ -1,7 +1,8 @@
 """The sandbox broker: the one way a gateway gets code run, each caller named by the kernel.
 
-Each configured profile has its own unix socket (``/run/agentgw/sandbox/<p>.sock``, mode 0660,
-root:agent-<p>). A connection carries one request and gets one answer, in the JSON line format of
+Each profile has its own unix socket (``/run/agentgw/sandbox/<p>.sock``, mode 0660,
+root:agent-<p>, made by systemd; its relay passes each connection to :meth:`Broker.take`).
+A connection carries one request and gets one answer, in the JSON line format of
 :mod:`agentgw.sandbox.protocol`. Every connection is authorised by its ``SO_PEERCRED`` uid before
 a byte is read: root, or the uid the profile's gateway runs as (``HostConfig.user(p)``); anyone
 else gets ``forbidden``. The socket's group keeps other users from connecting at all; the uid
