@@ -28,6 +28,11 @@ def user_name(profile: str) -> str:
     return f"agent-{profile}"
 
 
+def relay_socket_unit(profile: str) -> str:
+    """The socket unit systemd makes the profile's sandbox socket with (the relay's)."""
+    return f"agentgw-sandbox-relay@{profile}.socket"
+
+
 def log_namespace(profile: str) -> str:
     """The profile's journal namespace (LogNamespace=); its journald is
     ``systemd-journald@<namespace>.service``."""
@@ -197,3 +202,10 @@ class Layout:
 
     def sandbox_socket(self, profile: str) -> Path:
         return self.run / "sandbox" / f"{profile}.sock"
+
+    def relay_dropin_dir(self, profile: str) -> Path:
+        """The drop-in dir of the profile's sandbox socket (its group: ``agentgw apply``)."""
+        return self.unit_dir / f"{relay_socket_unit(profile)}.d"
+
+    def relay_dropin(self, profile: str) -> Path:
+        return self.relay_dropin_dir(profile) / "50-agentgw.conf"

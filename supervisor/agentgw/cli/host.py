@@ -29,6 +29,7 @@ from agentgw.plan.host import (
     profile_files,
     render_plan,
 )
+from agentgw.plan.relay import relay_units
 from agentgw.plan.shipped import PACKAGED_MARK, Install
 from agentgw.plan.units import launcher_source
 
@@ -84,7 +85,7 @@ def observe_for_apply(
         files += profile_files(name, layout)
     tools = sorted({t for p in config.profiles.values() for t in p.denied_tools})
     state = observe_host(layout, dirs=dirs, files=files, tools=tools)
-    wanted = [u for n in every for u in (unit_name(n), journald_unit(n))]
+    wanted = [u for n in every for u in (unit_name(n), journald_unit(n), *relay_units(n))]
     units = unit_states(wanted) if units_wanted else None
     return to_observed(state, units), every
 

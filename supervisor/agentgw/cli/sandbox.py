@@ -120,9 +120,10 @@ def selftest(app: App, cache: Path | None, redetect: bool, as_json: bool) -> Non
 def serve(
     app: App, cache: Path | None, etc: Path | None, records: str | None, queue_wait: float
 ) -> None:
-    """Run the broker: one socket per profile at /run/agentgw/sandbox/<p>.sock (0660,
-    root:agent-<p>); only agent-<p> and root are served (SO_PEERCRED). Run by
-    agentgw-sandbox.service (Type=notify); tells systemd when it is ready. Until SIGTERM.
+    """Run the broker for /run/agentgw/sandbox/<p>.sock (0660, root:agent-<p>); only
+    agent-<p> and root are served (SO_PEERCRED). Run by agentgw-sandbox.service (Type=notify),
+    it serves the connections each profile's relay passes over its control socket (the sockets
+    are systemd's); run by hand, it makes a socket per applied profile. Until SIGTERM.
     """
     from agentgw.sandbox.serve import records_on_stdout, run_broker
 

@@ -21,6 +21,7 @@ from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
 from agentgw.paths import Layout, journald_unit, unit_name
 from agentgw.plan.envfile import render_env
+from agentgw.plan.relay import plan_relay_units, prune_relay_units, render_relay_dropin
 from agentgw.plan.shipped import MAKE_INSTALL, Install, shipped_unit, shipped_units
 from agentgw.plan.units import (
     ready_waiter_source,
@@ -215,6 +216,7 @@ def profile_dirs(
         (layout.logs(profile), user, user, 0o700),
         (layout.dropin_dir(profile), ROOT, ROOT, 0o755),
         (layout.journald_dropin_dir(profile), ROOT, ROOT, 0o755),
+        (layout.relay_dropin_dir(profile), ROOT, ROOT, 0o755),
     ]
 
 
@@ -225,6 +227,7 @@ def profile_files(profile: str, layout: Layout) -> list[Path]:
         layout.dropin(profile),
         layout.journald_conf(profile),
         layout.journald_dropin(profile),
+        layout.relay_dropin(profile),
     ]
 
 
@@ -326,10 +329,13 @@ def _plan_profile(
         ROOT,
         0o644,
     )
-    actions += env + dropin + journal
+    relay = want_file(observed, layout.relay_dropin(name), render_relay_dropin(host.user(name)),
+                      ROOT, ROOT, 0o644)
+    actions += env + dropin + journal + relay
     unit_ops = plan_journald(name, observed) if journal else []
     unit_ops += plan_unit(name, layout, observed, changed=bool(env or dropin))
-    return actions, unit_ops, bool(dropin) or bool(journal)
+    unit_ops += plan_relay_units(name, observed.units, changed=bool(relay))
+    return actions, unit_ops, bool(dropin) or bool(journal) or bool(relay)
 
 
 def plan_unit(name: str, layout: Layout, observed: Observed, *, changed: bool) -> list[Action]:
@@ -374,6 +380,7 @@ def plan_prune(
             actions.append(UnitAction(verb="stop", unit=unit, why="profile removed"))
         if enabled == "enabled":
             actions.append(UnitAction(verb="disable", unit=unit, why="profile removed"))
+    actions += prune_relay_units(name, observed.units)
     dest = layout.archive / f"{name}-{stamp}"
     for sub in (layout.home(name), layout.logs(name)):
         if sub in observed.paths:
@@ -385,13 +392,15 @@ def plan_prune(
         layout.journald_conf(name),
         layout.journald_dropin(name),
         layout.journald_dropin_dir(name),
+        layout.relay_dropin(name),
+        layout.relay_dropin_dir(name),
         layout.current(name),
         layout.previous(name),
         layout.profile_dir(name),
     ):
         if path in observed.paths:
             actions.append(RemovePath(path=path, why="profile removed"))
-    generated = (layout.dropin(name), layout.journald_dropin(name))
+    generated = (layout.dropin(name), layout.journald_dropin(name), layout.relay_dropin(name))
     return actions, any(path in observed.paths for path in generated)
 
 

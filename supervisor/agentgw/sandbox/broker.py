@@ -1,7 +1,8 @@
 """The sandbox broker: the one way a gateway gets code run, each caller named by the kernel.
 
-Each configured profile has its own unix socket (``/run/agentgw/sandbox/<p>.sock``, mode 0660,
-root:agent-<p>). A connection carries one request and gets one answer, in the JSON line format of
+Each profile has its own unix socket (``/run/agentgw/sandbox/<p>.sock``, mode 0660,
+root:agent-<p>, made by systemd; its relay passes each connection to :meth:`Broker.take`).
+A connection carries one request and gets one answer, in the JSON line format of
 :mod:`agentgw.sandbox.protocol`. Every connection is authorised by its ``SO_PEERCRED`` uid before
 a byte is read: root, or the uid the profile's gateway runs as (``HostConfig.user(p)``); anyone
 else gets ``forbidden``. The socket's group keeps other users from connecting at all; the uid
@@ -30,7 +31,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,21 +354,43 @@ class Broker:
             error=error, duration_s=time.monotonic() - started,
         ))
 
+    def take(self, profile: str, sock: socket.socket) -> None:
+        """Answer a connection accepted elsewhere (a relay passed it) as one on ``profile``'s
+        socket: the same authorisation, queue and limits."""
+        async def answer() -> None:
+            try:
+                reader, writer = await asyncio.open_unix_connection(
+                    sock=sock, limit=MAX_REQUEST_BYTES)
+            except OSError:
+                sock.close()
+                return
+            await self.handle(profile, reader, writer)
+
+        task = asyncio.create_task(answer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def serve(
         self, listeners: Mapping[str, socket.socket], stop: asyncio.Event,
         ready: Callable[[], object] = lambda: None,
+        control: Callable[[Callable[[str, socket.socket], None]], Awaitable[None]] | None = None,
     ) -> None:
-        """Serve on ``listeners`` (profile -> listening socket) until ``stop`` is set; then stop
-        accepting, tell queued callers, and let running jobs finish and be answered."""
+        """Serve on ``listeners`` (profile -> listening socket), and the connections
+        ``control`` passes to :meth:`take`, until ``stop`` is set; then stop accepting, tell
+        queued callers, and let running jobs finish and be answered."""
         servers = []
         for profile, sock in sorted(listeners.items()):
             servers.append(await asyncio.start_unix_server(
                 functools.partial(self.handle, profile), sock=sock, limit=MAX_REQUEST_BYTES,
             ))
+        relayed = asyncio.ensure_future(control(self.take)) if control is not None else None
         try:
             ready()
             await stop.wait()
         finally:
+            if relayed is not None:
+                relayed.cancel()
+                await asyncio.gather(relayed, return_exceptions=True)
             for server in servers:
                 server.close()
             self.slots.close()

@@ -1,11 +1,18 @@
 """``agentgw sandbox serve``: sockets, privileges, backend and warm pool, then the broker's loop.
 
-The order is the point. The sockets are made first: giving each to root:agent-<p> needs
-CAP_CHOWN, the one capability agentgw-sandbox.service grants. Then every capability is dropped
-(``capset`` to empty sets, which empties the ambient set too) while the process still has a
-single thread -- capabilities are per thread. Only after that is any QEMU started (the KVM
-probe, the warm pool), so no VM process ever holds a capability: under TCG a guest that
-escapes into QEMU gets an unprivileged user and nothing more (MICROVM_NOTES.md).
+Under systemd the broker makes no socket: ``agentgw-sandbox.socket`` passes it its control
+socket (``$LISTEN_FDS``), and each profile's socket belongs to ``agentgw-sandbox-relay@<p>``,
+whose relay hands every caller's connection to the broker over that control socket
+(:mod:`agentgw.sandbox.relay`, :mod:`agentgw.sandbox.control`). So agentgw-sandbox.service
+needs no capability at all, and a profile ``agentgw apply`` adds later is served without a
+restart. Run by hand (no ``$LISTEN_FDS``: tests, development) it makes one socket per applied
+profile itself, which takes root for the chown.
+
+Then every capability is dropped (``capset`` to empty sets, which empties the ambient set too)
+while the process still has a single thread -- capabilities are per thread. Only after that is
+any QEMU started (the KVM probe, the warm pool), so no VM process ever holds a capability:
+under TCG a guest that escapes into QEMU gets an unprivileged user and nothing more
+(MICROVM_NOTES.md).
 
 Readiness and stopping are reported to systemd (``Type=notify``) by sd_notify(3), libsystemd's
 own through pystemd (:mod:`agentgw.bus.daemon`).
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import grp
 import os
 import pwd
@@ -23,15 +31,17 @@ import signal
 import socket
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from agentgw.bus.daemon import notify
+from agentgw.bus.daemon import listen_sockets, notify
 from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
 from agentgw.sandbox import backend, image, jobclient
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
+from agentgw.sandbox.control import serve_control
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.protocol import host_limits
@@ -64,7 +74,7 @@ def make_listener(path: Path, gid: int | None) -> socket.socket:
     when None: tests). A stale socket file is replaced; a served one is an error."""
     server = Server(who="another broker", unit="agentgw-sandbox", not_socket=die,
                     not_socket_hint="remove it",
-                    fail_hint="run as root, or as agentgw-sandbox.service (it grants CAP_CHOWN)")
+                    fail_hint="run as root, or as agentgw-sandbox.service (sockets by systemd)")
     return listen(path, server, mode=SOCKET_MODE, dir_mode=SOCKET_DIR_MODE, backlog=BACKLOG,
                   gid=gid)
 
@@ -167,17 +177,34 @@ def close_listeners(layout: Layout, listeners: Mapping[str, socket.socket]) -> N
         layout.sandbox_socket(profile).unlink(missing_ok=True)
 
 
-async def _serve(broker: Broker, listeners: Mapping[str, socket.socket], status: str) -> None:
+@dataclass(frozen=True)
+class Sockets:
+    """What the broker serves: its own listeners (run by hand), or the control socket
+    systemd passed (the relays')."""
+
+    listeners: Mapping[str, socket.socket]
+    control: socket.socket | None = None
+
+    def describe(self) -> str:
+        if self.control is not None:
+            return "every profile's relay"
+        return ", ".join(sorted(self.listeners))
+
+
+async def _serve(broker: Broker, sockets: Sockets, status: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await broker.serve(listeners, stop, ready=lambda: notify(f"READY=1\nSTATUS={status}"))
+    control = (functools.partial(serve_control, sockets.control)
+               if sockets.control is not None else None)
+    await broker.serve(sockets.listeners, stop,
+                       ready=lambda: notify(f"READY=1\nSTATUS={status}"), control=control)
     notify("STOPPING=1")
 
 
 def _serve_with(
-    config: Config, listeners: Mapping[str, socket.socket], records: ExecLog,
+    config: Config, sockets: Sockets, records: ExecLog,
     queue_wait_s: float, runner: Runner, how: str,
 ) -> None:
     limits = config.host.sandbox
@@ -189,18 +216,30 @@ def _serve_with(
     )
     callers = Callers(user_of=config.host.user, uid_of=uid_of)
     broker = Broker(capacity, callers, runner=runner, records=records)
-    status = f"serving {', '.join(sorted(listeners))} on {how}"
+    status = f"serving {sockets.describe()} on {how}"
     log.info("sandbox_broker_ready", status=status)
-    asyncio.run(_serve(broker, listeners, status))
+    asyncio.run(_serve(broker, sockets, status))
+
+
+def open_sockets(layout: Layout, config: Config) -> Sockets:
+    """The control socket systemd passed, else (run by hand) a socket per applied profile."""
+    passed = listen_sockets()
+    if len(passed) > 1:
+        raise die(f"systemd passed {len(passed)} sockets, expected the control socket only",
+                  hint="agentgw-sandbox.socket has one ListenStream=")
+    if passed:
+        return Sockets(listeners={}, control=passed[0])
+    return Sockets(listeners=open_listeners(layout, config))
 
 
 def run_broker(
     layout: Layout, config: Config, *, cache: Path, records: ExecLog,
     queue_wait_s: float = QUEUE_WAIT_S,
 ) -> None:
-    """Serve every configured profile until SIGTERM; sockets are removed on the way out."""
+    """Serve every profile until SIGTERM; sockets it made are removed on the way out."""
     limits = config.host.sandbox
-    listeners = open_listeners(layout, config)
+    sockets = open_sockets(layout, config)
+    listeners = sockets.listeners
     try:
         drop_capabilities()
         if os.geteuid() == 0:
@@ -211,17 +250,17 @@ def run_broker(
                                          allow_emulation=limits.allow_emulation)
         log.info("sandbox_backend", backend=detection.backend, reason=detection.reason)
         if detection.backend == "none":  # serve, so each caller is told why, and no job runs
-            _serve_with(config, listeners, records, queue_wait_s, refuse(detection),
+            _serve_with(config, sockets, records, queue_wait_s, refuse(detection),
                         f"no backend ({detection.reason})")
             return
         machine = backend.machine_for(detection)
         if machine is None:  # gVisor: a job unit per job, no warm pool
-            _serve_with(config, listeners, records, queue_wait_s, access.run,
+            _serve_with(config, sockets, records, queue_wait_s, access.run,
                         f"{detection.backend} ({detection.boundary}) in job units")
             return
         with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
                       cpus=limits.vcpus) as pool:
-            _serve_with(config, listeners, records, queue_wait_s, pool.run,
+            _serve_with(config, sockets, records, queue_wait_s, pool.run,
                         f"{detection.backend} ({detection.boundary}), "
                         f"warm pool {limits.pool_size}")
     finally:

@@ -37,6 +37,7 @@ from tests.integration.support import AGENTGW, ETC, REPO, agentgw, setup_host, s
 pytestmark = pytest.mark.integration
 
 UNIT = "agentgw-sandbox.service"
+CONTROL_UNIT = "agentgw-sandbox.socket"
 SOCKETS = Path("/run/agentgw/sandbox")
 EXECS = Path("/var/lib/agentgw/sandbox/execs.jsonl")
 API_IP = "127.77.0.3"
@@ -110,15 +111,16 @@ def api_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def broker(api_port: int) -> Iterator[int]:
-    """agentgw-sandbox.service as `agentgw init` installed it, started; its MainPID. It is
-    stopped afterwards, and no VM of it may outlive it."""
+    """agentgw-sandbox.service as `agentgw init` installed it, started (with its control
+    socket, agentgw-sandbox.socket); its MainPID. Both are stopped afterwards (else a relay
+    would start the broker again), and no VM of it may outlive it."""
     try:
-        sh("systemctl", "start", UNIT, check=True)  # Type=notify: returns once the sockets serve
+        sh("systemctl", "start", UNIT, check=True)  # Type=notify: returns once it serves
         pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
         assert pid > 0
         yield pid
     finally:
-        sh("systemctl", "stop", UNIT)
+        sh("systemctl", "stop", UNIT, CONTROL_UNIT)
         deadline = time.monotonic() + 10
         while broker_qemus() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -153,8 +155,9 @@ def test_unit_is_hardened_and_qemu_runs_without_privileges(
     kvm = os.stat("/dev/kvm").st_gid
     assert broker_status["Uid"].split()[0] == str(user.pw_uid)
     assert str(kvm) in broker_status["Groups"].split()
-    assert (broker_status["CapEff"], broker_status["CapPrm"], broker_status["NoNewPrivs"]) == (
-        "0000000000000000", "0000000000000000", "1")
+    assert (broker_status["CapEff"], broker_status["CapPrm"], broker_status["CapBnd"],
+            broker_status["NoNewPrivs"]) == (
+        "0000000000000000", "0000000000000000", "0000000000000000", "1")
     if serving_on() == "gvisor":
         assert broker_qemus() == []
     else:
@@ -425,6 +428,58 @@ def test_without_gvisor_and_emulation_exec_is_refused_with_the_reason(broker: in
     assert serving_on() == "gvisor"
 
 
+NEW = "fresh"
+NEW_IP = "127.77.0.9"
+
+
+def test_a_profile_added_later_is_served_without_restarting_the_broker(
+    broker: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the broker running, a NEW profile (gateways/fresh.yaml, `agentgw apply`): systemd
+    made fresh.sock 0660 root:agent-fresh before the broker saw a connection on it, `agentgw
+    exec fresh -- true` works through its relay, the broker's MainPID is unchanged and its
+    bounding set empty; agent-core can connect neither to fresh.sock nor to control.sock
+    (EACCES); the relay unit's exposure is printed and within the threshold. `apply --prune`
+    stops the socket again."""
+    config = ETC / "gateways" / f"{NEW}.yaml"
+    text = (REPO / "gateways" / "core.yaml").read_text()
+    config.write_text(re.sub(r"(?m)^listen: .*$", f"listen: {NEW_IP}:{free_port(NEW_IP)}", text))
+    sock = SOCKETS / f"{NEW}.sock"
+    before = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
+    try:
+        assert not sock.exists() and before > 0
+        agentgw("apply")
+        st = sock.stat()
+        group = pwd.getpwnam(f"agent-{NEW}").pw_gid
+        assert (stat.S_ISSOCK(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
+            True, 0o660, 0, group)
+        assert not records() or all(r["profile"] != NEW for r in records())
+        proc = sh(AGENTGW, "exec", NEW, "--", "sh", "-c", "echo relayed", timeout=60)
+        assert (proc.returncode, proc.stdout) == (0, "relayed\n"), proc.stderr
+        assert records()[-1]["profile"] == NEW
+        pid = int(sh("systemctl", "show", "-P", "MainPID", UNIT, check=True).stdout)
+        assert pid == before
+        assert status_of(pid)["CapBnd"] == "0000000000000000"
+        for target in (sock, SOCKETS / "control.sock"):
+            as_core = sh("setpriv", "--reuid=agent-core", "--regid=agent-core", "--clear-groups",
+                         "/usr/bin/python3", "-I", "-c", CALLER, str(target), check=True)
+            assert as_core.stdout.strip() == "connect-errno 13", target
+        relay = f"agentgw-sandbox-relay@{NEW}.service"
+        report = sh("systemd-analyze", "security", relay).stdout
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
+        assert match is not None, report
+        with capsys.disabled():
+            print(f"\n{relay}: systemd-analyze security exposure {match.group(1)}")
+        assert float(match.group(1)) <= HostConfig().exposure_threshold, report
+        relay_status = status_of(int(sh("systemctl", "show", "-P", "MainPID", relay,
+                                        check=True).stdout))
+        assert (relay_status["CapEff"], relay_status["CapBnd"]) == ("0" * 16, "0" * 16)
+    finally:
+        config.unlink()
+        agentgw("apply", "--prune", check=False)
+    assert not sock.exists()
+
+
 def test_records_rotate_under_the_running_broker(broker: int) -> None:
     """With rotation.max_bytes 4096, agentgw-verify.service's ExecStartPre (`agentgw rotate`,
     under that unit's sandbox) moves the exec records to execs.jsonl.1 (and the history to
@@ -461,8 +516,10 @@ def test_records_rotate_under_the_running_broker(broker: int) -> None:
         host_yaml.write_text(original)
 
 
-def test_stopping_removes_sockets_and_every_vm(broker: int) -> None:
-    """systemctl stop: the socket directory is gone and no QEMU of the broker is left."""
-    sh("systemctl", "stop", UNIT, check=True)
-    assert not SOCKETS.exists()
+def test_stopping_leaves_systemds_sockets_and_no_vm(broker: int) -> None:
+    """systemctl stop: no QEMU of the broker is left; the profiles' sockets are systemd's
+    (agentgw-sandbox-relay@<p>.socket) and stay, 0660 root:agent-<p>."""
+    sh("systemctl", "stop", UNIT, CONTROL_UNIT, check=True)
     assert broker_qemus() == []
+    st = (SOCKETS / "api.sock").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o660, 0)

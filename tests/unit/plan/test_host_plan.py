@@ -18,7 +18,7 @@ from agentgw.model.actions import (
     UnitAction,
     WriteFile,
 )
-from agentgw.paths import Layout
+from agentgw.paths import Layout, relay_socket_unit
 from agentgw.plan.host import Observed, plan_init, plan_profiles, render_plan
 
 REPO = Path(__file__).resolve().parents[3]
@@ -32,6 +32,10 @@ def config(tmp_path: Path, host_yaml: str = "") -> Config:
     if host_yaml:
         (etc / "agentgw.yaml").write_text(host_yaml)
     return load_config(etc)
+
+
+# Every profile's sandbox socket, already enabled and listening.
+RELAYS = {relay_socket_unit(p): ("active", "enabled") for p in ("api", "core", "mcp")}
 
 
 def empty(units: dict[str, tuple[str, str]] | None = None) -> Observed:
@@ -130,7 +134,7 @@ def test_units_start_once_a_release_is_promoted(tmp_path: Path) -> None:
     """With systemd managed: no unit action without `current`; enable+start once it exists;
     a running unit whose drop-in changed is restarted."""
     cfg, layout = config(tmp_path), Layout(tmp_path)
-    units = {"agent-gateway@api.service": ("inactive", "disabled")}
+    units = {"agent-gateway@api.service": ("inactive", "disabled"), **RELAYS}
     base = after(plan_profiles(cfg.profiles, cfg.host, layout, empty(units)), empty(units))
     paths = dict(base.paths)
     assert plan_profiles(cfg.profiles, cfg.host, layout, base) == []
@@ -145,7 +149,7 @@ def test_units_start_once_a_release_is_promoted(tmp_path: Path) -> None:
         ("enable", "agent-gateway@api.service"),
         ("start", "agent-gateway@api.service"),
     ]
-    running = {"agent-gateway@api.service": ("active", "enabled")}
+    running = {"agent-gateway@api.service": ("active", "enabled"), **RELAYS}
     paths[layout.dropin("api")] = ("file", "root", "root", 0o644, "stale\n")
     changed = Observed(users=base.users, groups=base.groups, paths=paths, units=running)
     verbs = [
@@ -167,7 +171,7 @@ def test_journal_settings_restart_a_running_journald_only(tmp_path: Path) -> Non
         ("active", [("daemon-reload", ""), ("restart", "systemd-journald@agentgw-api.service")]),
         ("inactive", [("daemon-reload", "")]),
     ):
-        units = {"systemd-journald@agentgw-api.service": (state, "static")}
+        units = {"systemd-journald@agentgw-api.service": (state, "static"), **RELAYS}
         observed = Observed(users=base.users, groups=base.groups, paths=paths, units=units)
         actions = plan_profiles(cfg.profiles, cfg.host, layout, observed)
         assert [(a.verb, a.unit) for a in actions if isinstance(a, UnitAction)] == expected
@@ -241,3 +245,39 @@ def test_init_installs_template_launcher_and_default_config_once(
     assert written[layout.launcher] == 0o755
     assert (layout.host_config in written) is (not present)
     assert plan_init(layout, after(actions, observed), "#!launcher\n", "default\n") == []
+
+
+def test_each_profile_gets_its_sandbox_socket_with_its_group(tmp_path: Path) -> None:
+    """apply writes each profile's socket drop-in (SocketGroup= the profile's user: agent-<p>,
+    or the shared user in convenience mode), reloads, then enables and starts the socket
+    unit; a running one whose group changed is restarted; prune stops and disables it."""
+    cfg, layout = config(tmp_path), Layout(tmp_path)
+    actions = plan_profiles(cfg.profiles, cfg.host, layout, empty({}))
+    dropins = {a.path: a.content for a in actions if isinstance(a, WriteFile)}
+    assert dropins[layout.relay_dropin("api")].endswith("[Socket]\nSocketGroup=agent-api\n")
+    verbs = [(a.verb, a.unit) for a in actions if isinstance(a, UnitAction)]
+    assert verbs[0] == ("daemon-reload", "")
+    assert verbs[1:3] == [("enable", "agentgw-sandbox-relay@api.socket"),
+                          ("start", "agentgw-sandbox-relay@api.socket")]
+    shared = cfg.host.model_copy(update={"isolation": "convenience"})
+    base = after(actions, empty(dict(RELAYS)))
+    regrouped = plan_profiles(cfg.profiles, shared, layout, base)
+    changed = {a.path: a.content for a in regrouped if isinstance(a, WriteFile)}
+    assert changed[layout.relay_dropin("core")].endswith(f"SocketGroup={shared.user('core')}\n")
+    assert ("restart", "agentgw-sandbox-relay@core.socket") in [
+        (a.verb, a.unit) for a in regrouped if isinstance(a, UnitAction)]
+    gone = Observed(users=base.users, groups=base.groups, paths=base.paths,
+                    units={**RELAYS, "agentgw-sandbox-relay@mcp.service": ("active", "static")},
+                    profiles_on_host=frozenset({"api", "core", "mcp", "old"}))
+    old = {"agentgw-sandbox-relay@old.socket": ("active", "enabled"),
+           "agentgw-sandbox-relay@old.service": ("active", "static")}
+    pruned = plan_profiles(cfg.profiles, cfg.host, layout,
+                           Observed(users=gone.users, groups=gone.groups, paths=gone.paths,
+                                    units={**dict(gone.units or {}), **old},
+                                    profiles_on_host=gone.profiles_on_host),
+                           prune=True, stamp="x")
+    assert [(a.verb, a.unit) for a in pruned if isinstance(a, UnitAction)] == [
+        ("stop", "agentgw-sandbox-relay@old.service"),
+        ("stop", "agentgw-sandbox-relay@old.socket"),
+        ("disable", "agentgw-sandbox-relay@old.socket"),
+    ]

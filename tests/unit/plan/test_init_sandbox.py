@@ -39,7 +39,9 @@ def test_init_plans_the_broker_once(tmp_path: Path) -> None:
 
 def test_unit_matches_the_paths_the_code_uses() -> None:
     """The unit's records file is the one the registry reads, its ExecStart writes records to
-    that stdout, it holds only CAP_CHOWN, and it is the one unit given /dev/kvm."""
+    that stdout, it holds no capability (systemd makes the sockets: the relay socket's path is
+    the one clients use, the control socket is root's alone), and it is the one unit given
+    /dev/kvm."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(UNIT.read_text())
@@ -47,9 +49,16 @@ def test_unit_matches_the_paths_the_code_uses() -> None:
     layout = Layout(Path("/"))
     assert service["StandardOutput"] == f"append:{layout.state / 'sandbox' / 'execs.jsonl'}"
     assert service["ExecStart"].endswith("agentgw sandbox serve --records -")
-    assert service["RuntimeDirectory"] == "agentgw/sandbox"
-    assert (layout.run / "sandbox") == Path("/run") / service["RuntimeDirectory"]
-    assert service["CapabilityBoundingSet"] == "CAP_CHOWN"
+    assert "RuntimeDirectory" not in service  # it would remove the relays' sockets on stop
+    assert service["CapabilityBoundingSet"] == "" and "chown" not in UNIT.read_text()
+    relay = configparser.ConfigParser(strict=False, interpolation=None)
+    relay.read_string((REPO / "systemd" / "agentgw-sandbox-relay@.socket").read_text())
+    assert relay["Socket"]["ListenStream"].replace("%i", "api") == str(
+        layout.sandbox_socket("api"))
+    assert relay["Socket"]["SocketMode"] == "0660"
+    control = configparser.ConfigParser(strict=False, interpolation=None)
+    control.read_string((REPO / "systemd" / "agentgw-sandbox.socket").read_text())
+    assert (control["Socket"]["SocketUser"], control["Socket"]["SocketMode"]) == ("root", "0600")
     assert (service["User"], service["SupplementaryGroups"]) == ("agentgw-sandbox", "kvm")
     assert service["DeviceAllow"] == "/dev/kvm rw"
     template = (REPO / "systemd" / "agent-gateway@.service").read_text()
