@@ -194,5 +194,13 @@ class Logger:
         self._get().exception(event, **kw)
 
 
+def preload() -> None:
+    """Import structlog ahead of the first event, from a thread with time to spare: a promote's
+    summary line would otherwise pay ~110 ms for the import after the gateway is up
+    (apply.promote.warm_up runs this during the restart; bench_control's row "promote overhead
+    over bare restart + readiness")."""
+    import structlog  # noqa: F401 - imported for its module load only
+
+
 def get_logger(name: str) -> Logger:
     return Logger(name)

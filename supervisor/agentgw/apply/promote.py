@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentgw import log
 from agentgw.apply.intent import set_phase, write_intent
 from agentgw.apply.outcome import Run, failure_reason
 from agentgw.apply.poll import (
@@ -79,12 +80,14 @@ def link_name(link: Path) -> str | None:
 
 def warm_up(probe: Probe) -> None:
     """Import and build what the phases after the restart need (the HTTP client of the health
-    check, the outcome and history records), in a thread, while the restart job runs: the wait
-    for it releases the GIL, and a promote spends ~200 ms there (bench_control's row "promote
-    overhead over bare restart + readiness"). Joined before those phases."""
+    check, the outcome and history records, structlog for the summary line), in a thread,
+    while the restart job runs: the wait for it releases the GIL, and a promote spends ~300 ms
+    there (bench_control's row "promote overhead over bare restart + readiness"). Joined
+    before those phases."""
     # An error here is not reported: it resurfaces where the module or model is used.
     with contextlib.suppress(Exception):
         probe.warm_up()
+        log.preload()
         from agentgw.model.history import HistoryRecord
 
         Outcome.model_rebuild(force=True)
