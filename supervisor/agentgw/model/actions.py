@@ -97,3 +97,19 @@ Action = Annotated[
     EnsureGroup | EnsureUser | EnsureDir | WriteFile | RemovePath | ArchiveDir | UnitAction,
     Field(discriminator="kind"),
 ]
+
+
+def keep_running(
+    unit: str, state: tuple[str, str], *, enable_why: str, restart_why: str | None = None
+) -> list[Action]:
+    """Enable ``unit`` and start it unless it runs; restart it when ``restart_why`` says its
+    settings changed. ``state``: its (ActiveState, UnitFileState) as observed ("" unloaded)."""
+    active, enabled = state
+    ops: list[Action] = []
+    if enabled != "enabled":
+        ops.append(UnitAction(verb="enable", unit=unit, why=enable_why))
+    if active in ("", "inactive", "failed"):
+        ops.append(UnitAction(verb="start", unit=unit, why=f"was {active or 'not loaded'}"))
+    elif restart_why is not None:
+        ops.append(UnitAction(verb="restart", unit=unit, why=restart_why))
+    return ops

@@ -16,6 +16,7 @@ from agentgw.model.actions import (
     RemovePath,
     UnitAction,
     WriteFile,
+    keep_running,
 )
 from agentgw.model.host import HostConfig
 from agentgw.model.profile import Profile
@@ -343,15 +344,10 @@ def plan_unit(name: str, layout: Layout, observed: Observed, *, changed: bool) -
     if observed.units is None or layout.current(name) not in observed.paths:
         return []
     unit = unit_name(name)
-    active, enabled = observed.units.get(unit, ("", ""))
-    ops: list[Action] = []
-    if enabled != "enabled":
-        ops.append(UnitAction(verb="enable", unit=unit, why="a release is promoted"))
-    if active in ("", "inactive", "failed"):
-        ops.append(UnitAction(verb="start", unit=unit, why=f"was {active or 'not loaded'}"))
-    elif changed:
-        ops.append(UnitAction(verb="restart", unit=unit, why="env file or drop-in changed"))
-    return ops
+    return keep_running(
+        unit, observed.units.get(unit, ("", "")), enable_why="a release is promoted",
+        restart_why="env file or drop-in changed" if changed else None,
+    )
 
 
 def plan_journald(name: str, observed: Observed) -> list[Action]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agentgw.model.actions import Action, UnitAction
+from agentgw.model.actions import Action, UnitAction, keep_running
 from agentgw.paths import relay_socket_unit
 
 HEADER = "# Written by agentgw apply: the group of this profile's sandbox socket.\n"
@@ -36,15 +36,8 @@ def plan_relay_units(
     if units is None:
         return []
     unit = relay_socket_unit(profile)
-    active, enabled = units.get(unit, ("", ""))
-    ops: list[Action] = []
-    if enabled != "enabled":
-        ops.append(UnitAction(verb="enable", unit=unit, why="the profile's sandbox socket"))
-    if active in ("", "inactive", "failed"):
-        ops.append(UnitAction(verb="start", unit=unit, why=f"was {active or 'not loaded'}"))
-    elif changed:
-        ops.append(UnitAction(verb="restart", unit=unit, why="its socket's group changed"))
-    return ops
+    return keep_running(unit, units.get(unit, ("", "")), enable_why="the profile's sandbox socket",
+                        restart_why="its socket's group changed" if changed else None)
 
 
 def prune_relay_units(profile: str, units: Mapping[str, tuple[str, str]] | None) -> list[Action]:
