@@ -14,10 +14,12 @@ retained record must chain to that, so removing a retained file is detected too.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,17 @@ def read_chain(log: Path) -> tuple[int, str, list[Line]]:
 def rotate_history(log: Path, retention: logroll.Retention) -> bool:
     """Rotate the log when it is over the bound (or finish an interrupted rotation), under the
     appenders' lock so no append reads the files half-shifted."""
+    with _appenders_lock(log):
+        return logroll.rotate(log, retention, history_tally)
+
+
+@contextlib.contextmanager
+def _appenders_lock(log: Path) -> Iterator[None]:
+    """The lock every append and rotation of ``log`` holds (a file beside it)."""
     lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return logroll.rotate(log, retention, history_tally)
+        yield
     finally:
         os.close(lock)
 
@@ -133,15 +142,11 @@ def append_history(
     so no two records chain to the same predecessor.
     """
     log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = os.open(log.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _appenders_lock(log):
         record = _append_locked(log, action, result, profile, detail)
         if retention is not None and log.stat().st_size > retention.max_bytes:
             logroll.rotate(log, retention, history_tally)
         return record
-    finally:
-        os.close(lock)
 
 
 def _next_link(log: Path) -> tuple[int, str]:
