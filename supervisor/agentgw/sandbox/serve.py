@@ -30,7 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +43,10 @@ from agentgw.sandbox import backend, image, jobclient
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.control import serve_control
 from agentgw.sandbox.job import JobRequest, JobResult
-from agentgw.sandbox.pool import WarmPool
+from agentgw.sandbox.jobspec import Prepare
+from agentgw.sandbox.pool import PoolStats, WarmPool
 from agentgw.sandbox.protocol import host_limits
+from agentgw.sandbox.units import UnitPool
 from agentgw.unixsock import Server, listen
 
 log = get_logger(__name__)
@@ -203,9 +205,17 @@ async def _serve(broker: Broker, sockets: Sockets, status: str) -> None:
     notify("STOPPING=1")
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How the broker runs jobs: ``runner``, described as ``how``; ``pool`` its stats."""
+
+    runner: Runner
+    how: str
+    pool: Callable[[], PoolStats] | None = None
+
+
 def _serve_with(
-    config: Config, sockets: Sockets, records: ExecLog,
-    queue_wait_s: float, runner: Runner, how: str,
+    config: Config, sockets: Sockets, records: ExecLog, queue_wait_s: float, serving: Serving,
 ) -> None:
     limits = config.host.sandbox
     capacity = Capacity(
@@ -215,10 +225,27 @@ def _serve_with(
         queue_wait_s=queue_wait_s,
     )
     callers = Callers(user_of=config.host.user, uid_of=uid_of)
-    broker = Broker(capacity, callers, runner=runner, records=records)
-    status = f"serving {sockets.describe()} on {how}"
+    broker = Broker(capacity, callers, runner=serving.runner, records=records, pool=serving.pool)
+    status = f"serving {sockets.describe()} on {serving.how}"
     log.info("sandbox_broker_ready", status=status)
     asyncio.run(_serve(broker, sockets, status))
+
+
+def _serve_units(
+    layout: Layout, config: Config, sockets: Sockets, records: ExecLog, queue_wait_s: float,
+    access: backend.Gvisor,
+) -> None:
+    """gVisor: every job in a job unit; ``sandbox.pool_size`` of them prepared ahead, of the
+    configured shape (a request of another shape runs cold)."""
+    limits = config.host.sandbox
+    spec = Prepare("gvisor", memory_mb=limits.memory_mb, cpus=limits.vcpus,
+                   nproc=JobRequest.model_fields["nproc"].default)
+    path = jobclient.socket_path(layout.root)
+    with UnitPool(spec, limits.pool_size, cold=access.run,
+                  prepare=functools.partial(jobclient.open_unit, path)) as pool:
+        _serve_with(config, sockets, records, queue_wait_s,
+                    Serving(pool.run, f"gvisor (user-space-kernel) in job units, "
+                            f"pool {limits.pool_size}", pool.stats))
 
 
 def open_sockets(layout: Layout, config: Config) -> Sockets:
@@ -250,18 +277,17 @@ def run_broker(
                                          allow_emulation=limits.allow_emulation)
         log.info("sandbox_backend", backend=detection.backend, reason=detection.reason)
         if detection.backend == "none":  # serve, so each caller is told why, and no job runs
-            _serve_with(config, sockets, records, queue_wait_s, refuse(detection),
-                        f"no backend ({detection.reason})")
+            _serve_with(config, sockets, records, queue_wait_s,
+                        Serving(refuse(detection), f"no backend ({detection.reason})"))
             return
         machine = backend.machine_for(detection)
-        if machine is None:  # gVisor: a job unit per job, no warm pool
-            _serve_with(config, sockets, records, queue_wait_s, access.run,
-                        f"{detection.backend} ({detection.boundary}) in job units")
+        if machine is None:  # gVisor: a job unit per job, some prepared ahead
+            _serve_units(layout, config, sockets, records, queue_wait_s, access)
             return
         with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
                       cpus=limits.vcpus) as pool:
-            _serve_with(config, sockets, records, queue_wait_s, pool.run,
-                        f"{detection.backend} ({detection.boundary}), "
-                        f"warm pool {limits.pool_size}")
+            _serve_with(config, sockets, records, queue_wait_s,
+                        Serving(pool.run, f"{detection.backend} ({detection.boundary}), "
+                                f"warm pool {limits.pool_size}", pool.stats))
     finally:
         close_listeners(layout, listeners)
