@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from agentgw.errors import AgentgwError
 from agentgw.sandbox import gvisor, jobunit
 from agentgw.sandbox.job import JobRequest
-from agentgw.errors import AgentgwError
 from agentgw.sandbox.jobspec import (
     Job,
     Outcome,
