@@ -247,7 +247,8 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
 
 
 JOB_SOCKET = "/run/agentgw/sandbox-job.sock"
-JOB_WORK = "run/agentgw-job/agentgw-gvisor-*/work"  # in the job unit's own tmpfs
+JOB_TOP = "run/agentgw-job/agentgw-gvisor-*"  # in the job unit's own tmpfs
+JOB_WORK = f"{JOB_TOP}/work"
 
 # Run as a job unit's uid (what a job that escaped gVisor would be): each attempt's errno.
 ESCAPED = r"""
@@ -270,6 +271,24 @@ def job_uids() -> dict[str, int]:
              "agentgw-job@*.service", check=True).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     return {n: int(sh("systemctl", "show", "-P", "UID", n, check=True).stdout) for n in names}
+
+
+def busy_units() -> dict[str, int]:
+    """The job units running a job (its files are staged: job/in), not waiting for one."""
+    busy = {}
+    for name, uid in job_uids().items():
+        main = sh("systemctl", "show", "-P", "MainPID", name).stdout.strip()
+        if main not in ("", "0") and list(Path(f"/proc/{main}/root").glob(f"{JOB_TOP}/job/in")):
+            busy[name] = uid
+    return busy
+
+
+def prepared_units() -> dict[str, int]:
+    """The job units waiting for a job (the broker's pool), once up a while (prepared)."""
+    busy = busy_units()
+    found = {n: u for n, u in job_uids().items() if n not in busy}
+    time.sleep(1.5)  # its sandbox starts in ~0.5 s
+    return {n: u for n, u in found.items() if n in job_uids()}
 
 
 def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -295,8 +314,8 @@ def test_exec_runs_under_gvisor_as_its_own_unit_and_exits_3(
     assert proc.returncode == 3, proc.stderr
     ident, *listing = proc.stdout.splitlines()
     assert ident.startswith("uid=0(root) gid=0(root)")  # root of the job's own user namespace
-    assert listing == ["bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "sys", "tmp", "usr",
-                       "work"], proc.stdout
+    assert listing == ["bin", "dev", "etc", "job", "lib", "lib64", "proc", "sbin", "sys", "tmp",
+                       "usr", "work"], proc.stdout
     (record,) = records()[before:]
     assert (record["backend"], record["exit_code"]) == ("gvisor", 3)
     started = sh("journalctl", "--no-pager", "-o", "cat", "-u", "agentgw-job@*").stdout
@@ -329,7 +348,7 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
          "sh", "-c", "echo secret-api > /tmp/b; sleep 6"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        (api_unit, api_uid), = wait_for(job_uids).items()
+        (api_unit, api_uid), = wait_for(busy_units).items()
         api_main = sh("systemctl", "show", "-P", "MainPID", api_unit, check=True).stdout.strip()
         (api_work,) = wait_for(lambda: list(Path(f"/proc/{api_main}/root").glob(JOB_WORK)))
         targets = [str(api_work / "secret.txt"), str(EXECS), JOB_SOCKET,
@@ -339,7 +358,7 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
              'for p in "$@" /tmp/b /var/lib/agentgw /etc/agentgw /run/agentgw; do '
              'test -e "$p" && echo "FOUND $p"; done; sleep 2; echo done', "probe", *targets],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        uids = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(job_uids()))
+        uids = wait_for(lambda: (lambda found: found if len(found) == 2 else None)(busy_units()))
         core_uid = next(uid for name, uid in uids.items() if name != api_unit)
         core_unit = next(name for name in uids if name != api_unit)
         as_core = ("setpriv", f"--reuid={core_uid}", f"--regid={core_uid}", "--clear-groups",
@@ -360,6 +379,44 @@ def test_two_profiles_jobs_run_as_different_uids_and_reach_nothing(broker: int) 
     # rest is hidden (InaccessiblePaths=) or refused: never reached.
     errnos = [line.split()[1] for line in in_unit.splitlines()]
     assert len(errnos) == len(targets) and set(errnos) <= {"2", "13"}, in_unit
+
+
+def test_warm_jobs_are_served_by_prepared_units_each_its_own_uid(
+    broker: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The broker keeps sandbox.pool_size (1) job units prepared: a job that fits runs on one
+    (answered warm, the record's pool counts it), each job on a unit of its own dynamic uid;
+    through a prepared unit the timeout kills the job and answers timed_out with its output so
+    far, the output cap holds, and a child left in the background does not delay the answer."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    cases = [
+        (JobRequest(argv=("sh", "-c", "echo hi; (sleep 20) & exit 4")), (4, b"hi\n", False)),
+        (JobRequest(argv=("sh", "-c", "echo before; sleep 30"), timeout_s=1),
+         (124, b"before\n", True)),
+        (JobRequest(argv=("head", "-c", "100000", "/dev/zero"), max_output=100),
+         (0, b"\0" * 100, False)),
+    ]
+    served: dict[str, int] = {}
+    took = []
+    for request, (code, out, timed_out) in cases:
+        (unit, uid), = wait_for(prepared_units).items()
+        t0 = time.monotonic()
+        result, _ = call(SOCKETS / "api.sock", request, wait_s=30)
+        took.append(time.monotonic() - t0)
+        assert (result.exit_code, result.stdout, result.timed_out) == (code, out, timed_out)
+        assert result.warm and result.backend == "gvisor"
+        assert result.stdout_truncated == (request.max_output == 100)
+        served[unit] = uid
+        assert records()[-1]["warm"] is True
+    assert took[0] < 3.0 and took[1] < 1.0 + 3.0, took  # not 20 s, not 30 s
+    broker_uid = pwd.getpwnam(BROKER_USER).pw_uid
+    assert len(served) == len(cases), served  # a unit per job
+    assert len(set(served.values()) | {0, broker_uid}) == len(cases) + 2, served
+    pool = records()[-1]["pool"]
+    assert pool["size"] == 1 and pool["served_warm"] >= len(cases), pool
+    with capsys.disabled():
+        print(f"\nwarm jobs through the broker: {[round(t, 3) for t in took]} s; pool {pool}")
 
 
 def test_core_is_served_within_a_job_while_api_floods(
