@@ -270,7 +270,8 @@ def job_uids() -> dict[str, int]:
     out = sh("systemctl", "list-units", "--plain", "--no-legend", "--state=active",
              "agentgw-job@*.service", check=True).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return {n: int(sh("systemctl", "show", "-P", "UID", n, check=True).stdout) for n in names}
+    uids = {n: sh("systemctl", "show", "-P", "UID", n).stdout.strip() for n in names}
+    return {n: int(uid) for n, uid in uids.items() if uid.isdigit()}  # not one just ending
 
 
 def busy_units() -> dict[str, int]:
