@@ -53,6 +53,7 @@ from agentgw.run import TimeoutExpired, popen_pipes, run
 from agentgw.sandbox.jobspec import (
     TIMED_OUT_EXIT,
     Job,
+    NotStarted,
     Outcome,
     Prepare,
     check_relative_path,
@@ -76,9 +77,11 @@ WRAPPER = (
     'exec 3<&0; ( read -r go <&3 || exit 125; exec 3<&-; cd /work || exit 126; eval "$go" ) & '
     'echo ready; wait "$!"; echo "rc $?"'
 )
-INLINE_MAX = 512  # a longer command (or one with a line break) goes in /job/run: dash's read
-READY_S = 30.0  # takes a byte per system call
-NOT_STARTED = "the gVisor sandbox ended before the job started"
+# A longer command (or one with a line break) goes in /job/run: dash's read takes a byte per
+# system call.
+INLINE_MAX = 512
+READY_S = 30.0
+IO_ENV = "AGENTGW_JOB_IO"  # where the job's stdin/stdout/stderr files go (default: beside /work)
 BUSYBOX = "/usr/bin/busybox"
 STATX_APPLETS = ("ls", "stat", "touch")  # coreutils' statx flags get EINVAL from this runsc
 _uids = itertools.count()
@@ -105,11 +108,11 @@ def render_go(argv: tuple[str, ...]) -> tuple[bytes, bytes | None]:
 
 
 def render_spec(
-    shape: Prepare, uid: int, top: Path, hostname: str, *, busybox: bool = True,
+    shape: Prepare, uid: int, dirs: tuple[Path, Path], hostname: str, *, busybox: bool = True,
     rootless: bool = False,
 ) -> dict[str, Any]:
     """The OCI runtime spec of one sandbox (pure: paths and numbers in, a dict out), with
-    ``top``/work as /work and ``top``/job as /job; ``busybox``:
+    ``dirs`` (work, job) bound as /work and /job; ``busybox``:
     bind busybox over ``STATX_APPLETS``. ``rootless``: the root is not remounted read-only
     (in a user namespace that remount must keep the locked nosuid/nodev of a /tmp such as the
     lab's, and runsc's does not: EPERM); it is the job's own empty directory, owned by the
@@ -143,8 +146,9 @@ def render_spec(
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ro},
             {"destination": "/etc/alternatives", "type": "bind", "source": "/etc/alternatives",
              "options": ro},
-            *({"destination": where, "type": "bind", "source": str(top / where[1:]),
-               "options": ["rbind", "rw", "nosuid", "nodev"]} for where in (WORK, JOB_DIR)),
+            *({"destination": where, "type": "bind", "source": str(source),
+               "options": ["rbind", "rw", "nosuid", "nodev"]}
+              for where, source in zip((WORK, JOB_DIR), dirs, strict=True)),
             *({"destination": f"/usr/bin/{name}", "type": "bind", "source": BUSYBOX,
                "options": ro} for name in (STATX_APPLETS if busybox else ())),
         ],
@@ -234,16 +238,23 @@ class Sandbox:
         self.uid = 0 if self.rootless else job_uid()
         self._tmp = tempfile.TemporaryDirectory(prefix="agentgw-gvisor-", dir=base)
         self.top = Path(self._tmp.name)
+        # The job's stdin and output files apart from /work when the unit gives a place
+        # (agentgw-job@.service: a tmpfs of their own), so a job that fills /work still has
+        # its "No space left" on stderr.
+        self._io = tempfile.TemporaryDirectory(prefix="agentgw-gvisor-io-",
+                                               dir=os.environ.get(IO_ENV) or self.top)
+        self.work, self.jobdir = self.top / "work", Path(self._io.name) / "job"
         os.chmod(self.top, 0o700)
+        os.chmod(self._io.name, 0o700)
         bundle, state = self.top / "bundle", self.top / "state"
         bundle.mkdir()
         state.mkdir(mode=0o700)
-        for d in (self.top / "work", self.top / "job"):
+        for d in (self.work, self.jobdir):
             d.mkdir(mode=0o700)
             _give(d, self._owner, 0o755)
         make_rootfs(bundle / "rootfs")
-        spec = render_spec(shape, self.uid, self.top, "sandbox", busybox=os.path.exists(BUSYBOX),
-                           rootless=self.rootless)
+        spec = render_spec(shape, self.uid, (self.work, self.jobdir), "sandbox",
+                           busybox=os.path.exists(BUSYBOX), rootless=self.rootless)
         (bundle / "config.json").write_text(json.dumps(spec))
         self.name = f"agentgw-{self.top.name.rsplit('-', 1)[-1]}"
         self.flags = runsc_flags(state, platform=platform, rootless=self.rootless)
@@ -293,8 +304,8 @@ class Sandbox:
 
     def _stage(self, job: Job) -> bytes:
         """The job's files, stdin and output files where the guest reads them; the go line."""
-        _write_files(self.top / "work", job, self._owner)
-        jobdir = self.top / "job"
+        _write_files(self.work, job, self._owner)
+        jobdir = self.jobdir
         go, script = render_go(job.argv)
         for name, data in (("in", job.stdin), ("out", b""), ("err", b""), ("run", script)):
             if data is not None:
@@ -315,7 +326,7 @@ class Sandbox:
             stdin.write(go)
             stdin.flush()
         except (OSError, ValueError):
-            raise die(NOT_STARTED) from None
+            raise NotStarted("the gVisor sandbox ended before the job started") from None
         line = self._line(started + job.timeout_s)
         self._done = line is not None
         status = parse_status(line) if line else None
@@ -325,7 +336,7 @@ class Sandbox:
             detail = "killed at the timeout"
         elif status is None:
             detail = f"the sandbox ended without the job's status (runsc exit {self._exit()})"
-        cap, jobdir = job.max_output, self.top / "job"
+        cap, jobdir = job.max_output, self.jobdir
         (out, out_cut), (err, err_cut) = (read_capped(jobdir / n, cap) for n in ("out", "err"))
         code = TIMED_OUT_EXIT if line is None else (status if status is not None else 137)
         return Outcome(exit_code=code, stdout=out, stderr=err, stdout_truncated=out_cut,
@@ -384,6 +395,7 @@ class Sandbox:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+        self._io.cleanup()
         self._tmp.cleanup()
 
 

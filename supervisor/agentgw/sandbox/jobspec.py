@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentgw.errors import AgentgwError
+
 MiB = 1024 * 1024
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
 
@@ -68,6 +70,11 @@ class Outcome:
     timed_out: bool
     duration_s: float
     detail: str = ""
+
+
+class NotStarted(AgentgwError):
+    """The prepared sandbox ended before its job started: the job may run elsewhere (the
+    unit answers ``unavailable``, and the broker runs the job cold)."""
 
 
 @dataclass(frozen=True)

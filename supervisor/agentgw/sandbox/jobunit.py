@@ -24,6 +24,7 @@ from typing import BinaryIO, Protocol
 from agentgw.errors import AgentgwError
 from agentgw.sandbox.jobspec import (
     Job,
+    NotStarted,
     Outcome,
     Prepare,
     fits,
@@ -112,7 +113,8 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> in
     try:
         outcome = prepared.run(job)
     except AgentgwError as exc:
-        _send(out, render_failure("failed", exc.message, exc.hint))
+        kind = "unavailable" if isinstance(exc, NotStarted) else "failed"
+        _send(out, render_failure(kind, exc.message, exc.hint))
         return 1
     sent = _send(out, render_outcome(outcome, job, backend=spec.backend))
     _finish(out)

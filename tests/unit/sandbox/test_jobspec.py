@@ -78,15 +78,15 @@ def test_prepare_and_ready_lines_round_trip_and_bad_ones_are_refused() -> None:
 
 
 def test_spec_binds_busybox_over_the_statx_applets_and_keeps_the_root_read_only_as_root() -> None:
-    spec = gvisor.render_spec(Prepare("gvisor"), 5, Path("/t"), "h")
+    spec = gvisor.render_spec(Prepare("gvisor"), 5, (Path("/t/work"), Path("/io/job")), "h")
     binds = {m["destination"]: m["source"] for m in spec["mounts"] if m["type"] == "bind"}
     assert {d for d, src in binds.items() if src == gvisor.BUSYBOX} == {
         "/usr/bin/ls", "/usr/bin/stat", "/usr/bin/touch"}
-    assert (binds["/work"], binds["/job"]) == ("/t/work", "/t/job")
+    assert (binds["/work"], binds["/job"]) == ("/t/work", "/io/job")
     assert spec["process"]["args"] == ["/bin/sh", "-c", gvisor.WRAPPER]
     assert spec["root"]["readonly"] is True
-    rootless = gvisor.render_spec(Prepare("gvisor", nproc=9), 0, Path("/t"), "h", busybox=False,
-                                  rootless=True)
+    rootless = gvisor.render_spec(Prepare("gvisor", nproc=9), 0, (Path("/w"), Path("/j")), "h",
+                                  busybox=False, rootless=True)
     assert rootless["root"]["readonly"] is False
     assert rootless["process"]["rlimits"][0] == {"type": "RLIMIT_NPROC", "hard": 9, "soft": 9}
     assert gvisor.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
