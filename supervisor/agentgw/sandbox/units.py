@@ -23,10 +23,12 @@ from agentgw.errors import AgentgwError, usage
 from agentgw.log import get_logger
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.jobspec import Prepare
-from agentgw.sandbox.pool import MAX_BACKOFF_S, PoolStats
+from agentgw.sandbox.pool import MAX_BACKOFF_S, REFILL_DEFER_S, PoolStats
 from agentgw.sandbox.protocol import BrokerError
 
 log = get_logger(__name__)
+
+PRUNE_S = 30.0  # how often prepared units are checked for having gone away
 
 
 class Held(Protocol):
@@ -60,7 +62,7 @@ class UnitPool:
         self._prepare, self._cold = prepare, cold
         self._cond = threading.Condition()
         self._ready: list[Held] = []
-        self._preparing = 0
+        self._preparing = self._running = 0
         self._closed = threading.Event()
         self._served_warm = self._served_cold = self._failures = 0
         self._last: float | None = None
@@ -75,7 +77,15 @@ class UnitPool:
         backoff = 1.0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed.is_set() or self._held() < self.size)
+                while not self._closed.is_set():
+                    self._prune_locked()
+                    if self._held() < self.size:
+                        break
+                    self._cond.wait(PRUNE_S)
+                # A unit's start takes a core for ~0.3 s; starting it while a job runs on a
+                # prepared one would slow that job down, so the refill waits for it (briefly).
+                self._cond.wait_for(lambda: self._running == 0 or self._closed.is_set(),
+                                    REFILL_DEFER_S)
                 if self._closed.is_set():
                     return
                 self._preparing += 1
@@ -103,6 +113,12 @@ class UnitPool:
     def _held(self) -> int:
         return len(self._ready) + self._preparing
 
+    def _prune_locked(self) -> None:
+        """Drop prepared units that went away (their run-time limit, a crash)."""
+        for unit in [u for u in self._ready if not u.alive()]:
+            self._ready.remove(unit)
+            unit.close()
+
     def _take(self, request: JobRequest) -> Held | None:
         with self._cond:
             while self._ready and fits(self.spec, request):
@@ -110,6 +126,7 @@ class UnitPool:
                 self._cond.notify_all()  # the refill thread replaces it
                 if unit.alive():
                     self._served_warm += 1
+                    self._running += 1  # in the same breath as the take, so refill sees it
                     return unit
                 unit.close()
             self._served_cold += 1
@@ -130,6 +147,10 @@ class UnitPool:
                 self._served_warm -= 1
                 self._served_cold += 1
             return self._cold(request)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
         return result.model_copy(update={"warm": True})
 
     def wait_ready(self, count: int | None = None, timeout: float | None = None) -> bool:
@@ -155,8 +176,8 @@ class UnitPool:
             self._cond.notify_all()
         for unit in held:
             unit.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout=90)
+        if self._thread.is_alive():  # one preparing: closed as soon as it is ready
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> UnitPool:
         return self.start()

@@ -4,6 +4,7 @@ requests warm and others cold, dead units dropped, a lost one retried cold, all 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -133,3 +134,21 @@ def test_close_closes_every_prepared_unit_and_stops_refilling() -> None:
     assert pool.wait_ready(timeout=0.1) is False
     with pytest.raises(AgentgwError):
         UnitPool(SPEC, -1, prepare=units.prepare, cold=cold)  # type: ignore[arg-type]
+
+
+def test_a_prepared_unit_that_went_away_is_replaced_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentgw.sandbox import units as units_module
+
+    monkeypatch.setattr(units_module, "PRUNE_S", 0.05)
+    units, (_, cold) = Units(), cold_runs()
+    with UnitPool(SPEC, 1, prepare=units.prepare, cold=cold) as pool:  # type: ignore[arg-type]
+        assert pool.wait_ready(timeout=5)
+        units.made[0].dead = True
+        deadline = time.monotonic() + 5
+        while len(units.made) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pool.wait_ready(timeout=5)
+        assert units.made[0].closed and len(units.made) == 2
+        assert pool.run(JobRequest(argv=("true",))).warm is True
