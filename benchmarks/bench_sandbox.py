@@ -152,7 +152,9 @@ def units_inside() -> list[Row]:
         for _ in range(RUNS):
             unit = jobclient.open_unit(path, spec)
             prepared.append(unit.prepare_s * 1000)
-            time.sleep(0.3)  # the previous unit's teardown, as between a pool's jobs
+            # The previous unit's teardown and this one's start settle, as for a request that
+            # finds a unit the pool prepared a while ago.
+            time.sleep(1.0)
             t0 = time.perf_counter()
             assert unit.run(request).exit_code == 0
             warm.append((time.perf_counter() - t0) * 1000)
