@@ -70,15 +70,17 @@ JOB_UID_COUNT = 65536
 WORK = "/work"
 JOB_DIR = "/job"
 MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "job", "etc/alternatives")
-# The guest's process: fork the job's process now, which waits for the go line on the control
-# pipe (fd 3, a copy of stdin: a background list's stdin would be /dev/null) and evaluates it;
-# say ready; report the job's exit status as soon as it exits. 125: no go line (EOF).
+# The guest's process: fork the job's process now, which enters /work and waits for the go line
+# on the control pipe (fd 3, a copy of stdin: a background list's stdin would be /dev/null),
+# then execs its words with the job's stdin/stdout/stderr files; say ready; report the job's
+# exit status as soon as it exits. 125: no go line (EOF).
 WRAPPER = (
-    'exec 3<&0; ( read -r go <&3 || exit 125; exec 3<&-; cd /work || exit 126; eval "$go" ) & '
+    'exec 3<&0; ( cd /work || exit 126; read -r go <&3 || exit 125; exec 3<&-; '
+    'eval "exec $go" </job/in >/job/out 2>/job/err ) & '
     'echo ready; wait "$!"; echo "rc $?"'
 )
-# A longer command (or one with a line break) goes in /job/run: dash's read takes a byte per
-# system call.
+# A longer argv (or one with a line break) goes in /job/run, run by sh: dash's read takes a byte
+# per system call.
 INLINE_MAX = 512
 READY_S = 30.0
 IO_ENV = "AGENTGW_JOB_IO"  # where the job's stdin/stdout/stderr files go (default: beside /work)
@@ -100,11 +102,12 @@ def job_uid() -> int:
 
 
 def render_go(argv: tuple[str, ...]) -> tuple[bytes, bytes | None]:
-    """(the go line, the /job/run script or None) that starts ``argv`` in the waiting wrapper."""
-    command = f"exec {shlex.join(argv)} <{JOB_DIR}/in >{JOB_DIR}/out 2>{JOB_DIR}/err"
-    if len(command) > INLINE_MAX or "\n" in command or "\r" in command:
-        return f". {JOB_DIR}/run\n".encode(), command.encode() + b"\n"
-    return command.encode() + b"\n", None
+    """(the go line, the /job/run script or None) that starts ``argv`` in the waiting wrapper:
+    its words, quoted (the wrapper evaluates ``exec <words>``)."""
+    words = shlex.join(argv)
+    if len(words) > INLINE_MAX or "\n" in words or "\r" in words:
+        return f"/bin/sh {JOB_DIR}/run\n".encode(), f"exec {words}\n".encode()
+    return words.encode() + b"\n", None
 
 
 def render_spec(

@@ -6,6 +6,7 @@ waiting wrapper; the job unit prepares, says ready, runs one job and answers onc
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 import pytest
@@ -92,15 +93,15 @@ def test_spec_binds_busybox_over_the_statx_applets_and_keeps_the_root_read_only_
     assert gvisor.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
 
 
-def test_the_go_line_execs_the_argv_quoted_and_long_or_multiline_ones_go_in_a_script() -> None:
+def test_the_go_line_is_the_argv_quoted_and_long_or_multiline_ones_go_in_a_script() -> None:
     go, script = gvisor.render_go(("sh", "-c", "echo 'a b'; exit 3"))
     assert script is None
-    assert go == b"exec sh -c 'echo '\"'\"'a b'\"'\"'; exit 3' </job/in >/job/out 2>/job/err\n"
+    assert go == b"sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'\n"
+    assert "eval \"exec $go\" </job/in >/job/out 2>/job/err" in gvisor.WRAPPER
     for argv in (("printf", "a\nb"), ("echo", "x" * gvisor.INLINE_MAX)):
         go, script = gvisor.render_go(argv)
-        assert go == b". /job/run\n"
-        assert script is not None and script.startswith(b"exec ") and script.endswith(
-            b" </job/in >/job/out 2>/job/err\n")
+        assert go == b"/bin/sh /job/run\n"
+        assert script == b"exec " + shlex.join(argv).encode() + b"\n"
     assert [gvisor.parse_status(x) for x in (b"rc 0\n", b"rc 137\n", b"ready\n", b"")] == [
         0, 137, None, None]
 
