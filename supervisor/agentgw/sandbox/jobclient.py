@@ -29,7 +29,7 @@ from agentgw.errors import die
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest, JobResult
 from agentgw.sandbox.jobspec import Prepare, parse_ready, render_prepare
-from agentgw.sandbox.protocol import parse_response
+from agentgw.sandbox.protocol import BrokerError, parse_response
 
 SOCKET = "run/agentgw/sandbox-job.sock"
 UNIT = "agentgw-job.socket"
@@ -66,6 +66,7 @@ class Unit:
         """Connect and send the prepare line (and ``job`` right after it, for a cold run)."""
         self.spec, self.prepare_s = spec, 0.0
         self._buf = b""
+        self._sent = bool(job)  # a cold run's job went with the prepare line
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.settimeout(READY_WAIT_S)
@@ -110,12 +111,16 @@ class Unit:
             return False
 
     def run(self, request: JobRequest) -> JobResult:
-        """Send the job, read its answer, close the connection."""
+        """Send the job (unless it went with the prepare line), read its answer, close the
+        connection."""
         try:
             try:
-                self.sock.sendall(job_line(request))
-            except OSError as exc:
-                raise die(f"the job unit went away: {exc.strerror or exc}") from None
+                if not self._sent:
+                    self._sent = True
+                    self.sock.sendall(job_line(request))
+            except OSError as exc:  # the job line is not whole there: the job did not start
+                raise BrokerError("unavailable", "the job unit went away before its job: "
+                                  f"{exc.strerror or exc}") from None
             result, _ = parse_response(self._line(request.timeout_s + SLACK_S))
             return result
         finally:

@@ -247,8 +247,8 @@ def test_the_gateway_execs_in_the_vm_through_its_own_socket(
 
 
 JOB_SOCKET = "/run/agentgw/sandbox-job.sock"
-JOB_TOP = "run/agentgw-job/agentgw-gvisor-*"  # in the job unit's own tmpfs
-JOB_WORK = f"{JOB_TOP}/work"
+JOB_WORK = "run/agentgw-job/agentgw-gvisor-*/work"  # in the job unit's own tmpfs
+JOB_IN = "run/agentgw-job-io/agentgw-gvisor-io-*/job/in"  # staged with the job, not before
 
 # Run as a job unit's uid (what a job that escaped gVisor would be): each attempt's errno.
 ESCAPED = r"""
@@ -279,7 +279,7 @@ def busy_units() -> dict[str, int]:
     busy = {}
     for name, uid in job_uids().items():
         main = sh("systemctl", "show", "-P", "MainPID", name).stdout.strip()
-        if main not in ("", "0") and list(Path(f"/proc/{main}/root").glob(f"{JOB_TOP}/job/in")):
+        if main not in ("", "0") and list(Path(f"/proc/{main}/root").glob(JOB_IN)):
             busy[name] = uid
     return busy
 
