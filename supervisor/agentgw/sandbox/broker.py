@@ -13,13 +13,13 @@ Jobs are limited per profile and per host (``sandbox.max_concurrent_per_profile`
 gets ``busy``; a profile can hold at most twice its limit of connections (running plus queued),
 so it cannot pile up requests (and their memory) in the broker. A request is parsed (JSON,
 base64, validation: up to seconds at the size cap) on the worker thread of the slot it was
-granted, then run there (a job unit under gVisor, the warm pool or a cold VM): one profile's
-large requests cost its own slots, never another profile's turn, and the event loop only
-reads, authorises, queues and answers.
+granted, then run there (a prepared job unit or a new one under gVisor, the warm pool or a
+cold VM): one profile's large requests cost its own slots, never another profile's turn, and
+the event loop only reads, authorises, queues and answers.
 
 Every job that ran, or failed to, is appended as one JSON line to ``execs.jsonl`` (see
 ``protocol.render_record``): time, profile, caller uid, the argv's sha256 -- never the argv --,
-duration, exit code, backend, warm, timed_out.
+duration, exit code, backend, warm, timed_out, and the pool's stats after the job (``pool``).
 """
 
 from __future__ import annotations
