@@ -174,3 +174,36 @@ def test_a_sandbox_that_cannot_start_is_an_unavailable_answer(
     out = io.BytesIO()
     assert jobunit.serve_one(io.BytesIO(render_prepare(Prepare("gvisor"))), out) == 1
     assert b'"error":"unavailable"' in out.getvalue() and b"boom" in out.getvalue()
+
+
+def test_the_job_unit_closes_its_sandbox_when_the_broker_goes_away_during_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job runs until its sandbox is closed; the broker's side of the connection closes
+    mid-job: the unit closes the sandbox (its job ends) and the unit ends."""
+    import socket
+    import threading
+
+    closed = threading.Event()
+
+    class Blocking(FakeSandbox):
+        def run(self, job: Job) -> Outcome:
+            assert closed.wait(10), "the sandbox was not closed"
+            return super().run(job)
+
+        def close(self) -> None:
+            closed.set()
+            super().close()
+
+    monkeypatch.setattr(gvisor, "prepare", lambda spec: Blocking())
+    broker, unit = socket.socketpair()
+    broker.sendall(render_prepare(Prepare("gvisor")) + b'{"argv": ["sleep", "30"]}\n')
+    reader, writer = unit.makefile("rb"), unit.makefile("wb")
+    codes: list[int] = []
+    serving = threading.Thread(target=lambda: codes.append(jobunit.serve_one(reader, writer)))
+    serving.start()
+    assert broker.makefile("rb").readline().startswith(b'{"ready"')
+    broker.close()
+    serving.join(10)
+    unit.close()
+    assert closed.is_set() and codes == [1]  # the answer could not be sent
