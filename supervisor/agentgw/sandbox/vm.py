@@ -276,7 +276,8 @@ def boot(
         raise
 
 
-def _job_window(request: JobRequest) -> float:
+def job_window(request: JobRequest) -> float:
+    """How long a job may take once its VM is up: its timeout, moving its data, settling."""
     return (request.timeout_s + SETTLE_S
             + TRANSFER_S_PER_MIB * (2 * request.max_output + len(request.stdin)) / (1 << 20))
 
@@ -316,7 +317,7 @@ def run_cold(
     ``deadline_s`` replaces the default host deadline (boot budget + the job's window)."""
     nonce = new_nonce()
     started = time.monotonic()
-    window = BOOT_BUDGET_S[machine.accel] + _job_window(request)
+    window = BOOT_BUDGET_S[machine.accel] + job_window(request)
     deadline = started + (deadline_s if deadline_s is not None else window)
     with boot(machine, image, render_job_cpio(request, nonce),
               Shape(request.memory_mb, request.cpus), limit=output_limit(request.max_output),
@@ -368,7 +369,7 @@ def run_warm(
         if not vm.alive():
             raise die("the warm VM died before its job")
         vm.send(render_warm_payload(request))
-        return _collect(vm, warm.nonce, request, Window(started, started + _job_window(request)),
+        return _collect(vm, warm.nonce, request, Window(started, started + job_window(request)),
                         machine=warm.machine, warm=True)
     finally:
         vm.kill()

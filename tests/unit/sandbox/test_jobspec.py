@@ -1,6 +1,7 @@
 """The job unit's standard-library wire format agrees with the broker's pydantic one, both ways;
 its checks refuse what the models refuse; the gVisor spec binds busybox over the statx applets
-and keeps the root writable only rootless; the job unit answers one line per request."""
+and keeps the root writable only rootless; the job unit answers a ready line, then one line per
+request."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 
 from agentgw.sandbox import gvisor, jobunit
 from agentgw.sandbox.job import JobRequest
-from agentgw.sandbox.jobspec import Job, Outcome, parse_job, render_outcome
+from agentgw.sandbox.jobspec import (
+    Job,
+    Outcome,
+    Prepare,
+    parse_job,
+    parse_ready,
+    render_outcome,
+    render_prepare,
+)
 from agentgw.sandbox.protocol import parse_response
 
 
@@ -62,7 +71,7 @@ def test_spec_binds_busybox_over_the_statx_applets_and_keeps_the_root_read_only_
     assert gvisor.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
 
 
-def test_the_job_unit_answers_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_job_unit_answers_ready_then_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Job] = []
 
     def fake(job: Job) -> Outcome:
@@ -72,9 +81,16 @@ def test_the_job_unit_answers_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(gvisor, "run_plain", fake)
     out = io.BytesIO()
-    assert jobunit.serve_one(io.BytesIO(b'{"argv": ["echo", "hi"]}\n'), out) == 0
-    result, _ = parse_response(out.getvalue())
-    assert (seen[0].argv, result.stdout) == (("echo", "hi"), b"hi\n")
+    prepare = render_prepare(Prepare("gvisor"))
+    assert jobunit.serve_one(io.BytesIO(prepare + b'{"argv": ["echo", "hi"]}\n'), out) == 0
+    ready, answer, end = out.getvalue().split(b"\n")
+    result, _ = parse_response(answer)
+    assert (parse_ready(ready) >= 0, end) == (True, b"")
+    assert (seen[0].argv, result.stdout, result.backend) == (("echo", "hi"), b"hi\n", "gvisor")
     bad = io.BytesIO()
-    assert jobunit.serve_one(io.BytesIO(b"{}\n"), bad) == 2
-    assert b'"error":"bad_request"' in bad.getvalue()
+    assert jobunit.serve_one(io.BytesIO(prepare + b"{}\n"), bad) == 2
+    assert b'"error":"bad_request"' in bad.getvalue().split(b"\n")[1]
+    no_prepare = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(b'{"argv": ["true"]}\n'), no_prepare) == 2
+    assert b"could not prepare" in no_prepare.getvalue()
+    assert seen == [seen[0]]

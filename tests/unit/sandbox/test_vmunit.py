@@ -1,0 +1,149 @@
+"""The microVM job unit's pure parts: a prepare line names a microVM backend or is refused; a job
+crosses to the VM path and back unchanged; a job of another shape than its VM is refused and
+the VM killed; the job unit dispatches kvm/tcg to vmunit; the broker's client sends prepare then
+job, reads ready then answer, waits a VM's boot on top of the job; the image is published
+readable to the job units' dynamic users."""
+
+from __future__ import annotations
+
+import io
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentgw.errors import AgentgwError
+from agentgw.sandbox import image, jobclient, jobunit, vmunit
+from agentgw.sandbox.job import JobRequest, JobResult
+from agentgw.sandbox.jobspec import (
+    Job,
+    Outcome,
+    Prepare,
+    parse_job,
+    parse_prepare,
+    render_failure,
+    render_outcome,
+    render_ready,
+)
+from agentgw.sandbox.vm import BOOT_BUDGET_S, job_window
+
+OUTCOME = Outcome(exit_code=3, stdout=b"\x00o", stderr=b"e", stdout_truncated=False,
+                  stderr_truncated=True, timed_out=False, duration_s=0.5, detail="d")
+
+
+def test_only_kvm_and_tcg_are_microvm_backends() -> None:
+    assert (vmunit.check_accel("kvm"), vmunit.check_accel("tcg")) == ("kvm", "tcg")
+    for name in ("gvisor", "KVM", ""):
+        with pytest.raises(ValueError, match="not a microVM backend"):
+            vmunit.check_accel(name)
+
+
+def test_a_job_crosses_to_the_vm_path_and_back_unchanged() -> None:
+    job = Job(argv=("sh", "-c", "cat x"), stdin=b"\xff", files={"in/x": b"\x00"}, timeout_s=4.0,
+              memory_mb=128, cpus=2, max_output=7, nproc=64)
+    request = vmunit.request_of(job)
+    assert parse_job(request.model_dump_json().encode()) == job
+    assert vmunit.outcome_of(JobResult(backend="tcg", **OUTCOME.__dict__)) == OUTCOME
+
+
+@dataclass
+class FakeVm:
+    closed: int = 0
+    pid: int = 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@dataclass
+class FakeWarm:
+    vm: FakeVm
+    memory_mb: int = 256
+    cpus: int = 1
+
+
+def test_a_job_of_another_shape_than_its_vm_is_refused_and_the_vm_killed() -> None:
+    warm = FakeWarm(FakeVm())
+    prepared = vmunit.PreparedVm(warm)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prepared with 256 MB x 1"):
+        prepared.run(Job(argv=("true",), memory_mb=512))
+    assert warm.vm.closed == 1
+
+
+def test_the_job_unit_sends_kvm_and_tcg_to_vmunit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tcg: vmunit prepares; the answer names tcg; the sandbox is closed. An unknown backend
+    is a bad request; a VM that does not boot is a failure line, and no job is read."""
+    seen: list[Prepare] = []
+
+    class Done:
+        closed = False
+
+        def run(self, job: Job) -> Outcome:
+            return OUTCOME
+
+        def close(self) -> None:
+            Done.closed = True
+
+    def prepare(spec: Prepare) -> Done:
+        seen.append(spec)
+        if spec.backend == "kvm":
+            raise AgentgwError("a warm VM did not become ready", hint="hung")
+        return Done()
+
+    monkeypatch.setattr(vmunit, "prepare", prepare)
+    job = b'{"argv": ["true"], "memory_mb": 128}\n'
+    out = io.BytesIO()
+    tcg = jobclient.render_lines(JobRequest(argv=("true",), memory_mb=128), "tcg")
+    assert jobunit.serve_one(io.BytesIO(tcg), out) == 0
+    result = jobclient.parse_answer(out.getvalue())
+    assert (result.backend, result.exit_code, Done.closed) == ("tcg", 3, True)
+    assert seen == [Prepare("tcg", memory_mb=128)]
+    unknown = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(b'{"prepare": {"backend": "xen"}}\n' + job),
+                             unknown) == 2
+    assert b"unknown backend 'xen'" in unknown.getvalue()
+    hung = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(b'{"prepare": {"backend": "kvm"}}\n' + job), hung) == 1
+    with pytest.raises(AgentgwError, match="did not become ready"):
+        jobclient.parse_answer(hung.getvalue())
+
+
+def test_the_client_sends_the_requests_shape_then_the_request() -> None:
+    request = JobRequest(argv=("true",), memory_mb=512, cpus=2, nproc=32)
+    prepare, line, end = jobclient.render_lines(request, "kvm").split(b"\n")
+    assert parse_prepare(prepare) == Prepare("kvm", memory_mb=512, cpus=2, nproc=32)
+    assert (JobRequest.model_validate_json(line), end) == (request, b"")
+
+
+def test_the_client_reads_ready_then_the_answer_or_the_failure() -> None:
+    job = Job(argv=("true",))
+    answer = render_ready("tcg", 1.5) + render_outcome(OUTCOME, job, backend="tcg")
+    assert jobclient.parse_answer(answer).stderr_truncated is True
+    with pytest.raises(AgentgwError, match="no room"):
+        jobclient.parse_answer(render_failure("failed", "no room"))
+    with pytest.raises(AgentgwError, match="without an answer"):
+        jobclient.parse_answer(b"")
+    with pytest.raises(AgentgwError, match="before its sandbox was ready"):
+        jobclient.parse_answer(render_outcome(OUTCOME, job, backend="tcg"))
+
+
+def test_the_broker_waits_for_a_vms_boot_and_its_job() -> None:
+    request = JobRequest(argv=("true",), timeout_s=5.0)
+    assert jobclient.wait_for(request, "tcg") == (
+        BOOT_BUDGET_S["tcg"] + job_window(request) + jobclient.VM_SLACK_S)
+    assert jobclient.wait_for(request, "gvisor") == 5.0 + jobclient.SLACK_S
+
+
+def test_the_image_is_published_readable_to_every_job_user(tmp_path: Path) -> None:
+    cache, final = tmp_path / "cache", tmp_path / "cache" / "6.1"
+    final.mkdir(parents=True)
+    for name in ("vmlinux", "base.cpio", "manifest.json"):
+        (final / name).write_bytes(b"x")
+        (final / name).chmod(0o600)
+    for d in (final, cache):
+        d.chmod(0o700)
+    image.publish(cache, final)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (cache, final, *final.iterdir())}
+    assert modes == {"cache": 0o755, "6.1": 0o755, "vmlinux": 0o644, "base.cpio": 0o644,
+                     "manifest.json": 0o644}
