@@ -14,6 +14,7 @@ import pytest
 
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.jobclient import exchange, socket_path
+from agentgw.sandbox.jobspec import Prepare, parse_ready, render_prepare
 from tests.integration.support import agentgw, sh
 
 pytestmark = pytest.mark.integration
@@ -35,9 +36,11 @@ def job_socket() -> Iterator[Path]:
 
 def fill(path: Path, mib: int, argv: tuple[str, ...] = ("python3", "-c", FILL)
          ) -> dict[str, object]:
-    line = json.dumps({"argv": [*argv, str(mib)], "timeout_s": 60,
-                       "memory_mb": 1024}).encode() + b"\n"
-    answer = json.loads(exchange(path, line, 90).split(b"\n", 1)[0])
+    line = render_prepare(Prepare("gvisor", memory_mb=1024)) + json.dumps(
+        {"argv": [*argv, str(mib)], "timeout_s": 60, "memory_mb": 1024}).encode() + b"\n"
+    ready, answer_line, _ = exchange(path, line, 90).split(b"\n", 2)
+    assert parse_ready(ready) >= 0
+    answer = json.loads(answer_line)
     assert isinstance(answer, dict) and answer["ok"] is True, answer
     return answer
 
