@@ -13,7 +13,7 @@ Jobs are limited per profile and per host (``sandbox.max_concurrent_per_profile`
 gets ``busy``; a profile can hold at most twice its limit of connections (running plus queued),
 so it cannot pile up requests (and their memory) in the broker. A request is parsed (JSON,
 base64, validation: up to seconds at the size cap) on the worker thread of the slot it was
-granted, then run there (a job unit under gVisor, the warm pool or a cold VM): one profile's
+granted, then run there (in a job unit of its own, gVisor or microVM): one profile's
 large requests cost its own slots, never another profile's turn, and the event loop only
 reads, authorises, queues and answers.
 

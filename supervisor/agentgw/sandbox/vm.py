@@ -1,7 +1,8 @@
 """One QEMU microVM per job: render its command line, run it, read its console, always kill it.
 
 ``run_cold`` boots a VM whose initramfs is the base image plus the job's cpio; ``start_warm`` +
-``run_warm`` boot one that waits for its job on its channel (the warm pool's VMs). Either way
+``run_warm`` boot one that waits for its job on its channel (a job unit's VM, :mod:`.vmunit`,
+and the warm pool's). Either way
 the VM is destroyed after one job, on every path (``Vm`` is a context manager), and the host
 enforces a wall-clock deadline on top of the guest's own timeout: a VM still running at the
 deadline is killed and the result says so (exit 124, ``timed_out``).
