@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,10 +93,12 @@ def job_qemus() -> dict[int, str]:
     return found
 
 
-def test_the_broker_serves_tcg_in_job_units_without_kvm_of_its_own(tcg_broker: int) -> None:
+def test_the_broker_serves_tcg_in_job_units_without_kvm_of_its_own(
+    tcg_broker: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Status says tcg in job units; the broker has no kvm group and no /dev/kvm (its KVM probe
     ran in a job unit); `agentgw exec api -- sh -c 'echo hi; exit 3'` prints hi, exits 3, and
-    the record says tcg; no QEMU ever ran as the broker's user."""
+    the record says tcg; no QEMU ever ran as the broker's user. Prints the exec's time."""
     assert serving_on() == "tcg"
     status = sh("systemctl", "show", "-P", "StatusText", UNIT, check=True).stdout
     assert "in job units" in status, status
@@ -102,11 +106,32 @@ def test_the_broker_serves_tcg_in_job_units_without_kvm_of_its_own(tcg_broker: i
     assert str(kvm) not in status_of(tcg_broker)["Groups"].split()
     assert sh("nsenter", "-t", str(tcg_broker), "-m", "test", "-e", "/dev/kvm").returncode == 1
     before = len(records()) if EXECS.exists() else 0
+    started = time.monotonic()
     proc = sh(AGENTGW, "exec", "api", "--", "sh", "-c", "echo hi; exit 3", timeout=90)
+    took = time.monotonic() - started
     assert (proc.stdout, proc.returncode) == ("hi\n", 3), proc.stderr
     (record,) = records()[before:]
     assert (record["backend"], record["exit_code"]) == ("tcg", 3)
     assert broker_qemus() == []
+    with capsys.disabled():
+        print(f"\nTCG exec through the broker and a job unit: {took:.2f} s "
+              f"(the VM's job: {record['duration_s']} s)")
+
+
+def test_without_the_image_cache_a_vm_job_is_refused_with_the_reason(tcg_broker: int) -> None:
+    """/var/cache/agentgw gone (renamed in the lab's root): the job unit still starts (its
+    TemporaryFileSystem= and BindReadOnlyPaths=- need no cache) and answers why; restored."""
+    cache, hidden = Path("/var/cache/agentgw"), Path("/root/agentgw-cache-hidden")
+    try:
+        shutil.move(cache, hidden)  # a copy: the overlay cannot rename a lower directory
+        proc = sh(AGENTGW, "exec", "api", "--", "true", timeout=60)
+    finally:
+        if hidden.exists():
+            if cache.exists():
+                cache.rmdir()  # the empty mount point systemd may have made
+            shutil.move(hidden, cache)
+    assert proc.returncode == 1, proc.stderr
+    assert "no sandbox image in /var/cache/agentgw/sandbox" in proc.stderr, proc.stderr
 
 
 def exec_in_background(profile: str, script: str, *files: str) -> subprocess.Popen[str]:
