@@ -133,6 +133,8 @@ class Vm:
         self._eof = False
         self.overflowed = False
         self._cond = threading.Condition()
+        self._closing = threading.Lock()
+        self._closed = False
         self.started = time.monotonic()
         self._proc = popen_pipes(argv)
         self._threads = [
@@ -212,6 +214,15 @@ class Vm:
             self._proc.kill()
 
     def close(self) -> None:
+        """Kill, reap and clean up, once: later and concurrent calls (a job unit closes its VM
+        from whichever thread sees the end first) wait for the first and return."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
         self.kill()
         try:
             self._proc.wait(timeout=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from agentgw.sandbox.jobspec import (
     render_outcome,
     render_ready,
 )
-from agentgw.sandbox.vm import BOOT_BUDGET_S, job_window
+from agentgw.sandbox.vm import BOOT_BUDGET_S, Vm, job_window
 
 OUTCOME = Outcome(exit_code=3, stdout=b"\x00o", stderr=b"e", stdout_truncated=False,
                   stderr_truncated=True, timed_out=False, duration_s=0.5, detail="d")
@@ -147,3 +148,19 @@ def test_the_image_is_published_readable_to_every_job_user(tmp_path: Path) -> No
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (cache, final, *final.iterdir())}
     assert modes == {"cache": 0o755, "6.1": 0o755, "vmlinux": 0o644, "base.cpio": 0o644,
                      "manifest.json": 0o644}
+
+
+def test_a_vm_is_closed_once_whichever_threads_close_it(tmp_path: Path) -> None:
+    """The job unit may close its VM from the job's thread and the broker-gone watcher at once:
+    the process is killed and reaped, its dir removed, and every call returns."""
+    work = tmp_path / "vm"
+    work.mkdir()
+    vm = Vm(["sleep", "30"], work, limit=1024)
+    threads = [threading.Thread(target=vm.close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    vm.close()
+    assert ([t.is_alive() for t in threads], vm.alive(), work.exists()) == (
+        [False] * 4, False, False)
