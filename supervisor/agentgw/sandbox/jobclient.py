@@ -42,9 +42,9 @@ def socket_path(root: Path = Path("/")) -> Path:
     return root / SOCKET
 
 
-def unavailable(path: Path) -> str:
-    """'' when the job socket is there to connect to; otherwise why gVisor cannot be used."""
-    if gvisor.runsc_path() is None:
+def unavailable(path: Path, *, backend: str = "gvisor") -> str:
+    """'' when the job socket is there to connect to; otherwise why ``backend`` cannot be used."""
+    if backend == "gvisor" and gvisor.runsc_path() is None:
         return "runsc (gVisor) is not installed"
     if not path.is_socket():
         return f"{UNIT} is not listening ({path} is missing; systemctl enable --now {UNIT})"

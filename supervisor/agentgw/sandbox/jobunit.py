@@ -51,7 +51,9 @@ def prepare(spec: Prepare) -> Prepared:
 
         return gvisor.prepare(spec)
     if spec.backend in ("kvm", "tcg"):
-        raise AgentgwError(f"the {spec.backend} backend is not supported in this unit")
+        from agentgw.sandbox import vmunit  # pydantic and QEMU's path: only for a microVM
+
+        return vmunit.prepare(spec)
     raise AgentgwError(f"unknown sandbox backend {spec.backend!r}")
 
 

@@ -149,7 +149,7 @@ def test_the_job_unit_prepares_says_ready_runs_one_job_and_answers(
     (render_prepare(Prepare("gvisor")) + b"{}\n", 2, b'"error":"bad_request"'),
     (render_prepare(Prepare("gvisor")) + b'{"argv": ["true"], "memory_mb": 128}\n', 2,
      b"differ from the prepared"),
-    (render_prepare(Prepare("kvm")), 1, b"not supported in this unit"),
+    (render_prepare(Prepare("xen")), 1, b"unknown sandbox backend"),
     (render_prepare(Prepare("gvisor")), 0, b""),  # the broker closed before a job
 ])
 def test_the_job_unit_refuses_what_it_cannot_run_and_closes_its_sandbox(
@@ -161,7 +161,7 @@ def test_the_job_unit_refuses_what_it_cannot_run_and_closes_its_sandbox(
     assert jobunit.serve_one(io.BytesIO(lines), out) == code
     assert kind in out.getvalue()
     assert box.jobs == []
-    assert box.closed == (1 if b"prepare" in lines and b"kvm" not in lines else 0)
+    assert box.closed == (1 if b"prepare" in lines and b"xen" not in lines else 0)
 
 
 def test_a_sandbox_that_cannot_start_is_an_unavailable_answer(
