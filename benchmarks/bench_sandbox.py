@@ -6,14 +6,15 @@ in the initramfs) and a warm one (a pool VM already READY; the pool refills betw
 waited for, so each run measures a request that finds a VM ready). Rows are labelled with the
 backend (KVM or TCG). Goals (issue 8): cold p50 <= 500 ms where KVM works; warm p50 <= 100 ms.
 
-gVisor (issue 16), when runsc is installed: cold is a fresh sandbox per job (``gvisor.run_job``)
-as root, and rootless as an unprivileged uid, which is how the broker's job units
-(agentgw-job@.service) run it; their unit start and the job process's Python start come on top
-(measured in the lab: ~0.55 s per exec through the broker). Warm is measured two ways into a
-sandbox started before the run (measured here only: the broker keeps no warm gVisor sandboxes):
-``runsc exec`` of ``true`` as a fresh uid -- the runsc CLI alone takes ~27 ms to start (``runsc
---version``), so that way cannot reach 30 ms --, and a job line written to the stdin of a shell
-waiting in the sandbox, which runs it and answers (the shape of the microVM warm pool).
+gVisor (issue 16), when runsc is installed. Cold in this process: a fresh sandbox per job
+(``gvisor.run_job``: prepared, then the job at once) as root, and rootless as an unprivileged
+uid, which is how the job units run runsc. Then the product's path, in a lab (systemd starts the
+units): agentgw-job.socket as ``agentgw init`` installs it, measured from the broker's side with
+the broker's client code (:mod:`agentgw.sandbox.jobclient`). Cold: a new connection, the prepare
+and job lines at once, to the answer (what a request that finds no prepared unit costs: the
+unit's start, Python's, the sandbox's and the job's). Warm: the job line on a connection whose
+unit already answered ready (what the broker's pool serves, :mod:`agentgw.sandbox.units`), to
+the answer; the sandbox's teardown comes after the answer, off the measured path.
 Goals: cold p50 <= 250 ms, warm p50 <= 30 ms.
 
 Runnable alone: ``python benchmarks/bench_sandbox.py``; the image comes from
@@ -22,6 +23,7 @@ $AGENTGW_SANDBOX_CACHE or the default cache, and is built there if missing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,16 +33,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from agentgw.errors import AgentgwError
+from agentgw.lab.machine import booted
+from agentgw.lab.spec import LabSpec
 from agentgw.sandbox import backend, gvisor, image
 from agentgw.sandbox.job import JobRequest
-from agentgw.sandbox.jobspec import Job
 from agentgw.sandbox.pool import WarmPool
 from agentgw.sandbox.vm import Machine, host_tsc_khz, run_cold
-from benchmarks.rows import Row
+from benchmarks.rows import Row, rows_from_json, rows_to_json
 
 RUNS = 20
 MEMORY_MB = 256
@@ -48,6 +52,7 @@ COLD_GOAL_MS = 500.0
 WARM_GOAL_MS = 100.0
 GVISOR_COLD_GOAL_MS = 250.0
 GVISOR_WARM_GOAL_MS = 30.0
+REPO = Path(__file__).resolve().parents[1]
 
 
 def p95(values: list[float]) -> float:
@@ -100,7 +105,6 @@ ROOTLESS = """
 import json, sys, time
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest
-from agentgw.sandbox.jobspec import Job
 out = []
 for _ in range(int(sys.argv[1])):
     t0 = time.perf_counter()
@@ -108,7 +112,6 @@ for _ in range(int(sys.argv[1])):
     out.append((time.perf_counter() - t0) * 1000)
 print(json.dumps(out))
 """
-WAITING_SHELL = 'while read -r line; do sh -c "$line" </dev/null; echo "rc=$?"; done'
 
 
 def rootless_cold() -> list[float]:
@@ -124,43 +127,69 @@ def rootless_cold() -> list[float]:
     return [float(v) for v in json.loads(proc.stdout)]
 
 
-def _warm_bundle(top: Path, argv: tuple[str, ...]) -> tuple[Path, Path]:
-    bundle, state, work = top / "bundle", top / "state", top / "work"
-    for d in (bundle, state, work):
-        d.mkdir()
-    gvisor.make_rootfs(bundle / "rootfs")
-    spec = gvisor.render_spec(Job(argv=argv), gvisor.job_uid(), work, "warm")
-    (bundle / "config.json").write_text(json.dumps(spec))
-    return bundle, state
+UNITS_INSIDE = "--units-inside"
 
 
-def warm_over_stdin() -> list[float]:
-    """``true`` as a job line to a shell waiting in a pre-started sandbox; to its answer."""
-    with tempfile.TemporaryDirectory(prefix="agentgw-bench-gvisor-") as tmp:
-        bundle, state = _warm_bundle(Path(tmp), ("sh", "-c", WAITING_SHELL))
-        proc = subprocess.Popen(gvisor.runsc_argv(state, bundle, "waiting"),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None
-        stdin, stdout = proc.stdin, proc.stdout
+def units_inside() -> list[Row]:
+    """Inside a lab: agentgw-job.socket as `agentgw init` installs it; cold and warm exec of
+    ``true`` through it, from the broker's side with the broker's client code (jobclient)."""
+    from agentgw.sandbox import jobclient
 
-        def once() -> None:
-            stdin.write(b"true\n")
-            stdin.flush()
-            assert stdout.readline() == b"rc=0\n"
+    agentgw = str(Path(sys.executable).with_name("agentgw"))
+    subprocess.run([agentgw, "init"], check=True, capture_output=True)
+    subprocess.run(["systemctl", "start", "agentgw-job.socket"], check=True)
+    path = jobclient.socket_path()
+    request = JobRequest(argv=("true",), memory_mb=MEMORY_MB)
+    spec = jobclient.shape_of(request, "gvisor")
+    try:
+        def cold_once() -> None:
+            assert jobclient.run_cold(path, request).exit_code == 0
 
-        try:
-            once()  # the sandbox is up once it answers
-            return timed(once)
-        finally:
-            stdin.close()
-            proc.wait(timeout=30)
-            stdout.close()
-            subprocess.run([gvisor.RUNSC, f"--root={state}", "delete", "--force", "waiting"],
-                           check=False, capture_output=True)
+        jobclient.run_cold(path, request)  # the first unit start loads Python's caches
+        cold = timed(cold_once)
+        warm: list[float] = []
+        prepared: list[float] = []
+        for _ in range(RUNS):
+            unit = jobclient.open_unit(path, spec)
+            prepared.append(unit.prepare_s * 1000)
+            # The previous unit's teardown and this one's start settle, as for a request that
+            # finds a unit the pool prepared a while ago.
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            assert unit.run(request).exit_code == 0
+            warm.append((time.perf_counter() - t0) * 1000)
+    finally:
+        subprocess.run(["systemctl", "stop", "agentgw-job.socket"], check=False)
+    label = f"gVisor {gvisor.PLATFORM} job unit"
+    cold_goal, warm_goal = f"<= {GVISOR_COLD_GOAL_MS:.0f} ms", f"<= {GVISOR_WARM_GOAL_MS:.0f} ms"
+    rows = []
+    for name, values, goal, limit in (
+        (f"{label} cold (prepare + job, one new connection)", cold, cold_goal,
+         GVISOR_COLD_GOAL_MS),
+        (f"{label} warm (job to a unit that answered ready)", warm, warm_goal,
+         GVISOR_WARM_GOAL_MS),
+    ):
+        rows.append(row(f"exec true: {name}", values, baseline=None, goal=goal,
+                        ok=statistics.median(values) <= limit))
+        rows.append(row(f"exec true: {name}", values, baseline=None, stat="p95"))
+    rows.append(row(f"{label}: connect to ready (sandbox prepared)", prepared, baseline=None))
+    return rows
+
+
+def unit_rows(base: float) -> list[Row]:
+    """The job-unit rows, measured in a lab (systemd starts the units), against ``base``."""
+    spec = LabSpec(name=f"bench-units-{uuid.uuid4().hex[:6]}", binds=(REPO,))
+    with booted(spec) as lab:
+        out = lab.exec([sys.executable, "-m", "benchmarks.bench_sandbox", UNITS_INSIDE],
+                       cwd=REPO, timeout=900)
+    rows = rows_from_json(out.stdout.strip().splitlines()[-1])
+    return [dataclasses.replace(r, baseline=base, ratio=r.value / base)
+            if r.name.startswith("exec true") else r for r in rows]
 
 
 def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
-    """Cold and warm exec of ``true`` under gVisor (see the module doc)."""
+    """Cold exec of ``true`` under gVisor by the process itself, as root and rootless, then
+    cold and warm through agentgw-job.socket (see the module doc)."""
     if gvisor.runsc_path() is None:
         return []
 
@@ -169,38 +198,15 @@ def gvisor_rows(request: JobRequest, base: float) -> list[Row]:
 
     cold = timed(cold_once)
     cold_rootless = rootless_cold()
-    devnull = subprocess.DEVNULL
-    with tempfile.TemporaryDirectory(prefix="agentgw-bench-gvisor-") as tmp:
-        bundle, state = _warm_bundle(Path(tmp), ("sleep", "3600"))
-        argv = gvisor.runsc_argv(state, bundle, "warm")
-        argv.insert(argv.index("run") + 1, "--detach")
-        subprocess.run(argv, check=True, stdin=devnull, stdout=devnull, stderr=devnull)
-        try:
-            def warm_once() -> None:
-                uid = gvisor.job_uid()
-                subprocess.run([gvisor.RUNSC, f"--root={state}", "exec", "--user",
-                                f"{uid}:{uid}", "warm", "/bin/true"], check=True,
-                               stdin=devnull, stdout=devnull)
-
-            warm = timed(warm_once)
-        finally:
-            subprocess.run([gvisor.RUNSC, f"--root={state}", "delete", "--force", "warm"],
-                           check=False, capture_output=True)
-    stdin_warm = warm_over_stdin()
     label = f"gVisor {gvisor.PLATFORM}"
-    cold_goal, warm_goal = f"<= {GVISOR_COLD_GOAL_MS:.0f} ms", f"<= {GVISOR_WARM_GOAL_MS:.0f} ms"
+    cold_goal = f"<= {GVISOR_COLD_GOAL_MS:.0f} ms"
     rows = []
-    for name, values, goal, limit in (
-        (f"{label} cold (root)", cold, cold_goal, GVISOR_COLD_GOAL_MS),
-        (f"{label} cold (rootless, as a job unit)", cold_rootless, cold_goal, GVISOR_COLD_GOAL_MS),
-        (f"{label} warm (runsc exec)", warm, warm_goal, GVISOR_WARM_GOAL_MS),
-        (f"{label} warm (job over a waiting sandbox's stdin)", stdin_warm, warm_goal,
-         GVISOR_WARM_GOAL_MS),
-    ):
-        rows.append(row(f"exec true: {name}", values, baseline=base, goal=goal,
-                        ok=statistics.median(values) <= limit))
+    for name, values in ((f"{label} cold (root, in this process)", cold),
+                         (f"{label} cold (rootless, in this process)", cold_rootless)):
+        rows.append(row(f"exec true: {name}", values, baseline=base, goal=cold_goal,
+                        ok=statistics.median(values) <= GVISOR_COLD_GOAL_MS))
         rows.append(row(f"exec true: {name}", values, baseline=base, stat="p95"))
-    return rows
+    return rows + unit_rows(base)
 
 
 def run() -> list[Row]:
@@ -267,5 +273,8 @@ def run() -> list[Row]:
 
 
 if __name__ == "__main__":
-    for r in run():
-        print(r)
+    if sys.argv[1:] == [UNITS_INSIDE]:
+        print(rows_to_json(units_inside()))
+    else:
+        for r in run():
+            print(r)

@@ -110,7 +110,11 @@ def sandbox_line(layout: Layout) -> str:
     if found.backend == "unknown":
         return "sandbox: unknown (no self-test recorded: run 'agentgw sandbox selftest')"
     verdict = "a security boundary" if found.boundary else "NOT a security boundary"
-    return f"sandbox: {found.backend} ({verdict})"
+    pool = found.pool
+    if not pool:
+        return f"sandbox: {found.backend} ({verdict})"
+    return (f"sandbox: {found.backend} ({verdict}); pool {pool.get('size')}: "
+            f"{pool.get('served_warm')} warm, {pool.get('served_cold')} cold")
 
 
 @click.command("status")

@@ -68,7 +68,9 @@ class Registry(Frozen):
 class Sandbox(Frozen):
     """Limits of the microVM sandbox that runs untrusted code for the gateways."""
 
-    pool_size: StrictInt = Field(default=1, ge=0, le=8, description="warm VMs kept booted, 0 to 8")
+    pool_size: StrictInt = Field(
+        default=1, ge=0, le=8, description="job units prepared ahead, one job each, 0 to 8"
+    )
     memory_mb: StrictInt = Field(
         default=256, ge=64, le=16384, description="MiB per VM, 64 to 16384"
     )

@@ -34,8 +34,8 @@ from agentgw.plan.units import (
 )
 
 ROOT = "root"
-# The sandbox broker's own user: it runs QEMU, so it is the only one given /dev/kvm (its unit's
-# SupplementaryGroups=kvm); it owns nothing on disk.
+# The sandbox broker's own user: it runs no job (each is an agentgw-job@ unit, a DynamicUser
+# of its own, given /dev/kvm), so it has no /dev/kvm; it owns nothing on disk.
 SANDBOX_USER = "agentgw-sandbox"
 SANDBOX_HOME = Path("/nonexistent")
 

@@ -58,6 +58,11 @@ class SandboxReport(Frozen):
     recent_execs: tuple[dict[str, Any], ...] = Field(
         default=(), description="the newest exec records (of the caller's profiles)"
     )
+    pool: dict[str, Any] | None = Field(
+        default=None, description="the broker's pool of sandboxes prepared ahead (gVisor job "
+        "units, or warm VMs) after the newest exec: size, ready, served_warm, served_cold, ...; "
+        "null when no record carries it"
+    )
     problem: str | None = None
 
 

@@ -129,6 +129,7 @@ def read_sandbox(layout: Layout, now: float) -> SandboxReport:
         recorded if recorded in ("kvm", "gvisor", "tcg", "none") else "unknown"
     )
     tested = parse_iso(selftest.get("time")) if selftest else None
+    pools = [r["pool"] for r in execs if isinstance(r.get("pool"), dict)]
     return SandboxReport(
         backend=backend,
         kvm=None if backend == "unknown" else backend == "kvm",
@@ -137,5 +138,6 @@ def read_sandbox(layout: Layout, now: float) -> SandboxReport:
         selftest_time=selftest.get("time") if selftest and tested is not None else None,
         selftest_age_s=max(0.0, now - tested) if tested is not None else None,
         recent_execs=tuple(execs),
+        pool=pools[-1] if pools else None,
         problem=problem,
     )

@@ -170,18 +170,37 @@ def probe(
     )
 
 
+def _kvm_failed(exc: AgentgwError) -> str:
+    detail = exc.hint.splitlines()[-1] if exc.hint else ""
+    return f"a KVM boot failed: {exc.message}" + (f" ({detail})" if detail else "")
+
+
 def _try_kvm(image: Image, machine_type: str) -> str:
-    """'' if KVM boots a VM and runs the probe in time; otherwise why not."""
+    """'' if KVM boots a VM here and runs the probe in time; otherwise why not."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "/dev/kvm is missing or not accessible"
     machine = Machine("kvm", machine_type, tsc_khz=host_tsc_khz())
     try:
         record = probe(image, machine, deadline_s=KVM_PROBE_DEADLINE_S)
     except AgentgwError as exc:
-        detail = exc.hint.splitlines()[-1] if exc.hint else ""
-        return f"a KVM boot failed: {exc.message}" + (f" ({detail})" if detail else "")
+        return _kvm_failed(exc)
     if record.guest_kernel != image.kernel_version:
         return f"the KVM guest ran kernel {record.guest_kernel}, not {image.kernel_version}"
+    return ""
+
+
+def try_kvm_through(run_kvm: Callable[[JobRequest], JobResult], image: Image) -> str:
+    """As :func:`_try_kvm`, with the probe VM booted by ``run_kvm`` (the broker's: a job unit,
+    which has /dev/kvm where the broker has not)."""
+    try:
+        kernel, _ = parse_probe(run_kvm(JobRequest(argv=PROBE_ARGV, timeout_s=5.0,
+                                                   memory_mb=128)))
+    except AgentgwError as exc:
+        return _kvm_failed(exc)
+    except OSError as exc:
+        return f"a KVM boot failed: {exc}"
+    if kernel != image.kernel_version:
+        return f"the KVM guest ran kernel {kernel}, not {image.kernel_version}"
     return ""
 
 
@@ -231,11 +250,13 @@ def usable(detection: Detection, *, allow_emulation: bool, allow_gvisor: bool = 
 def detect(
     image: Image, cache: Path, *, redetect: bool = False, allow_emulation: bool = False,
     access: Gvisor = Gvisor(),  # noqa: B008 - frozen, shared on purpose
+    run_kvm: Callable[[JobRequest], JobResult] | None = None,
 ) -> Detection:
     """The backend to use: cached if this kernel + QEMU + host were probed before and the
-    choice still holds (KVM or gVisor); otherwise probed again, best first. gVisor is probed
-    through ``access`` (the broker's: its job units); when that says it is unavailable, KVM,
-    then TCG if allowed."""
+    choice still holds (KVM or gVisor); otherwise probed again, best first. KVM is probed
+    through ``run_kvm`` when given (the broker's job units), else here; gVisor through
+    ``access`` (the broker's: its job units); when that says it is unavailable, KVM, then TCG
+    if allowed."""
     qemu = qemu_version()
     host = host_kernel()
     path = cache / f"backend-{detection_key(image.kernel_version, qemu, host)}.json"
@@ -248,7 +269,8 @@ def detect(
         except (OSError, ValueError):
             log.warning("sandbox_detection_unreadable", path=str(path))
     machine_type = pick_machine()
-    why_not = _try_kvm(image, machine_type)
+    why_not = (_try_kvm(image, machine_type) if run_kvm is None
+               else try_kvm_through(run_kvm, image))
     why_not_gvisor = try_gvisor(access) if why_not else ""
     chosen, reason = choose(why_not, why_not_gvisor, allow_emulation=allow_emulation)
     detection = Detection(

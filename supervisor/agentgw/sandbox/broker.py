@@ -13,18 +13,19 @@ Jobs are limited per profile and per host (``sandbox.max_concurrent_per_profile`
 gets ``busy``; a profile can hold at most twice its limit of connections (running plus queued),
 so it cannot pile up requests (and their memory) in the broker. A request is parsed (JSON,
 base64, validation: up to seconds at the size cap) on the worker thread of the slot it was
-granted, then run there (a job unit under gVisor, the warm pool or a cold VM): one profile's
-large requests cost its own slots, never another profile's turn, and the event loop only
-reads, authorises, queues and answers.
+granted, then run there (a prepared job unit or a new one under gVisor, the warm pool or a
+cold VM): one profile's large requests cost its own slots, never another profile's turn, and
+the event loop only reads, authorises, queues and answers.
 
 Every job that ran, or failed to, is appended as one JSON line to ``execs.jsonl`` (see
 ``protocol.render_record``): time, profile, caller uid, the argv's sha256 -- never the argv --,
-duration, exit code, backend, warm, timed_out.
+duration, exit code, backend, warm, timed_out, and the pool's stats after the job (``pool``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import socket
@@ -35,6 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentgw import logroll
 from agentgw.errors import AgentgwError
@@ -49,6 +51,9 @@ from agentgw.sandbox.protocol import (
     render_record,
     render_result,
 )
+
+if TYPE_CHECKING:
+    from agentgw.sandbox.pool import PoolStats
 
 log = get_logger(__name__)
 
@@ -210,7 +215,8 @@ class Broker:
     """Answers connections on per-profile sockets: authorise, read, queue, run, record."""
 
     def __init__(
-        self, capacity: Capacity, callers: Callers, *, runner: Runner, records: ExecLog
+        self, capacity: Capacity, callers: Callers, *, runner: Runner, records: ExecLog,
+        pool: Callable[[], PoolStats] | None = None,
     ) -> None:
         self.limits = capacity.limits
         self.peer = callers.peer
@@ -218,6 +224,7 @@ class Broker:
         self.max_open = 2 * capacity.per_profile
         self.runner = runner
         self.records = records
+        self.pool = pool  # its stats go into each exec record
         self.user_of, self.uid_of = callers.user_of, callers.uid_of
         self.queue_wait_s, self.read_timeout_s = capacity.queue_wait_s, capacity.read_timeout_s
         self.open: dict[str, int] = {}
@@ -352,6 +359,7 @@ class Broker:
         self.records.append(render_record(
             profile=profile, uid=peer.uid, argv=request.argv, via="broker", result=result,
             error=error, duration_s=time.monotonic() - started,
+            pool=dataclasses.asdict(self.pool()) if self.pool is not None else None,
         ))
 
     def take(self, profile: str, sock: socket.socket) -> None:

@@ -6,9 +6,19 @@ Platform: Debian 12's runsc (0.0~20221219) has ``ptrace`` and ``kvm`` but no ``s
 ``ptrace`` is the one that works without /dev/kvm, so it is the default.
 
 Each job gets a fresh OCI bundle in a private 0700 directory: an empty root with the host's
-/usr read-only (for ``sh`` and coreutils), a tmpfs /tmp, and /work holding only the job's files.
-No network (``--network=none``: loopback only). The bundle is planned here (``render_spec``) as
-data and run by ``run_job``.
+/usr read-only (for ``sh`` and coreutils), a tmpfs /tmp, /work holding only the job's files and
+/job (its stdin, stdout and stderr files). No network (``--network=none``: loopback only). The
+bundle is planned here (``render_spec``) as data.
+
+A sandbox is started before its job (:func:`prepare`, :class:`Sandbox`): its process is a
+small shell (``WRAPPER``) that forks the job's process ahead of time and waits on its stdin, a
+pipe from us, the control pipe. The job's files go into /work and /job (the gofer shows the
+guest files written after the start), then a ``go`` line -- the job's command, or ``. /job/run``
+-- starts it: ``exec argv </job/in >/job/out 2>/job/err``. The wrapper writes ``rc <status>``
+on its stdout as soon as the job's process exits, so the answer never waits for a child it left
+in the background (or for a stdout closed early); the output files are read up to the cap, and
+the sandbox (and anything left in it) is destroyed after the answer. At the timeout it is
+killed. A cold job is the same: prepare, then the job at once (:func:`run_plain`).
 
 Two ways to run it. As root (``agentgw exec --direct``, the self-test): the job's guest uid is
 one per job from a range no account uses (``job_uid``) and /work is chowned to it. As any other
@@ -25,9 +35,12 @@ lstat/utimensat; busybox-static is a dependency of the microVM image anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
+import select
+import shlex
 import shutil
 import tempfile
 import threading
@@ -37,7 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 from agentgw.errors import die
 from agentgw.run import TimeoutExpired, popen_pipes, run
-from agentgw.sandbox.jobspec import TIMED_OUT_EXIT, Job, Outcome, check_relative_path
+from agentgw.sandbox.jobspec import (
+    TIMED_OUT_EXIT,
+    Job,
+    NotStarted,
+    Outcome,
+    Prepare,
+    check_relative_path,
+    fits,
+)
 
 if TYPE_CHECKING:
     from agentgw.sandbox.job import JobRequest, JobResult
@@ -47,7 +68,22 @@ PLATFORM = "ptrace"
 JOB_UID_BASE = 0x7A000000  # 2046820352: a uid range no account or DynamicUser uses
 JOB_UID_COUNT = 65536
 WORK = "/work"
-MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "etc/alternatives")
+JOB_DIR = "/job"
+MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "job", "etc/alternatives")
+# The guest's process: fork the job's process now, which enters /work and waits for the go line
+# on the control pipe (fd 3, a copy of stdin: a background list's stdin would be /dev/null),
+# then execs its words with the job's stdin/stdout/stderr files; say ready; report the job's
+# exit status as soon as it exits. 125: no go line (EOF).
+WRAPPER = (
+    'exec 3<&0; ( cd /work || exit 126; read -r go <&3 || exit 125; exec 3<&-; '
+    'eval "exec $go" </job/in >/job/out 2>/job/err ) & '
+    'echo ready; wait "$!"; echo "rc $?"'
+)
+# A longer argv (or one with a line break) goes in /job/run, run by sh: dash's read takes a byte
+# per system call.
+INLINE_MAX = 512
+READY_S = 30.0
+IO_ENV = "AGENTGW_JOB_IO"  # where the job's stdin/stdout/stderr files go (default: beside /work)
 BUSYBOX = "/usr/bin/busybox"
 STATX_APPLETS = ("ls", "stat", "touch")  # coreutils' statx flags get EINVAL from this runsc
 _uids = itertools.count()
@@ -65,11 +101,21 @@ def job_uid() -> int:
         return JOB_UID_BASE + next(_uids) % JOB_UID_COUNT
 
 
+def render_go(argv: tuple[str, ...]) -> tuple[bytes, bytes | None]:
+    """(the go line, the /job/run script or None) that starts ``argv`` in the waiting wrapper:
+    its words, quoted (the wrapper evaluates ``exec <words>``)."""
+    words = shlex.join(argv)
+    if len(words) > INLINE_MAX or "\n" in words or "\r" in words:
+        return f"/bin/sh {JOB_DIR}/run\n".encode(), f"exec {words}\n".encode()
+    return words.encode() + b"\n", None
+
+
 def render_spec(
-    request: Job, uid: int, work: Path, hostname: str, *, busybox: bool = True,
+    shape: Prepare, uid: int, dirs: tuple[Path, Path], hostname: str, *, busybox: bool = True,
     rootless: bool = False,
 ) -> dict[str, Any]:
-    """The OCI runtime spec of one job (pure: paths and numbers in, a dict out); ``busybox``:
+    """The OCI runtime spec of one sandbox (pure: paths and numbers in, a dict out), with
+    ``dirs`` (work, job) bound as /work and /job; ``busybox``:
     bind busybox over ``STATX_APPLETS``. ``rootless``: the root is not remounted read-only
     (in a user namespace that remount must keep the locked nosuid/nodev of a /tmp such as the
     lab's, and runsc's does not: EPERM); it is the job's own empty directory, owned by the
@@ -82,7 +128,7 @@ def render_spec(
         "process": {
             "terminal": False,
             "user": {"uid": uid, "gid": uid, "additionalGids": []},
-            "args": ["/bin/sh", "-c", 'cd /work || exit 126; exec "$@"', "job", *request.argv],
+            "args": ["/bin/sh", "-c", WRAPPER],
             "env": ["PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={WORK}",
                     "TMPDIR=/tmp", "LANG=C.UTF-8"],
             "cwd": WORK,
@@ -90,7 +136,7 @@ def render_spec(
             "capabilities": {k: [] for k in
                              ("bounding", "effective", "inheritable", "permitted", "ambient")},
             "rlimits": [
-                {"type": "RLIMIT_NPROC", "hard": request.nproc, "soft": request.nproc},
+                {"type": "RLIMIT_NPROC", "hard": shape.nproc, "soft": shape.nproc},
                 {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
             ],
         },
@@ -103,16 +149,17 @@ def render_spec(
             {"destination": "/usr", "type": "bind", "source": "/usr", "options": ro},
             {"destination": "/etc/alternatives", "type": "bind", "source": "/etc/alternatives",
              "options": ro},
-            {"destination": WORK, "type": "bind", "source": str(work),
-             "options": ["rbind", "rw", "nosuid", "nodev"]},
+            *({"destination": where, "type": "bind", "source": str(source),
+               "options": ["rbind", "rw", "nosuid", "nodev"]}
+              for where, source in zip((WORK, JOB_DIR), dirs, strict=True)),
             *({"destination": f"/usr/bin/{name}", "type": "bind", "source": BUSYBOX,
                "options": ro} for name in (STATX_APPLETS if busybox else ())),
         ],
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "resources": {
-                "memory": {"limit": request.memory_mb * 1024 * 1024},
-                "pids": {"limit": request.nproc},
+                "memory": {"limit": shape.memory_mb * 1024 * 1024},
+                "pids": {"limit": shape.nproc},
             },
         },
     }
@@ -142,6 +189,7 @@ def runsc_argv(state: Path, bundle: Path, name: str, *, platform: str = PLATFORM
             f"--bundle={bundle}", name]
 
 
+
 def _give(path: Path, uid: int | None, mode: int) -> None:
     """To the guest's uid (as root); rootless (``uid`` None), the files are this process's
     already, which is the guest's uid 0."""
@@ -149,10 +197,10 @@ def _give(path: Path, uid: int | None, mode: int) -> None:
         os.chmod(path, mode)
     else:
         os.chown(path, uid, uid)
+        os.chmod(path, mode)
 
 
 def _write_files(work: Path, request: Job, uid: int | None) -> None:
-    _give(work, uid, 0o755)
     for path in sorted(request.files):
         target = work / check_relative_path(path)
         for parent in reversed(target.relative_to(work).parents[:-1]):
@@ -164,84 +212,213 @@ def _write_files(work: Path, request: Job, uid: int | None) -> None:
         _give(target, uid, 0o644)
 
 
-def _read_capped(stream: Any, cap: int, out: list[bytes]) -> None:
-    kept = bytearray()
-    while chunk := stream.read(65536):
-        if len(kept) <= cap:
-            kept += chunk[: cap + 1 - len(kept)]
-    out.append(bytes(kept))
+def read_capped(path: Path, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of a file the job wrote, and whether it held more."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except OSError:
+        return b"", False
+    return data[:cap], len(data) > cap
+
+
+def parse_status(line: bytes) -> int | None:
+    """The wrapper's ``rc N`` line -> N (None for anything else)."""
+    word, _, value = line.strip().partition(b" ")
+    return int(value) if word == b"rc" and value.isdigit() else None
+
+
+class Sandbox:
+    """One gVisor sandbox waiting for one job: ``run`` it, then ``close`` (see the module doc).
+    ``close`` may come from another thread (the caller went away): it kills the sandbox."""
+
+    def __init__(self, shape: Prepare, *, base: Path | None = None,
+                 platform: str = PLATFORM) -> None:
+        if runsc_path() is None:
+            raise die("runsc is not installed", hint="apt-get install runsc (Debian: gVisor)")
+        self.shape, self.started = shape, time.monotonic()
+        self.rootless = os.geteuid() != 0
+        self.uid = 0 if self.rootless else job_uid()
+        self._tmp = tempfile.TemporaryDirectory(prefix="agentgw-gvisor-", dir=base)
+        self.top = Path(self._tmp.name)
+        # The job's stdin and output files apart from /work when the unit gives a place
+        # (agentgw-job@.service: a tmpfs of their own), so a job that fills /work still has
+        # its "No space left" on stderr.
+        self._io = tempfile.TemporaryDirectory(prefix="agentgw-gvisor-io-",
+                                               dir=os.environ.get(IO_ENV) or self.top)
+        self.work, self.jobdir = self.top / "work", Path(self._io.name) / "job"
+        os.chmod(self.top, 0o700)
+        os.chmod(self._io.name, 0o700)
+        bundle, state = self.top / "bundle", self.top / "state"
+        bundle.mkdir()
+        state.mkdir(mode=0o700)
+        for d in (self.work, self.jobdir):
+            d.mkdir(mode=0o700)
+            _give(d, self._owner, 0o755)
+        make_rootfs(bundle / "rootfs")
+        spec = render_spec(shape, self.uid, (self.work, self.jobdir), "sandbox",
+                           busybox=os.path.exists(BUSYBOX), rootless=self.rootless)
+        (bundle / "config.json").write_text(json.dumps(spec))
+        self.name = f"agentgw-{self.top.name.rsplit('-', 1)[-1]}"
+        self.flags = runsc_flags(state, platform=platform, rootless=self.rootless)
+        self._lock, self._teardown = threading.Lock(), threading.Lock()
+        self._closed = self._used = self._done = False
+        self._buf = b""
+        self._proc = popen_pipes([*self.flags, "run", f"--bundle={bundle}", self.name])
+        self._errors = bytearray()
+        self._drain = threading.Thread(target=self._keep_errors, daemon=True)
+        self._drain.start()
+
+    @property
+    def _owner(self) -> int | None:
+        return None if self.rootless else self.uid
+
+    def _keep_errors(self) -> None:
+        """runsc's stderr (and the wrapper's), the last 4 KiB, for a failure's message."""
+        fd = self._proc.stderr.fileno() if self._proc.stderr is not None else -1
+        while chunk := os.read(fd, 65536):
+            self._errors = (self._errors + chunk)[-4096:]
+
+    def _line(self, deadline: float) -> bytes | None:
+        """The next line the wrapper writes; b'' at EOF, None at the deadline."""
+        fd = self._proc.stdout.fileno() if self._proc.stdout is not None else -1
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return b""
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def wait_ready(self, timeout: float = READY_S) -> float:
+        """Block until the wrapper says ready; seconds since the start. Raises (and closes)
+        when the sandbox failed to start."""
+        line = self._line(time.monotonic() + timeout)
+        if line != b"ready\n":
+            self.close()
+            why = "did not start in time" if line is None else "failed to start"
+            tail = bytes(self._errors).decode(errors="replace").strip().splitlines()[-3:]
+            raise die(f"the gVisor sandbox {why}: {' / '.join(tail) or 'no detail'}",
+                      hint="see: journalctl -u 'agentgw-job@*'")
+        return time.monotonic() - self.started
+
+    def _stage(self, job: Job) -> bytes:
+        """The job's files, stdin and output files where the guest reads them; the go line."""
+        _write_files(self.work, job, self._owner)
+        jobdir = self.jobdir
+        go, script = render_go(job.argv)
+        for name, data in (("in", job.stdin), ("out", b""), ("err", b""), ("run", script)):
+            if data is not None:
+                (jobdir / name).write_bytes(data)
+                _give(jobdir / name, self._owner, 0o644 if name in ("in", "run") else 0o600)
+        return go
+
+    def run(self, job: Job) -> Outcome:
+        """Start the job, wait for its status (at most its timeout), read its output."""
+        if self._used or not fits(self.shape, job):
+            raise die("this gVisor sandbox was prepared for another job (one job, same shape)")
+        self._used = True
+        go = self._stage(job)
+        started = time.monotonic()
+        stdin = self._proc.stdin
+        try:
+            assert stdin is not None  # noqa: S101 - popen_pipes
+            stdin.write(go)
+            stdin.flush()
+        except (OSError, ValueError):
+            raise NotStarted("the gVisor sandbox ended before the job started") from None
+        line = self._line(started + job.timeout_s)
+        self._done = line is not None
+        status = parse_status(line) if line else None
+        detail = ""
+        if line is None:
+            self.kill()
+            detail = "killed at the timeout"
+        elif status is None:
+            detail = f"the sandbox ended without the job's status (runsc exit {self._exit()})"
+        cap, jobdir = job.max_output, self.jobdir
+        (out, out_cut), (err, err_cut) = (read_capped(jobdir / n, cap) for n in ("out", "err"))
+        code = TIMED_OUT_EXIT if line is None else (status if status is not None else 137)
+        return Outcome(exit_code=code, stdout=out, stderr=err, stdout_truncated=out_cut,
+                       stderr_truncated=err_cut, timed_out=line is None,
+                       duration_s=round(time.monotonic() - started, 4), detail=detail)
+
+    def _exit(self) -> int:
+        try:
+            return self._proc.wait(timeout=5)
+        except TimeoutExpired:
+            return -1
+
+    def kill(self) -> None:
+        """Kill everything in the sandbox (the timeout, the caller gone)."""
+        with self._lock:
+            if self._closed or self._proc.poll() is not None:
+                return
+        run([*self.flags, "kill", "--all", self.name, "KILL"], timeout=10, check=False)
+
+    def close(self) -> None:
+        """Tear down: end the wrapper (EOF on the control pipe), wait for runsc, force if it
+        lingers, remove the files. Idempotent; safe from another thread (a second call waits
+        for the first one's teardown). A job still running is killed first."""
+        with self._teardown:
+            if self._used and not self._done:
+                self.kill()
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        proc = self._proc
+        for stream in (proc.stdin,):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            code = proc.wait(timeout=2)
+        except TimeoutExpired:
+            code = -9
+            run([*self.flags, "kill", "--all", self.name, "KILL"], timeout=10, check=False)
+            try:
+                proc.wait(timeout=5)
+            except TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if not 0 <= code < 128:
+            # `runsc run` destroys its container when the wrapper exits on its own; a killed
+            # or failed one may have left it.
+            run([*self.flags, "delete", "--force", self.name], timeout=10, check=False)
+        self._drain.join(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        self._io.cleanup()
+        self._tmp.cleanup()
+
+
+def prepare(spec: Prepare, *, base: Path | None = None, platform: str = PLATFORM) -> Sandbox:
+    """A gVisor sandbox of ``spec``'s shape, started and waiting for its job."""
+    sandbox = Sandbox(spec, base=base, platform=platform)
+    sandbox.wait_ready()
+    return sandbox
 
 
 def run_plain(job: Job, *, base: Path | None = None, platform: str = PLATFORM) -> Outcome:
-    """Run one job in a fresh gVisor sandbox; the sandbox and its files are gone on return."""
-    if runsc_path() is None:
-        raise die("runsc is not installed", hint="apt-get install runsc (Debian: gVisor)")
+    """One job in a fresh gVisor sandbox (prepared, then run at once); gone on return."""
     started = time.monotonic()
-    rootless = os.geteuid() != 0
-    uid = 0 if rootless else job_uid()
-    with tempfile.TemporaryDirectory(prefix="agentgw-gvisor-", dir=base) as tmp:
-        top = Path(tmp)
-        os.chmod(top, 0o700)
-        bundle, state, work = top / "bundle", top / "state", top / "work"
-        bundle.mkdir()
-        state.mkdir(mode=0o700)
-        work.mkdir(mode=0o700)
-        make_rootfs(bundle / "rootfs")
-        _write_files(work, job, None if rootless else uid)
-        name = f"agentgw-{top.name.rsplit('-', 1)[-1]}"
-        spec = render_spec(job, uid, work, "sandbox", busybox=os.path.exists(BUSYBOX),
-                           rootless=rootless)
-        (bundle / "config.json").write_text(json.dumps(spec))
-        flags = runsc_flags(state, platform=platform, rootless=rootless)
-        code, timed_out, out, err = _supervise(job, flags, bundle, name)
-    cap = job.max_output
-    return Outcome(
-        exit_code=TIMED_OUT_EXIT if timed_out else (code if code >= 0 else 128 - code),
-        stdout=out[:cap], stderr=err[:cap],
-        stdout_truncated=len(out) > cap, stderr_truncated=len(err) > cap,
-        timed_out=timed_out, duration_s=round(time.monotonic() - started, 4),
-        detail="killed at the timeout" if timed_out else "",
-    )
-
-
-def _supervise(job: Job, flags: list[str], bundle: Path, name: str
-               ) -> tuple[int, bool, bytes, bytes]:
-    """``runsc run`` with the job's stdin, capped output and timeout; then the sandbox deleted.
-    (exit status, timed out, stdout, stderr)."""
-    proc = popen_pipes([*flags, "run", f"--bundle={bundle}", name])
-    outs: list[bytes] = []
-    errs: list[bytes] = []
-    readers = [threading.Thread(target=_read_capped, args=(s, job.max_output, o))
-               for s, o in ((proc.stdout, outs), (proc.stderr, errs))]
-    for t in readers:
-        t.start()
+    shape = Prepare("gvisor", memory_mb=job.memory_mb, cpus=job.cpus, nproc=job.nproc)
+    sandbox = prepare(shape, base=base, platform=platform)
     try:
-        if proc.stdin is not None:
-            proc.stdin.write(job.stdin)
-            proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    timed_out = False
-    try:
-        code = proc.wait(timeout=job.timeout_s)
-    except TimeoutExpired:
-        timed_out = True
-        run([*flags, "kill", "--all", name, "KILL"], timeout=10)
-        try:
-            code = proc.wait(timeout=5)
-        except TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-    for t in readers:
-        t.join(5)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    if timed_out or not 0 <= code < 128:
-        # `runsc run` destroys its container when the job exits on its own; a killed or failed
-        # one may have left it. (Skipping the delete saved ~50 ms of a ~0.3 s cold run.)
-        run([*flags, "delete", "--force", name], timeout=10, check=False)
-    return code, timed_out, (outs or [b""])[0], (errs or [b""])[0]
+        outcome = sandbox.run(job)
+    finally:
+        sandbox.close()
+    return dataclasses.replace(outcome, duration_s=round(time.monotonic() - started, 4))
 
 
 def job_of(request: JobRequest) -> Job:

@@ -247,6 +247,7 @@ def build(cache: Path, *, force: bool = False, meta: str = META_PACKAGE) -> tupl
             cached = _read_manifest(final)
             if {k: cached.get(k) for k in inputs} == inputs:
                 _point_current(cache, kver)
+                publish(cache, final)
                 return Image(final, cached), False
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))
         try:
@@ -255,6 +256,7 @@ def build(cache: Path, *, force: bool = False, meta: str = META_PACKAGE) -> tupl
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _point_current(cache, kver)
+        publish(cache, final)
     log.info("sandbox_image_built", kernel=kver, dir=str(final))
     return Image(final, manifest), True
 
@@ -291,6 +293,17 @@ def _build_into(tmp: Path, package: str, kver: str, inputs: dict[str, str]) -> d
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def publish(cache: Path, final: Path) -> None:
+    """Make the image readable by every job unit's dynamic user (0755 directories, 0644
+    files): it is Debian's kernel and busybox, nothing secret, and each microVM job's QEMU
+    boots it as a user of its own. Also repairs a cache an older build left 0700."""
+    for directory in (cache, final):
+        directory.chmod(0o755)
+    for name in ("vmlinux", "base.cpio", "manifest.json"):
+        if (final / name).exists():
+            (final / name).chmod(0o644)
 
 
 def _swap_in(new: Path, final: Path, cache: Path) -> None:

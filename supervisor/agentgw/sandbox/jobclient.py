@@ -1,4 +1,4 @@
-"""The broker's side of gVisor jobs: one agentgw-job@ unit per job (see :mod:`.jobunit`).
+"""The broker's side of job units: one agentgw-job@ unit per job (see :mod:`.jobunit`).
 
 The broker's unit is hardened so that it cannot start runsc (no user namespaces, no mounts, no
 ptrace), and it should not: every job would then run as the broker's user, beside every other
@@ -6,70 +6,155 @@ job and the sockets. So systemd starts each job. ``agentgw-job.socket`` listens 
 ``/run/agentgw/sandbox-job.sock`` (0660 root:agentgw-sandbox: only the broker connects) with
 ``Accept=yes``: every connection is one instance of agentgw-job@.service, a DynamicUser of its
 own (``User=agj%i``: the instance name holds the connection's number, so no two jobs share a
-uid), a private /tmp where its files are written, no network, and its own memory, task, CPU and
-run-time limits.
+uid), no network, and its own memory, task, CPU and run-time limits.
 
-The broker has authorised and validated the request; it sends it whole (every field, so the
-job unit needs no defaults of its own) and reads the answer as it reads its own.
+A connection (:class:`Unit`) is *prepared* first: the prepare line names the backend and the
+sandbox's shape, and the unit answers ``ready`` once its sandbox waits for a job. The broker
+keeps some prepared ones (:mod:`.units`); a cold job sends the prepare and the job lines at
+once on a new connection. The broker has authorised and validated the request; it sends it
+whole (every field, so the job unit needs no defaults of its own) and reads the answer as it
+reads its own.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from agentgw.errors import die
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest, JobResult
-from agentgw.sandbox.protocol import parse_response
+from agentgw.sandbox.jobspec import Prepare, parse_ready, render_prepare
+from agentgw.sandbox.protocol import BrokerError, parse_response
 
 SOCKET = "run/agentgw/sandbox-job.sock"
 UNIT = "agentgw-job.socket"
 SLACK_S = 30.0  # beyond the job's timeout: the unit's start, runsc's start and teardown
+READY_WAIT_S = 60.0
+HINT = f"systemctl enable --now {UNIT}"
 
 
 def socket_path(root: Path = Path("/")) -> Path:
     return root / SOCKET
 
 
-def unavailable(path: Path) -> str:
-    """'' when the job socket is there to connect to; otherwise why gVisor cannot be used."""
-    if gvisor.runsc_path() is None:
+def unavailable(path: Path, *, backend: str = "gvisor") -> str:
+    """'' when the job socket is there to connect to; otherwise why ``backend`` cannot be used."""
+    if backend == "gvisor" and gvisor.runsc_path() is None:
         return "runsc (gVisor) is not installed"
     if not path.is_socket():
         return f"{UNIT} is not listening ({path} is missing; systemctl enable --now {UNIT})"
     return ""
 
 
-def exchange(path: Path, line: bytes, wait_s: float) -> bytes:
-    """Send one line, read the answer until the job unit closes the connection."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-        sock.settimeout(wait_s)
-        sock.connect(os.fspath(path))
-        sock.sendall(line)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(1 << 20):
-            chunks.append(chunk)
-    return b"".join(chunks)
+def shape_of(request: JobRequest, backend: str) -> Prepare:
+    return Prepare(backend, memory_mb=request.memory_mb, cpus=request.cpus, nproc=request.nproc)
 
 
-def runner(path: Path) -> Callable[[JobRequest], JobResult]:
+def job_line(request: JobRequest) -> bytes:
+    return request.model_dump_json().encode() + b"\n"
+
+
+class Unit:
+    """One connection to a job unit: prepared (``ready``), then one job, then closed."""
+
+    def __init__(self, path: Path, spec: Prepare, *, job: bytes = b"") -> None:
+        """Connect and send the prepare line (and ``job`` right after it, for a cold run)."""
+        self.spec, self.prepare_s = spec, 0.0
+        self._buf = b""
+        self._sent = bool(job)  # a cold run's job went with the prepare line
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.settimeout(READY_WAIT_S)
+            self.sock.connect(os.fspath(path))
+            self.sock.sendall(render_prepare(spec) + job)
+        except OSError as exc:
+            self.sock.close()
+            raise die(f"cannot reach the job socket {path}: {exc.strerror or exc}",
+                      hint=HINT) from None
+
+    def _line(self, wait_s: float) -> bytes:
+        deadline = time.monotonic() + wait_s
+        while b"\n" not in self._buf:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError as exc:
+                raise die(f"the job unit did not answer: {exc.strerror or exc}",
+                          hint="see: journalctl -u 'agentgw-job@*'") from None
+            if not chunk:
+                raise die("the job unit closed the connection without an answer",
+                          hint="see: journalctl -u 'agentgw-job@*'")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def wait_ready(self, wait_s: float = READY_WAIT_S) -> Unit:
+        """Block until the unit's sandbox waits for a job; a failure line raises as it reads."""
+        line = self._line(wait_s)
+        try:
+            self.prepare_s = parse_ready(line)
+        except ValueError as exc:
+            parse_response(line)  # a failure line: raises BrokerError with its kind and hint
+            raise die(f"the job unit could not prepare: {exc}") from None
+        return self
+
+    def alive(self) -> bool:
+        """Still waiting for a job: nothing to read (a unit that gave up closed the socket)."""
+        try:
+            return not select.select([self.sock], [], [], 0)[0]
+        except (OSError, ValueError):
+            return False
+
+    def run(self, request: JobRequest) -> JobResult:
+        """Send the job (unless it went with the prepare line), read its answer, close the
+        connection."""
+        try:
+            try:
+                if not self._sent:
+                    self._sent = True
+                    self.sock.sendall(job_line(request))
+            except OSError as exc:  # the job line is not whole there: the job did not start
+                raise BrokerError("unavailable", "the job unit went away before its job: "
+                                  f"{exc.strerror or exc}") from None
+            result, _ = parse_response(self._line(request.timeout_s + SLACK_S))
+            return result
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def open_unit(path: Path, spec: Prepare) -> Unit:
+    """A prepared unit (blocking: the unit's start and its sandbox's, ~0.3-0.6 s)."""
+    unit = Unit(path, spec)
+    try:
+        return unit.wait_ready()
+    except BaseException:
+        unit.close()
+        raise
+
+
+def run_cold(path: Path, request: JobRequest, backend: str = "gvisor") -> JobResult:
+    """One job in a fresh unit: prepare and job on one new connection."""
+    unit = Unit(path, shape_of(request, backend), job=job_line(request))
+    try:
+        unit.wait_ready(READY_WAIT_S + request.timeout_s)
+    except BaseException:
+        unit.close()
+        raise
+    return unit.run(request)
+
+
+def runner(path: Path, backend: str = "gvisor") -> Callable[[JobRequest], JobResult]:
     """Run a job in a fresh agentgw-job@ unit (blocking; the broker calls it on a worker)."""
 
     def run(request: JobRequest) -> JobResult:
-        try:
-            answer = exchange(path, request.model_dump_json().encode() + b"\n",
-                              request.timeout_s + SLACK_S)
-        except OSError as exc:
-            raise die(f"cannot reach the job socket {path}: {exc.strerror or exc}",
-                      hint=f"systemctl enable --now {UNIT}") from None
-        if not answer:
-            raise die("the job unit closed the connection without an answer",
-                      hint="see: journalctl -u 'agentgw-job@*'")
-        result, _ = parse_response(answer.split(b"\n", 1)[0])
-        return result
+        return run_cold(path, request, backend)
 
     return run

@@ -6,6 +6,12 @@ there (README, "gVisor exec through the broker"). So the job unit reads its requ
 its answer with this module only, in the same JSON as :mod:`agentgw.sandbox.protocol`. The broker
 validated the request before (``protocol.parse_request``); this checks the shape again.
 ``tests/unit/sandbox/test_jobspec.py`` pins that both sides read each other's lines.
+
+A connection to a job unit carries, in order: a *prepare* line (:class:`Prepare`: the backend
+and the shape of the sandbox to build), the unit's *ready* line once that sandbox waits for a
+job (or a failure line), the *job* line (the request), and the *answer* line. The broker keeps
+connections that answered ready (its pool, :mod:`agentgw.sandbox.units`) and sends a job on one
+when a request fits; a cold job is the same exchange with the job line sent right after prepare.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from agentgw.errors import AgentgwError
 
 MiB = 1024 * 1024
 TIMED_OUT_EXIT = 124  # what timeout(1) returns, so scripts already understand it
@@ -62,6 +70,67 @@ class Outcome:
     timed_out: bool
     duration_s: float
     detail: str = ""
+
+
+class NotStarted(AgentgwError):
+    """The prepared sandbox ended before its job started: the job may run elsewhere (the
+    unit answers ``unavailable``, and the broker runs the job cold)."""
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """The sandbox a job unit builds before it has a job: backend and shape."""
+
+    backend: str
+    memory_mb: int = 256
+    cpus: int = 1
+    nproc: int = 128
+
+
+def fits(spec: Prepare, job: Job) -> bool:
+    """Whether ``job`` may run in a sandbox prepared as ``spec`` (same shape)."""
+    return (job.memory_mb, job.cpus, job.nproc) == (spec.memory_mb, spec.cpus, spec.nproc)
+
+
+def render_prepare(p: Prepare) -> bytes:
+    body = {"prepare": {"backend": p.backend, "memory_mb": p.memory_mb, "cpus": p.cpus,
+                        "nproc": p.nproc}}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_prepare(line: bytes) -> Prepare:
+    """A prepare line -> Prepare, or ValueError saying what is wrong."""
+    data = json.loads(line)
+    body = data.get("prepare") if isinstance(data, dict) else None
+    if not isinstance(body, dict):
+        raise ValueError('a prepare line {"prepare": {...}} expected')
+    backend = body.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise ValueError("prepare.backend: a backend name expected")
+    shape = {name: _number(body, name, int) for name in ("memory_mb", "cpus", "nproc")}
+    return Prepare(backend=backend, **shape)
+
+
+def render_ready(backend: str, prepare_s: float) -> bytes:
+    """The job unit's line once its sandbox waits for a job."""
+    body = {"ready": {"backend": backend, "prepare_s": round(prepare_s, 4)}}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_ready(line: bytes) -> float:
+    """A ready line -> the seconds the unit took to prepare; ValueError for anything else (a
+    failure line's message included)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ValueError(f"the job unit answered {line[:200]!r}, not a ready line")
+    body = data.get("ready")
+    if not isinstance(body, dict):
+        raise ValueError(str(data.get("message") or f"the job unit answered {line[:200]!r}"))
+    value = body.get("prepare_s")
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _b64(value: Any, what: str) -> bytes:

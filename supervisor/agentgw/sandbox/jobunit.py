@@ -1,38 +1,148 @@
-"""One gVisor job as a unit of its own: ``python -m agentgw.sandbox.jobunit``, the ExecStart of
+"""One sandbox job as a unit of its own: ``python -m agentgw.sandbox.jobunit``, the ExecStart of
 agentgw-job@.service, with the broker's connection as stdin and stdout (see :mod:`.jobclient`).
 
-One request line in, ``runsc --rootless`` (:mod:`.gvisor`), one answer line out. Standard
-library only (with :mod:`.jobspec`): this process starts once per job, and pydantic would double
-its cost.
+The exchange (:mod:`.jobspec`): a *prepare* line in -- the backend and the sandbox's shape --;
+the sandbox is built and started (:func:`prepare`), then a *ready* line out. Then one *job* line
+in, the job runs in that sandbox, one *answer* line out, and the connection is shut for writing
+before the sandbox is torn down, so the broker has the answer without waiting for teardown. A
+unit serves exactly one job; a broker that goes away (EOF) before or during the job ends it.
+
+Standard library only (with :mod:`.jobspec` and the backends' unit sides): this process starts
+once per job, and pydantic would double its cost.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import sys
-from typing import BinaryIO
+import threading
+import time
+from typing import BinaryIO, Protocol
 
 from agentgw.errors import AgentgwError
-from agentgw.sandbox import gvisor
-from agentgw.sandbox.jobspec import parse_job, render_failure, render_outcome
+from agentgw.sandbox.jobspec import (
+    Job,
+    NotStarted,
+    Outcome,
+    Prepare,
+    fits,
+    parse_job,
+    parse_prepare,
+    render_failure,
+    render_outcome,
+    render_ready,
+)
 
 
-def serve_one(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Read one request line, run it, write one answer line; the exit status says which."""
+class Prepared(Protocol):
+    """A sandbox built ahead of its job: runs exactly one job, then is closed (any thread)."""
+
+    def run(self, job: Job) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def prepare(spec: Prepare) -> Prepared:
+    """The sandbox ``spec`` asks for, started and waiting for its job."""
+    if spec.backend == "gvisor":
+        from agentgw.sandbox import gvisor
+
+        return gvisor.prepare(spec)
+    if spec.backend in ("kvm", "tcg"):
+        from agentgw.sandbox import vmunit  # pydantic and QEMU's path: only for a microVM
+
+        return vmunit.prepare(spec)
+    raise AgentgwError(f"unknown sandbox backend {spec.backend!r}")
+
+
+def _watch(conn: BinaryIO, prepared: Prepared) -> None:
+    """Close the sandbox when the broker goes away during the job (EOF on the connection)."""
     try:
-        job = parse_job(stdin.readline())
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return  # not a socket (tests): nothing to watch
+    with sock:
+        try:
+            while True:
+                data = sock.recv(4096, socket.MSG_PEEK)
+                if not data:
+                    break
+                sock.recv(len(data))  # nothing more is expected: drop it
+        except OSError:
+            pass
+    prepared.close()
+
+
+def _send(out: BinaryIO, line: bytes) -> bool:
+    try:
+        out.write(line)
+        out.flush()
+    except OSError:
+        return False  # the broker went away
+    return True
+
+
+def _finish(out: BinaryIO) -> None:
+    """The answer is out: tell the broker so (EOF) before the teardown."""
+    try:
+        sock = socket.socket(fileno=os.dup(out.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+    with sock:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> int:
+    line = conn.readline()
+    if not line:
+        return 0  # the broker closed a prepared connection it did not need
+    try:
+        job = parse_job(line)
     except ValueError as exc:
-        stdout.write(render_failure("bad_request", f"the job unit could not read the request: "
-                                                   f"{exc}"))
+        _send(out, render_failure("bad_request", f"the job unit could not read the request: "
+                                                 f"{exc}"))
         return 2
+    if not fits(spec, job):
+        _send(out, render_failure("bad_request", "the job's memory, cpus or nproc differ from "
+                                                 "the prepared sandbox's"))
+        return 2
+    threading.Thread(target=_watch, args=(conn, prepared), daemon=True).start()
     try:
-        outcome = gvisor.run_plain(job)
+        outcome = prepared.run(job)
     except AgentgwError as exc:
-        stdout.write(render_failure("failed", exc.message, exc.hint))
+        kind = "unavailable" if isinstance(exc, NotStarted) else "failed"
+        _send(out, render_failure(kind, exc.message, exc.hint))
         return 1
-    stdout.write(render_outcome(outcome, job, backend="gvisor"))
-    stdout.flush()
-    return 0
+    sent = _send(out, render_outcome(outcome, job, backend=spec.backend))
+    _finish(out)
+    return 0 if sent else 1
+
+
+def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
+    """Prepare, say ready, run one job, answer; the exit status says how it went."""
+    try:
+        spec = parse_prepare(conn.readline())
+    except ValueError as exc:
+        _send(out, render_failure("bad_request", f"the job unit could not read the prepare "
+                                                 f"line: {exc}"))
+        return 2
+    started = time.monotonic()
+    try:
+        prepared = prepare(spec)
+    except AgentgwError as exc:
+        _send(out, render_failure("unavailable", exc.message, exc.hint))
+        return 1
+    try:
+        if not _send(out, render_ready(spec.backend, time.monotonic() - started)):
+            return 0
+        return _run(spec, prepared, conn, out)
+    finally:
+        prepared.close()
 
 
 def main() -> int:

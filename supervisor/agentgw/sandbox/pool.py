@@ -4,6 +4,10 @@ A request takes a READY VM (no boot on the request path), the VM runs that one j
 destroyed; a background thread boots replacements. The pool holds at most ``size`` VMs (ready
 or booting) and refuses a size whose guest memory would exceed its budget. A request the pool
 cannot serve (no VM ready, or other memory/CPU limits than the pool's VMs) runs cold.
+
+The broker does not use it now: its VMs would run as the broker's user, and every VM job is a
+job unit of its own (:mod:`.vmunit`); a pool of prepared job units is the next step. The
+benchmark uses it in-process.
 """
 
 from __future__ import annotations

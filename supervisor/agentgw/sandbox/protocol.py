@@ -206,12 +206,13 @@ def argv_digest(argv: Sequence[str]) -> str:
 class Outcome(TypedDict, total=False):
     """How a job ended, for :func:`render_record`: its ``result``, or (None) the ``error``
     that says why there is none and the ``duration_s`` until then; ``now`` is the record's
-    time (default: the clock)."""
+    time (default: the clock); ``pool`` the pool's stats after the job, if there is one."""
 
     result: JobResult | None
     error: str
     duration_s: float
     now: datetime | None
+    pool: Mapping[str, Any] | None
 
 
 def render_record(
@@ -235,4 +236,6 @@ def render_record(
     }
     if error:
         record["error"] = error
+    if (pool := outcome.get("pool")) is not None:
+        record["pool"] = dict(pool)  # the broker's pool of prepared sandboxes, after this job
     return _line(record)

@@ -1,4 +1,4 @@
-"""``agentgw sandbox serve``: sockets, privileges, backend and warm pool, then the broker's loop.
+"""``agentgw sandbox serve``: sockets, privileges and backend, then the broker's loop.
 
 Under systemd the broker makes no socket: ``agentgw-sandbox.socket`` passes it its control
 socket (``$LISTEN_FDS``), and each profile's socket belongs to ``agentgw-sandbox-relay@<p>``,
@@ -10,9 +10,10 @@ profile itself, which takes root for the chown.
 
 Then every capability is dropped (``capset`` to empty sets, which empties the ambient set too)
 while the process still has a single thread -- capabilities are per thread. Only after that is
-any QEMU started (the KVM probe, the warm pool), so no VM process ever holds a capability:
-under TCG a guest that escapes into QEMU gets an unprivileged user and nothing more
-(MICROVM_NOTES.md).
+any QEMU started (the KVM probe of a detection no cached record answers), so no probe VM ever
+holds a capability. Jobs never run here: each one, gVisor or microVM, is an agentgw-job@ unit of
+its own (:mod:`agentgw.sandbox.jobclient`), so a guest that escapes QEMU or the Sentry holds a
+dynamic user of its own, not the broker's (MICROVM_NOTES.md).
 
 Readiness and stopping are reported to systemd (``Type=notify``) by sd_notify(3), libsystemd's
 own through pystemd (:mod:`agentgw.bus.daemon`).
@@ -30,7 +31,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,10 @@ from agentgw.sandbox import backend, image, jobclient
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.control import serve_control
 from agentgw.sandbox.job import JobRequest, JobResult
-from agentgw.sandbox.pool import WarmPool
+from agentgw.sandbox.jobspec import Prepare
+from agentgw.sandbox.pool import PoolStats
 from agentgw.sandbox.protocol import host_limits
+from agentgw.sandbox.units import UnitPool
 from agentgw.unixsock import Server, listen
 
 log = get_logger(__name__)
@@ -109,17 +112,20 @@ def records_on_stdout() -> ExecLog:
 
 
 def detect_readonly(
-    built: image.Image, cache: Path, access: backend.Gvisor, *, allow_emulation: bool = False
+    built: image.Image, cache: Path, access: backend.Gvisor, *, allow_emulation: bool = False,
+    run_kvm: Runner | None = None,
 ) -> backend.Detection:
     """The backend recorded in the image cache for this kernel + QEMU + host when there is one;
     otherwise probed now. gVisor runs through ``access``: runsc needs privileges (namespaces,
     ptrace, mounts) that agentgw-sandbox.service does not have, so each job is a unit of its
-    own (:mod:`agentgw.sandbox.jobunit`). The cache is read-only to the broker, so the
-    detection runs on a private copy of the cache's records."""
+    own (:mod:`agentgw.sandbox.jobunit`); so does the KVM probe (``run_kvm``): the broker has
+    no /dev/kvm. The cache is read-only to the broker, so the detection runs on a private
+    copy of the cache's records."""
     with tempfile.TemporaryDirectory(prefix="agentgw-detect-") as tmp:
         for found in cache.glob("backend-*.json"):
             shutil.copy(found, tmp)
-        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation, access=access)
+        return backend.detect(built, Path(tmp), allow_emulation=allow_emulation, access=access,
+                              run_kvm=run_kvm)
 
 
 def pick_backend(layout: Layout, built: image.Image, cache: Path, *, allow_emulation: bool
@@ -129,13 +135,17 @@ def pick_backend(layout: Layout, built: image.Image, cache: Path, *, allow_emula
     detects again without gVisor, with the reason, when that fails."""
     path = jobclient.socket_path(layout.root)
     access = backend.Gvisor(run=jobclient.runner(path), unavailable=jobclient.unavailable(path))
-    detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation)
+    run_kvm = (jobclient.runner(path, "kvm")
+               if not jobclient.unavailable(path, backend="kvm") else None)
+    detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation,
+                                run_kvm=run_kvm)
     if detection.backend == "gvisor":
         why = backend.try_gvisor(access)
         if why:
             log.warning("sandbox_gvisor_unusable", reason=why)
             access = backend.Gvisor(unavailable=why)
-            detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation)
+            detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation,
+                                        run_kvm=run_kvm)
     return detection, access
 
 
@@ -203,9 +213,17 @@ async def _serve(broker: Broker, sockets: Sockets, status: str) -> None:
     notify("STOPPING=1")
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How the broker runs jobs: ``runner``, described as ``how``; ``pool`` its stats."""
+
+    runner: Runner
+    how: str
+    pool: Callable[[], PoolStats] | None = None
+
+
 def _serve_with(
-    config: Config, sockets: Sockets, records: ExecLog,
-    queue_wait_s: float, runner: Runner, how: str,
+    config: Config, sockets: Sockets, records: ExecLog, queue_wait_s: float, serving: Serving,
 ) -> None:
     limits = config.host.sandbox
     capacity = Capacity(
@@ -215,10 +233,27 @@ def _serve_with(
         queue_wait_s=queue_wait_s,
     )
     callers = Callers(user_of=config.host.user, uid_of=uid_of)
-    broker = Broker(capacity, callers, runner=runner, records=records)
-    status = f"serving {sockets.describe()} on {how}"
+    broker = Broker(capacity, callers, runner=serving.runner, records=records, pool=serving.pool)
+    status = f"serving {sockets.describe()} on {serving.how}"
     log.info("sandbox_broker_ready", status=status)
     asyncio.run(_serve(broker, sockets, status))
+
+
+def _serve_units(
+    layout: Layout, config: Config, sockets: Sockets, records: ExecLog, queue_wait_s: float,
+    detection: backend.Detection,
+) -> None:
+    """Every job in a job unit on the detected backend; ``sandbox.pool_size`` of them prepared
+    ahead, of the configured shape (a request of another shape runs cold)."""
+    limits = config.host.sandbox
+    spec = Prepare(detection.backend, memory_mb=limits.memory_mb, cpus=limits.vcpus,
+                   nproc=JobRequest.model_fields["nproc"].default)
+    path = jobclient.socket_path(layout.root)
+    with UnitPool(spec, limits.pool_size, cold=jobclient.runner(path, detection.backend),
+                  prepare=functools.partial(jobclient.open_unit, path)) as pool:
+        _serve_with(config, sockets, records, queue_wait_s,
+                    Serving(pool.run, f"{detection.backend} ({detection.boundary}) in job "
+                            f"units, pool {limits.pool_size}", pool.stats))
 
 
 def open_sockets(layout: Layout, config: Config) -> Sockets:
@@ -244,24 +279,18 @@ def run_broker(
         drop_capabilities()
         if os.geteuid() == 0:
             log.warning("sandbox_broker_as_root",
-                        reason="QEMU runs as root; agentgw-sandbox.service runs it unprivileged")
+                        reason="a KVM probe runs as root; agentgw-sandbox.service is unprivileged")
         built = image.load(cache)
-        detection, access = pick_backend(layout, built, cache,
+        detection, _ = pick_backend(layout, built, cache,
                                          allow_emulation=limits.allow_emulation)
         log.info("sandbox_backend", backend=detection.backend, reason=detection.reason)
         if detection.backend == "none":  # serve, so each caller is told why, and no job runs
-            _serve_with(config, sockets, records, queue_wait_s, refuse(detection),
-                        f"no backend ({detection.reason})")
+            _serve_with(config, sockets, records, queue_wait_s,
+                        Serving(refuse(detection), f"no backend ({detection.reason})"))
             return
-        machine = backend.machine_for(detection)
-        if machine is None:  # gVisor: a job unit per job, no warm pool
-            _serve_with(config, sockets, records, queue_wait_s, access.run,
-                        f"{detection.backend} ({detection.boundary}) in job units")
-            return
-        with WarmPool(built, machine, size=limits.pool_size, memory_mb=limits.memory_mb,
-                      cpus=limits.vcpus) as pool:
-            _serve_with(config, sockets, records, queue_wait_s, pool.run,
-                        f"{detection.backend} ({detection.boundary}), "
-                        f"warm pool {limits.pool_size}")
+        # Every job, gVisor or microVM, in an agentgw-job@ unit of its own (a DynamicUser per
+        # job): the broker starts no QEMU and no runsc; sandbox.pool_size units are prepared
+        # ahead (a VM booted, a runsc sandbox started), each for one job.
+        _serve_units(layout, config, sockets, records, queue_wait_s, detection)
     finally:
         close_listeners(layout, listeners)

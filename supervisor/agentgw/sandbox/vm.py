@@ -1,7 +1,8 @@
 """One QEMU microVM per job: render its command line, run it, read its console, always kill it.
 
 ``run_cold`` boots a VM whose initramfs is the base image plus the job's cpio; ``start_warm`` +
-``run_warm`` boot one that waits for its job on its channel (the warm pool's VMs). Either way
+``run_warm`` boot one that waits for its job on its channel (a job unit's VM, :mod:`.vmunit`,
+and the warm pool's). Either way
 the VM is destroyed after one job, on every path (``Vm`` is a context manager), and the host
 enforces a wall-clock deadline on top of the guest's own timeout: a VM still running at the
 deadline is killed and the result says so (exit 124, ``timed_out``).
@@ -132,6 +133,8 @@ class Vm:
         self._eof = False
         self.overflowed = False
         self._cond = threading.Condition()
+        self._closing = threading.Lock()
+        self._closed = False
         self.started = time.monotonic()
         self._proc = popen_pipes(argv)
         self._threads = [
@@ -211,6 +214,15 @@ class Vm:
             self._proc.kill()
 
     def close(self) -> None:
+        """Kill, reap and clean up, once: later and concurrent calls (a job unit closes its VM
+        from whichever thread sees the end first) wait for the first and return."""
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
         self.kill()
         try:
             self._proc.wait(timeout=10)
@@ -276,7 +288,8 @@ def boot(
         raise
 
 
-def _job_window(request: JobRequest) -> float:
+def job_window(request: JobRequest) -> float:
+    """How long a job may take once its VM is up: its timeout, moving its data, settling."""
     return (request.timeout_s + SETTLE_S
             + TRANSFER_S_PER_MIB * (2 * request.max_output + len(request.stdin)) / (1 << 20))
 
@@ -316,7 +329,7 @@ def run_cold(
     ``deadline_s`` replaces the default host deadline (boot budget + the job's window)."""
     nonce = new_nonce()
     started = time.monotonic()
-    window = BOOT_BUDGET_S[machine.accel] + _job_window(request)
+    window = BOOT_BUDGET_S[machine.accel] + job_window(request)
     deadline = started + (deadline_s if deadline_s is not None else window)
     with boot(machine, image, render_job_cpio(request, nonce),
               Shape(request.memory_mb, request.cpus), limit=output_limit(request.max_output),
@@ -368,7 +381,7 @@ def run_warm(
         if not vm.alive():
             raise die("the warm VM died before its job")
         vm.send(render_warm_payload(request))
-        return _collect(vm, warm.nonce, request, Window(started, started + _job_window(request)),
+        return _collect(vm, warm.nonce, request, Window(started, started + job_window(request)),
                         machine=warm.machine, warm=True)
     finally:
         vm.kill()

@@ -5,15 +5,14 @@ limit is raised; /work cannot fill the host's disk."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentgw.sandbox import gvisor
-from agentgw.sandbox.jobclient import exchange, socket_path
+from agentgw.sandbox.job import JobRequest, JobResult
+from agentgw.sandbox.jobclient import run_cold, socket_path
 from tests.integration.support import agentgw, sh
 
 pytestmark = pytest.mark.integration
@@ -33,20 +32,16 @@ def job_socket() -> Iterator[Path]:
         sh("systemctl", "stop", "agentgw-job.socket")
 
 
-def fill(path: Path, mib: int, argv: tuple[str, ...] = ("python3", "-c", FILL)
-         ) -> dict[str, object]:
-    line = json.dumps({"argv": [*argv, str(mib)], "timeout_s": 60,
-                       "memory_mb": 1024}).encode() + b"\n"
-    answer = json.loads(exchange(path, line, 90).split(b"\n", 1)[0])
-    assert isinstance(answer, dict) and answer["ok"] is True, answer
-    return answer
+def fill(path: Path, mib: int, argv: tuple[str, ...] = ("python3", "-c", FILL)) -> JobResult:
+    """One job through a new unit (prepare and job at once), as the broker runs a cold one."""
+    return run_cold(path, JobRequest(argv=(*argv, str(mib)), timeout_s=60, memory_mb=1024))
 
 
 def test_a_job_over_the_units_memory_is_killed_and_answered(job_socket: Path) -> None:
     small = fill(job_socket, 64)
-    assert small["exit_code"] == 0, small
+    assert small.exit_code == 0, small
     big = fill(job_socket, 1024)
-    assert big["exit_code"] == 137, big  # SIGKILL
+    assert big.exit_code == 137, big  # SIGKILL
     # The same job with the unit's limit raised (a runtime drop-in) completes: it was the limit.
     dropin = Path("/run/systemd/system/agentgw-job@.service.d/memory.conf")
     dropin.parent.mkdir(parents=True, exist_ok=True)
@@ -57,13 +52,13 @@ def test_a_job_over_the_units_memory_is_killed_and_answered(job_socket: Path) ->
     finally:
         dropin.unlink()
         sh("systemctl", "daemon-reload", check=True)
-    assert raised["exit_code"] == 0, raised
+    assert raised.exit_code == 0, raised
 
 
 def test_a_job_cannot_fill_the_disk_through_work(job_socket: Path) -> None:
     """/work is written through to the unit's own 256 MiB tmpfs: 200 MiB fit, 300 do not."""
     write = ("sh", "-c", 'dd if=/dev/zero of=/work/big bs=1M count="$1"', "w")
-    assert fill(job_socket, 200, write)["exit_code"] == 0
+    assert fill(job_socket, 200, write).exit_code == 0
     full = fill(job_socket, 300, write)
-    assert full["exit_code"] != 0, full
-    assert b"No space left" in base64.urlsafe_b64decode(str(full["stderr"])), full
+    assert full.exit_code != 0, full
+    assert b"No space left" in full.stderr, full

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,55 @@ def test_two_jobs_run_as_different_uids_and_cannot_reach_each_other() -> None:
     assert uid_a != uid_b
     assert {int(uid_a), int(uid_b)} <= set(range(gvisor.JOB_UID_BASE,
                                                  gvisor.JOB_UID_BASE + gvisor.JOB_UID_COUNT))
+
+
+def _runsc_left(top: Path) -> list[str]:
+    """runsc processes of the sandbox in ``top`` (its state and bundle) still on the host."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(top) in (entry / "cmdline").read_bytes().decode():
+                found.append(entry.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_prepared_sandbox_answers_when_its_job_exits_and_is_gone_after_close() -> None:
+    """Prepared before its job (the waiting wrapper), a job that leaves a child in the background
+    and closes its stdout is answered as soon as it exits, not after the child; at the timeout
+    the sandbox is killed and the output so far answered; a sandbox killed before its job says
+    so (NotStarted, the broker runs the job elsewhere); nothing is left after close."""
+    from agentgw.sandbox.jobspec import Job, NotStarted, Prepare
+
+    sandbox = gvisor.prepare(Prepare("gvisor"))
+    assert len(_runsc_left(sandbox.top)) >= 2  # runsc run, its gofer and Sentry: seen
+    try:
+        outcome = sandbox.run(Job(argv=("sh", "-c", "echo hi; (sleep 30) & exec >&-; exit 5"),
+                                  stdin=b"", timeout_s=20))
+    finally:
+        sandbox.close()
+    assert (outcome.exit_code, outcome.stdout, outcome.timed_out) == (5, b"hi\n", False)
+    assert outcome.duration_s < 5, outcome
+    assert _runsc_left(sandbox.top) == [] and not sandbox.top.exists()
+
+    sandbox = gvisor.prepare(Prepare("gvisor"))
+    try:
+        outcome = sandbox.run(Job(argv=("sh", "-c", "echo before; sleep 30"), timeout_s=1))
+    finally:
+        sandbox.close()
+    assert (outcome.exit_code, outcome.stdout, outcome.timed_out) == (124, b"before\n", True)
+    assert outcome.duration_s < 5, outcome
+    assert _runsc_left(sandbox.top) == []
+
+    sandbox = gvisor.prepare(Prepare("gvisor"))
+    try:
+        sandbox.kill()
+        deadline = time.monotonic() + 10
+        while _runsc_left(sandbox.top) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(NotStarted):
+            sandbox.run(Job(argv=("true",)))
+    finally:
+        sandbox.close()
+    assert _runsc_left(sandbox.top) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 from agentgw.model.actions import EnsureDir, EnsureGroup, EnsureUser, UnitAction, WriteFile
 from agentgw.paths import Layout
 from agentgw.plan.host import Observed, init_files, plan_init
+from agentgw.sandbox import image
 from tests.unit.plan.test_host_plan import after
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,8 +41,8 @@ def test_init_plans_the_broker_once(tmp_path: Path) -> None:
 def test_unit_matches_the_paths_the_code_uses() -> None:
     """The unit's records file is the one the registry reads, its ExecStart writes records to
     that stdout, it holds no capability (systemd makes the sockets: the relay socket's path is
-    the one clients use, the control socket is root's alone), and it is the one unit given
-    /dev/kvm."""
+    the one clients use, the control socket is root's alone); it has no /dev/kvm: the job
+    units (agentgw-job@.service) are the ones given it, and the image cache read-only."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(UNIT.read_text())
@@ -59,7 +60,13 @@ def test_unit_matches_the_paths_the_code_uses() -> None:
     control = configparser.ConfigParser(strict=False, interpolation=None)
     control.read_string((REPO / "systemd" / "agentgw-sandbox.socket").read_text())
     assert (control["Socket"]["SocketUser"], control["Socket"]["SocketMode"]) == ("root", "0600")
-    assert (service["User"], service["SupplementaryGroups"]) == ("agentgw-sandbox", "kvm")
-    assert service["DeviceAllow"] == "/dev/kvm rw"
+    settings = UNIT.read_text().split("[Service]")[1]
+    assert service["User"] == "agentgw-sandbox" and "kvm" not in settings
+    job = configparser.ConfigParser(strict=False, interpolation=None)
+    job.optionxform = str  # type: ignore[assignment,method-assign]
+    job.read_string((REPO / "systemd" / "agentgw-job@.service").read_text())
+    assert (job["Service"]["SupplementaryGroups"], job["Service"]["DeviceAllow"]) == (
+        "kvm", "/dev/kvm rw")
+    assert job["Service"]["BindReadOnlyPaths"] == f"-/{image.DEFAULT_CACHE}"
     template = (REPO / "systemd" / "agent-gateway@.service").read_text()
     assert "kvm" not in template

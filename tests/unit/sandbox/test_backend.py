@@ -174,8 +174,8 @@ def test_the_broker_proves_its_way_to_gvisor_or_detects_again_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stored gVisor answer (root's runsc) is used by the broker only once a probe job through
-    its job socket works; when that fails, KVM is probed again and the choice says why gVisor
-    was skipped (here: none, emulation not allowed)."""
+    its job socket works; when that fails, KVM is probed again, through a job unit too, and the
+    choice says why both were skipped (here: none, emulation not allowed)."""
     from agentgw.paths import Layout
     from agentgw.sandbox import jobclient, serve
 
@@ -184,7 +184,7 @@ def test_the_broker_proves_its_way_to_gvisor_or_detects_again_without_it(
     monkeypatch.setattr(backend, "pick_machine", lambda qemu="": "microvm")
     monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: "/usr/bin/runsc")
     monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "hang")
-    monkeypatch.setattr(jobclient, "unavailable", lambda path: "")
+    monkeypatch.setattr(jobclient, "unavailable", lambda path, backend="gvisor": "")
     img = Image(tmp_path, {"kernel_version": "6.1"})
     stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
                        kernel_version="6.1", host_kernel="6.18", reason="gVisor: root's",
@@ -193,15 +193,17 @@ def test_the_broker_proves_its_way_to_gvisor_or_detects_again_without_it(
     (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
     layout = Layout(root=tmp_path)
     works = JobResult(exit_code=0, stdout=b"4.4.0\nBOOT_IMAGE=/vmlinuz-4.4.0\n", backend="gvisor")
-    monkeypatch.setattr(jobclient, "runner", lambda path: lambda request: works)
+    monkeypatch.setattr(jobclient, "runner", lambda path, backend="gvisor": lambda request: works)
     found, access = serve.pick_backend(layout, img, tmp_path, allow_emulation=False)
     assert (found, access.unavailable) == (stored, "")
 
     def refused(request: object) -> JobResult:
         raise AgentgwError("cannot reach the job socket: Connection refused")
 
-    monkeypatch.setattr(jobclient, "runner", lambda path: refused)
+    monkeypatch.setattr(jobclient, "runner", lambda path, backend="gvisor": refused)
     found, access = serve.pick_backend(layout, img, tmp_path, allow_emulation=False)
     assert found.backend == "none"
     assert "gVisor skipped, gVisor failed: cannot reach the job socket" in found.reason
     assert access.unavailable.startswith("gVisor failed: cannot reach")
+    assert found.reason.startswith("no sandbox backend: KVM skipped, a KVM boot failed: "
+                                   "cannot reach the job socket"), found.reason

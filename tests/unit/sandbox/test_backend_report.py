@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,3 +45,26 @@ def test_no_selftest_is_unknown_not_guessed(tmp_path: Path) -> None:
     report = read_sandbox(layout, 0.0)
     assert (report.backend, report.boundary) == ("unknown", None)
     assert sandbox_line(layout).startswith("sandbox: unknown")
+
+
+def test_the_pool_of_the_newest_record_that_has_one_is_reported(tmp_path: Path) -> None:
+    """The broker writes its pool's stats into each exec record; registry and status show the
+    newest (an older record without one, a VM broker's first, does not hide it)."""
+    from agentgw.sandbox.pool import PoolStats
+    from agentgw.sandbox.protocol import render_record
+
+    layout = Layout(root=tmp_path)
+    _store(layout, "gvisor")
+    stats = PoolStats(1, 1, 0, 5, 2, 0, 0.31)
+    lines = [
+        render_record(profile="api", uid=1, argv=["true"], via="broker", error="x",
+                      pool=dataclasses.asdict(PoolStats(1, 0, 1, 0, 1, 0, None))),
+        render_record(profile="api", uid=1, argv=["true"], via="broker", error="x",
+                      pool=dataclasses.asdict(stats)),
+        render_record(profile="api", uid=1, argv=["true"], via="direct", error="x"),
+    ]
+    layout.sandbox_execs.write_bytes(b"".join(lines))
+    report = read_sandbox(layout, 0.0)
+    assert report.pool == dataclasses.asdict(stats)
+    assert "pool" not in report.recent_execs[-1]
+    assert sandbox_line(layout) == "sandbox: gvisor (a security boundary); pool 1: 5 warm, 2 cold"

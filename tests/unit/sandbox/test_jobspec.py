@@ -1,17 +1,30 @@
 """The job unit's standard-library wire format agrees with the broker's pydantic one, both ways;
-its checks refuse what the models refuse; the gVisor spec binds busybox over the statx applets
-and keeps the root writable only rootless; the job unit answers one line per request."""
+its checks refuse what the models refuse; prepare and ready lines round-trip; the gVisor spec
+binds busybox over the statx applets, keeps the root writable only rootless and runs the
+waiting wrapper; the job unit prepares, says ready, runs one job and answers once."""
 
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 import pytest
 
+from agentgw.errors import AgentgwError
 from agentgw.sandbox import gvisor, jobunit
 from agentgw.sandbox.job import JobRequest
-from agentgw.sandbox.jobspec import Job, Outcome, parse_job, render_outcome
+from agentgw.sandbox.jobspec import (
+    Job,
+    Outcome,
+    Prepare,
+    parse_job,
+    parse_prepare,
+    parse_ready,
+    render_outcome,
+    render_prepare,
+    render_ready,
+)
 from agentgw.sandbox.protocol import parse_response
 
 
@@ -50,31 +63,147 @@ def test_bad_requests_are_refused(line: bytes) -> None:
         parse_job(line)
 
 
+def test_prepare_and_ready_lines_round_trip_and_bad_ones_are_refused() -> None:
+    spec = Prepare("gvisor", memory_mb=512, cpus=2, nproc=64)
+    line = render_prepare(spec)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert parse_prepare(line) == spec
+    assert parse_prepare(b'{"prepare": {"backend": "kvm"}}') == Prepare("kvm")
+    for bad in (b'{"argv": ["true"]}', b'{"prepare": {"backend": ""}}',
+                b'{"prepare": {"backend": "gvisor", "cpus": 0}}', b"[]"):
+        with pytest.raises(ValueError):  # noqa: PT011
+            parse_prepare(bad)
+    assert parse_ready(render_ready("gvisor", 0.123456)) == 0.1235
+    with pytest.raises(ValueError, match="no runsc"):
+        parse_ready(b'{"ok":false,"error":"unavailable","message":"no runsc"}\n')
+
+
 def test_spec_binds_busybox_over_the_statx_applets_and_keeps_the_root_read_only_as_root() -> None:
-    spec = gvisor.render_spec(Job(argv=("true",)), 5, Path("/w"), "h")
+    spec = gvisor.render_spec(Prepare("gvisor"), 5, (Path("/t/work"), Path("/io/job")), "h")
     binds = {m["destination"]: m["source"] for m in spec["mounts"] if m["type"] == "bind"}
     assert {d for d, src in binds.items() if src == gvisor.BUSYBOX} == {
         "/usr/bin/ls", "/usr/bin/stat", "/usr/bin/touch"}
+    assert (binds["/work"], binds["/job"]) == ("/t/work", "/io/job")
+    assert spec["process"]["args"] == ["/bin/sh", "-c", gvisor.WRAPPER]
     assert spec["root"]["readonly"] is True
-    rootless = gvisor.render_spec(Job(argv=("true",)), 0, Path("/w"), "h", busybox=False,
-                                  rootless=True)
+    rootless = gvisor.render_spec(Prepare("gvisor", nproc=9), 0, (Path("/w"), Path("/j")), "h",
+                                  busybox=False, rootless=True)
     assert rootless["root"]["readonly"] is False
+    assert rootless["process"]["rlimits"][0] == {"type": "RLIMIT_NPROC", "hard": 9, "soft": 9}
     assert gvisor.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
 
 
-def test_the_job_unit_answers_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Job] = []
+def test_the_go_line_is_the_argv_quoted_and_long_or_multiline_ones_go_in_a_script() -> None:
+    go, script = gvisor.render_go(("sh", "-c", "echo 'a b'; exit 3"))
+    assert script is None
+    assert go == b"sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'\n"
+    assert "eval \"exec $go\" </job/in >/job/out 2>/job/err" in gvisor.WRAPPER
+    for argv in (("printf", "a\nb"), ("echo", "x" * gvisor.INLINE_MAX)):
+        go, script = gvisor.render_go(argv)
+        assert go == b"/bin/sh /job/run\n"
+        assert script == b"exec " + shlex.join(argv).encode() + b"\n"
+    assert [gvisor.parse_status(x) for x in (b"rc 0\n", b"rc 137\n", b"ready\n", b"")] == [
+        0, 137, None, None]
 
-    def fake(job: Job) -> Outcome:
-        seen.append(job)
+
+def test_output_is_read_up_to_the_cap(tmp_path: Path) -> None:
+    (tmp_path / "out").write_bytes(b"x" * 10)
+    assert gvisor.read_capped(tmp_path / "out", 10) == (b"x" * 10, False)
+    assert gvisor.read_capped(tmp_path / "out", 4) == (b"xxxx", True)
+    assert gvisor.read_capped(tmp_path / "out", 0) == (b"", True)
+    assert gvisor.read_capped(tmp_path / "missing", 4) == (b"", False)
+
+
+class FakeSandbox:
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.closed = 0
+
+    def run(self, job: Job) -> Outcome:
+        self.jobs.append(job)
         return Outcome(exit_code=0, stdout=b"hi\n", stderr=b"", stdout_truncated=False,
                        stderr_truncated=False, timed_out=False, duration_s=0.1)
 
-    monkeypatch.setattr(gvisor, "run_plain", fake)
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_job_unit_prepares_says_ready_runs_one_job_and_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    box = FakeSandbox()
+    shapes: list[Prepare] = []
+    monkeypatch.setattr(gvisor, "prepare", lambda spec: shapes.append(spec) or box)
     out = io.BytesIO()
-    assert jobunit.serve_one(io.BytesIO(b'{"argv": ["echo", "hi"]}\n'), out) == 0
-    result, _ = parse_response(out.getvalue())
-    assert (seen[0].argv, result.stdout) == (("echo", "hi"), b"hi\n")
-    bad = io.BytesIO()
-    assert jobunit.serve_one(io.BytesIO(b"{}\n"), bad) == 2
-    assert b'"error":"bad_request"' in bad.getvalue()
+    lines = render_prepare(Prepare("gvisor")) + b'{"argv": ["echo", "hi"]}\n'
+    assert jobunit.serve_one(io.BytesIO(lines), out) == 0
+    ready, answer = out.getvalue().splitlines(keepends=True)
+    assert parse_ready(ready) >= 0
+    result, _ = parse_response(answer)
+    assert (shapes, box.jobs[0].argv, result.stdout, box.closed) == (
+        [Prepare("gvisor")], ("echo", "hi"), b"hi\n", 1)
+
+
+@pytest.mark.parametrize(("lines", "code", "kind"), [
+    (b'{"argv": ["echo", "hi"]}\n', 2, b'"error":"bad_request"'),  # no prepare line
+    (render_prepare(Prepare("gvisor")) + b"{}\n", 2, b'"error":"bad_request"'),
+    (render_prepare(Prepare("gvisor")) + b'{"argv": ["true"], "memory_mb": 128}\n', 2,
+     b"differ from the prepared"),
+    (render_prepare(Prepare("xen")), 1, b"unknown sandbox backend"),
+    (render_prepare(Prepare("gvisor")), 0, b""),  # the broker closed before a job
+])
+def test_the_job_unit_refuses_what_it_cannot_run_and_closes_its_sandbox(
+    monkeypatch: pytest.MonkeyPatch, lines: bytes, code: int, kind: bytes,
+) -> None:
+    box = FakeSandbox()
+    monkeypatch.setattr(gvisor, "prepare", lambda spec: box)
+    out = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(lines), out) == code
+    assert kind in out.getvalue()
+    assert box.jobs == []
+    assert box.closed == (1 if b"prepare" in lines and b"xen" not in lines else 0)
+
+
+def test_a_sandbox_that_cannot_start_is_an_unavailable_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(spec: Prepare) -> FakeSandbox:
+        raise AgentgwError("the gVisor sandbox failed to start: boom")
+
+    monkeypatch.setattr(gvisor, "prepare", broken)
+    out = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(render_prepare(Prepare("gvisor"))), out) == 1
+    assert b'"error":"unavailable"' in out.getvalue() and b"boom" in out.getvalue()
+
+
+def test_the_job_unit_closes_its_sandbox_when_the_broker_goes_away_during_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job runs until its sandbox is closed; the broker's side of the connection closes
+    mid-job: the unit closes the sandbox (its job ends) and the unit ends."""
+    import socket
+    import threading
+
+    closed = threading.Event()
+
+    class Blocking(FakeSandbox):
+        def run(self, job: Job) -> Outcome:
+            assert closed.wait(10), "the sandbox was not closed"
+            return super().run(job)
+
+        def close(self) -> None:
+            closed.set()
+            super().close()
+
+    monkeypatch.setattr(gvisor, "prepare", lambda spec: Blocking())
+    broker, unit = socket.socketpair()
+    broker.sendall(render_prepare(Prepare("gvisor")) + b'{"argv": ["sleep", "30"]}\n')
+    reader, writer = unit.makefile("rb"), unit.makefile("wb")
+    codes: list[int] = []
+    serving = threading.Thread(target=lambda: codes.append(jobunit.serve_one(reader, writer)))
+    serving.start()
+    assert broker.makefile("rb").readline().startswith(b'{"ready"')
+    broker.close()
+    serving.join(10)
+    unit.close()
+    assert closed.is_set() and codes == [1]  # the answer could not be sent

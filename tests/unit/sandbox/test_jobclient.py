@@ -1,0 +1,117 @@
+"""The broker's client of job units against a fake unit on a real socket: prepare, ready, one
+job, one answer; a failure to prepare raises with its kind; a unit gone before its job is
+'unavailable' (the pool runs the job cold) and is seen as not alive."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agentgw.sandbox import jobclient
+from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.jobspec import (
+    Job,
+    Outcome,
+    Prepare,
+    parse_job,
+    parse_prepare,
+    render_failure,
+    render_outcome,
+    render_ready,
+)
+from agentgw.sandbox.protocol import BrokerError
+
+Behaviour = Callable[[socket.socket, list[bytes]], None]
+
+
+@pytest.fixture
+def unit_socket(tmp_path: Path) -> Iterator[Callable[[Behaviour], tuple[Path, list[bytes]]]]:
+    servers: list[socket.socket] = []
+
+    def serve(behaviour: Behaviour) -> tuple[Path, list[bytes]]:
+        path = tmp_path / f"job{len(servers)}.sock"
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.listen(1)
+        servers.append(server)
+        seen: list[bytes] = []
+
+        def run() -> None:
+            conn, _ = server.accept()
+            with conn:
+                behaviour(conn, seen)
+
+        threading.Thread(target=run, daemon=True).start()
+        return path, seen
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+def _lines(conn: socket.socket) -> Iterator[bytes]:
+    reader = conn.makefile("rb")
+    while line := reader.readline():
+        yield line
+
+
+def good_unit(conn: socket.socket, seen: list[bytes]) -> None:
+    lines = _lines(conn)
+    seen.append(next(lines))
+    conn.sendall(render_ready("gvisor", 0.25))
+    job_line = next(lines)
+    seen.append(job_line)
+    job = parse_job(job_line)
+    outcome = Outcome(exit_code=3, stdout=b"hi", stderr=b"", stdout_truncated=False,
+                      stderr_truncated=False, timed_out=False, duration_s=0.01)
+    conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+
+
+def test_a_prepared_unit_runs_one_job_and_answers(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    path, seen = unit_socket(good_unit)
+    request = JobRequest(argv=("echo", "hi"), memory_mb=128)
+    unit = jobclient.open_unit(path, jobclient.shape_of(request, "gvisor"))
+    assert unit.prepare_s == 0.25 and unit.alive()
+    result = unit.run(request)
+    assert (result.exit_code, result.stdout) == (3, b"hi")
+    assert parse_prepare(seen[0]) == Prepare("gvisor", memory_mb=128)
+    assert parse_job(seen[1]) == Job(argv=("echo", "hi"), memory_mb=128)
+
+
+def test_a_cold_job_sends_prepare_and_job_at_once(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    path, seen = unit_socket(good_unit)
+    assert jobclient.run_cold(path, JobRequest(argv=("true",))).exit_code == 3
+    assert parse_prepare(seen[0]).backend == "gvisor"
+
+
+def test_a_unit_that_cannot_prepare_raises_with_its_kind(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    def broken(conn: socket.socket, seen: list[bytes]) -> None:
+        next(_lines(conn))
+        conn.sendall(render_failure("unavailable", "the gVisor sandbox failed to start: x"))
+
+    path, _ = unit_socket(broken)
+    with pytest.raises(BrokerError, match="failed to start") as caught:
+        jobclient.open_unit(path, Prepare("gvisor"))
+    assert caught.value.kind == "unavailable"
+
+
+def test_a_unit_gone_before_its_job_is_not_alive_and_unavailable(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    gone = threading.Event()
+
+    def leaves(conn: socket.socket, seen: list[bytes]) -> None:
+        next(_lines(conn))
+        conn.sendall(render_ready("gvisor", 0.1))
+        conn.shutdown(socket.SHUT_RDWR)
+        gone.set()
+
+    path, _ = unit_socket(leaves)
+    unit = jobclient.open_unit(path, Prepare("gvisor"))
+    assert gone.wait(5)
+    assert not unit.alive()
+    with pytest.raises(BrokerError) as caught:
+        unit.run(JobRequest(argv=("true",), stdin=b"x" * (4 << 20)))
+    assert caught.value.kind in ("unavailable", "failed")
