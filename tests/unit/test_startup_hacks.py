@@ -3,7 +3,8 @@ row that justifies it, and a test that pins what it relies on).
 
 - agentgw/__init__.py sets PYDANTIC_DISABLE_PLUGINS: pydantic must honour the value.
 - cli/main.run ends with os._exit: the exit status and every byte of output must still be
-  the ones main() gives.
+  the ones main() gives. It also turns the garbage collector off while the command's modules
+  are imported: the command itself must run with it on.
 - bus/lean.py plants a bare ``pystemd`` package: the introspection layer must stay unloaded,
   pystemd stays the minor version this was measured with, and bus/wire.SIGNATURES (which
   replaces pystemd's signature table) agrees with that table wherever both know a property.
@@ -48,6 +49,26 @@ def test_run_exits_like_main_with_all_output() -> None:
     assert (bad.returncode, bad.stderr.splitlines()[0].startswith("error: ")) == (2, True)
     version = python(entry, "--version")
     assert (version.returncode, version.stdout) == (0, f"agentgw, version {agentgw.__version__}\n")
+
+
+def test_the_collector_is_off_while_a_command_is_imported_and_on_when_it_runs() -> None:
+    probe = """
+import gc, click
+from agentgw.cli import commands, main
+
+@click.command()
+def probe() -> None:
+    print("running", gc.isenabled())
+
+def load(name):
+    print("importing", gc.isenabled())
+    return probe
+
+commands.load = load
+main.run()
+"""
+    out = python(probe, "probe")
+    assert (out.returncode, out.stdout) == (0, "importing False\nrunning True\n"), out.stderr
 
 
 def test_bus_imports_pystemd_without_its_introspection_layer() -> None:
