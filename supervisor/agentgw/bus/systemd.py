@@ -341,11 +341,9 @@ class Systemd:
                         "queued or running)",
                         hint=f"see 'systemctl status {name}' and {logs_command(name)}",
                     )
-                # An empty message is also what process() returns when it handed a signal to
-                # a callback (another job's JobRemoved); sd-bus may then hold ours, read in the
-                # same go, which the socket no longer shows readable. So the wait is a short
-                # slice (bench_control measured 0.25 s ones: the restart job took ~100 ms
-                # longer at the median than a bare `systemctl restart`, up to 250 ms).
+                # Empty is also what process() returns after it handed a signal to a callback;
+                # ours may then sit in sd-bus's queue, unseen by select(): short slices
+                # (0.25 s ones cost a restart ~100 ms at the median in bench_control).
                 # select(), not pystemd's wait(): it releases the GIL, so other threads run
                 # while systemd works (control warms up the proof phases meanwhile).
                 select.select([self.bus.get_fd()], [], [], min(remaining, JOB_WAKE_SLICE_S))
