@@ -240,18 +240,21 @@ JOB_SOCKET = "/run/agentgw/sandbox-job.sock"
 JOB_WORK = "run/agentgw-job/agentgw-gvisor-*/work"  # in the job unit's own tmpfs
 JOB_IN = "run/agentgw-job-io/agentgw-gvisor-io-*/job/in"  # staged with the job, not before
 
-# Run as a job unit's uid (what a job that escaped gVisor would be): each attempt's errno.
+# Run as a job unit's uid (what a job that escaped gVisor, or a guest that escaped QEMU, would
+# be): each attempt's errno. A target is a file to open, a socket to connect to, or kill:<pid>.
 ESCAPED = r"""
-import socket, sys
-for path in sys.argv[1:]:
+import os, socket, sys
+for target in sys.argv[1:]:
     try:
-        if path.endswith(".sock"):
-            socket.socket(socket.AF_UNIX).connect(path)
+        if target.startswith("kill:"):
+            os.kill(int(target[5:]), 0)
+        elif target.endswith(".sock"):
+            socket.socket(socket.AF_UNIX).connect(target)
         else:
-            open(path, "rb").close()
-        print(path, "REACHED")
+            open(target, "rb").close()
+        print(target, "REACHED")
     except OSError as exc:
-        print(path, exc.errno)
+        print(target, exc.errno)
 """
 
 

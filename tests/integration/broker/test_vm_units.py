@@ -23,6 +23,7 @@ from agentgw.sandbox.job import JobRequest
 from tests.integration.broker.test_broker_unit import (
     BROKER_USER,
     CONTROL_UNIT,
+    ESCAPED,
     EXECS,
     JOB_SOCKET,
     SOCKETS,
@@ -40,22 +41,6 @@ pytestmark = pytest.mark.integration
 __all__ = ["api_port"]  # the profiles applied, api on a port of its own (a fixture)
 
 RUNSC, HIDDEN = Path("/usr/bin/runsc"), Path("/usr/bin/.runsc")
-
-# Run as a job unit's uid (what a guest that escaped QEMU would be): each attempt's errno.
-ESCAPED = r"""
-import os, socket, sys
-for target in sys.argv[1:]:
-    try:
-        if target.startswith("kill:"):
-            os.kill(int(target[5:]), 0)
-        elif target.endswith(".sock"):
-            socket.socket(socket.AF_UNIX).connect(target)
-        else:
-            open(target, "rb").close()
-        print(target, "REACHED")
-    except OSError as exc:
-        print(target, exc.errno)
-"""
 
 
 @pytest.fixture(scope="module")

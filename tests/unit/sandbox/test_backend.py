@@ -19,6 +19,16 @@ q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)
 """
 
 
+
+def store_gvisor(cache: Path, reason: str) -> Detection:
+    """A gVisor detection stored in ``cache`` for kernel 6.1, QEMU 7.2 and host 6.18."""
+    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
+                       kernel_version="6.1", host_kernel="6.18", reason=reason,
+                       detected_at="2026-01-01T00:00:00+00:00")
+    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
+    (cache / f"backend-{key}.json").write_text(stored.model_dump_json())
+    return stored
+
 def test_machines_are_read_from_qemu_help() -> None:
     """The first word of each line after the heading is a machine name."""
     assert {"microvm", "pc", "q35"} <= backend.parse_machines(HELP)
@@ -69,11 +79,7 @@ def test_cached_detection_is_reused_without_booting(
     monkeypatch.setattr(backend, "_try_kvm", no_boot)
     monkeypatch.setattr(backend, "try_gvisor", no_boot)
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
-                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
-                       detected_at="2026-01-01T00:00:00+00:00")
-    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
-    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    stored = store_gvisor(tmp_path, "gVisor: test")
     assert backend.detect(img, tmp_path) == stored
     assert stored.boundary == "user-space-kernel"
 
@@ -88,11 +94,7 @@ def test_a_cached_gvisor_answer_is_dropped_once_runsc_is_gone(
     monkeypatch.setattr(backend.gvisor, "runsc_path", lambda: None)
     monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "no /dev/kvm")
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
-                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
-                       detected_at="2026-01-01T00:00:00+00:00")
-    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
-    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    store_gvisor(tmp_path, "gVisor: test")
     found = backend.detect(img, tmp_path)
     assert found.backend == "none"
     assert "runsc (gVisor) is not installed" in found.reason
@@ -157,11 +159,7 @@ def test_without_a_way_to_gvisor_a_stored_gvisor_answer_is_not_used(
 
     access = backend.Gvisor(run=no_gvisor, unavailable="agentgw-job.socket is not listening")
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
-                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: test",
-                       detected_at="2026-01-01T00:00:00+00:00")
-    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
-    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    store_gvisor(tmp_path, "gVisor: test")
     found = backend.detect(img, tmp_path, allow_emulation=True, access=access)
     assert found.backend == "tcg"
     assert "gVisor skipped, agentgw-job.socket is not listening" in found.reason
@@ -186,11 +184,7 @@ def test_the_broker_proves_its_way_to_gvisor_or_detects_again_without_it(
     monkeypatch.setattr(backend, "_try_kvm", lambda image, machine: "hang")
     monkeypatch.setattr(jobclient, "unavailable", lambda path, backend="gvisor": "")
     img = Image(tmp_path, {"kernel_version": "6.1"})
-    stored = Detection(backend="gvisor", machine="microvm", qemu_version="QEMU 7.2",
-                       kernel_version="6.1", host_kernel="6.18", reason="gVisor: root's",
-                       detected_at="2026-01-01T00:00:00+00:00")
-    key = backend.detection_key("6.1", "QEMU 7.2", "6.18")
-    (tmp_path / f"backend-{key}.json").write_text(stored.model_dump_json())
+    stored = store_gvisor(tmp_path, "gVisor: root's")
     layout = Layout(root=tmp_path)
     works = JobResult(exit_code=0, stdout=b"4.4.0\nBOOT_IMAGE=/vmlinuz-4.4.0\n", backend="gvisor")
     monkeypatch.setattr(jobclient, "runner", lambda path, backend="gvisor": lambda request: works)
