@@ -26,11 +26,17 @@ path, pad = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[3])
-s.sendall(f"GET {path} HTTP/1.0\r\nHost: r\r\nCache-Control: no-cache\r\nX-Pad: {'a' * pad}\r\n\r\n"
-          .encode())
+try:  # a server that answers 431 and closes before reading the rest: the send breaks
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: r\r\nCache-Control: no-cache\r\nX-Pad: {'a' * pad}"
+              "\r\n\r\n".encode())
+except (BrokenPipeError, ConnectionResetError):
+    pass
 data = b""
-while chunk := s.recv(65536):
-    data += chunk
+try:
+    while chunk := s.recv(65536):
+        data += chunk
+except ConnectionResetError:
+    pass
 head, _, body = data.partition(b"\r\n\r\n")
 print(head.split()[1].decode())
 sys.stdout.write(body.decode())
