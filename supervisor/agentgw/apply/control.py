@@ -30,11 +30,11 @@ from agentgw.apply.outcome import (
 from agentgw.apply.poll import Control, Failed, Probe, check_aligned
 from agentgw.apply.promote import Executor, Journal, Move, link_name
 from agentgw.apply.release import releases_lock
-from agentgw.apply.siblings import changed_siblings, describe_siblings, record_siblings
+from agentgw.apply.siblings import SiblingWatch, changed_siblings, describe_siblings
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, die, usage
 from agentgw.logroll import Retention
-from agentgw.model.control import Outcome, Sibling
+from agentgw.model.control import Outcome
 from agentgw.model.history import Intent
 from agentgw.model.profile import Profile
 from agentgw.model.release import ReleasePolicy
@@ -136,11 +136,12 @@ class Controller:
         with profile_lock(self.layout.locks, name, "restart"):
             recovered = self.recover(profile)
             run = Run(self.out)
-            siblings = record_siblings(self.sd, name)
+            siblings = SiblingWatch.listed(self.sd, name)
             # A restart changes no link: it starts where a promote is after its flip.
             move = Move("restart", profile, current, current)
             executor = Executor(self.layout, self.sd, self.probe, move,
                                 Journal(self.layout.intents), run)
+            executor.meanwhile = siblings.read_meanwhile
             try:
                 executor.drive(move.course("flipped"), Observed("ok"))
             except Failed as exc:
@@ -163,18 +164,20 @@ class Controller:
                         prior_previous=link_name(self.layout.previous(name)))
             journal.begin(move)
             run = Run(self.out)
-            siblings = record_siblings(self.sd, name)
+            siblings = SiblingWatch.listed(self.sd, name)
             executor = Executor(self.layout, self.sd, self.probe, move, journal, run)
+            executor.meanwhile = siblings.read_meanwhile
             ending = executor.drive(move.course("intent"), Observed("ok"))
             ident = intent_ident(journal.intent) if journal.intent is not None else None
             summary = Summary(move.op, name, target, move.previous, ending.result,
                               ending.reason, ending.start, ident, recovered)
             return self.finish(run, summary, siblings)
 
-    def finish(self, run: Run, summary: Summary, siblings: list[Sibling]) -> Outcome:
+    def finish(self, run: Run, summary: Summary, watch: SiblingWatch) -> Outcome:
         """Check the siblings, record the outcome in the history, drop the intent."""
         with run.phase("siblings") as d:
-            changed, own = changed_siblings(self.sd, self.layout, siblings, run.started)
+            changed, own = changed_siblings(self.sd, self.layout, watch, run.started)
+            siblings = watch.read()
             d.append(describe_siblings(siblings, changed, own))
         outcome = render_outcome(run, summary, SiblingCheck(siblings, changed, own))
         record_outcome(self.layout.history, run, summary, not changed, self.retention())

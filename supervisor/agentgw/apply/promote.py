@@ -164,6 +164,8 @@ class Executor:
     def __init__(
         self, layout: Layout, sd: Control, probe: Probe, move: Move, journal: Journal, run: Run
     ) -> None:
+        # Set by the caller: run once, while the first restart job runs (must not raise).
+        self.meanwhile: Callable[[], None] | None = None
         self.layout = layout
         self.sd = sd
         self.probe = probe
@@ -301,7 +303,8 @@ class Executor:
                 with contextlib.suppress(AgentgwError):
                     self.sd.reset_failed(unit)
                 warm.start()
-                result = self.sd.restart(unit, timeout=self.timeout)
+                meanwhile, self.meanwhile = self.meanwhile, None
+                result = self.sd.restart(unit, timeout=self.timeout, meanwhile=meanwhile)
             except AgentgwError as exc:
                 raise Failed(exc.message) from exc
             finally:

@@ -18,8 +18,7 @@ import os
 import select
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from types import TracebackType
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pystemd.dbuslib import DBus, DBusAddress, path_encode
@@ -97,12 +96,7 @@ class Systemd:
     def __enter__(self) -> Systemd:
         return self.open()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -290,12 +284,17 @@ class Systemd:
     def stop(self, name: str, *, timeout: float = DEFAULT_JOB_TIMEOUT) -> str:
         return self._job("StopUnit", "stop", name, timeout)
 
-    def restart(self, name: str, *, timeout: float = DEFAULT_JOB_TIMEOUT) -> str:
-        return self._job("RestartUnit", "restart", name, timeout)
+    def restart(self, name: str, *, timeout: float = DEFAULT_JOB_TIMEOUT,
+                meanwhile: Callable[[], None] | None = None) -> str:
+        """``meanwhile`` (must not raise) runs once the job is queued, while systemd works."""
+        return self._job("RestartUnit", "restart", name, timeout, meanwhile)
 
-    def _job(self, method: str, action: str, name: str, timeout: float) -> str:
+    def _job(self, method: str, action: str, name: str, timeout: float,
+             meanwhile: Callable[[], None] | None = None) -> str:
         self._watch_jobs()
         job = self._manager(method, "ss", name, "replace", action=action, unit=name)
+        if meanwhile is not None:
+            meanwhile()  # the job's JobRemoved, if it comes now, waits in sd-bus's queue
         return self._wait_job(as_str(job), action, name, timeout)
 
     def _watch_jobs(self) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 from agentgw.apply.history import append_history
 from agentgw.apply.intent import write_intent
 from agentgw.apply.lock import profile_lock
-from agentgw.apply.siblings import changed_siblings, describe_siblings
+from agentgw.apply.siblings import SiblingWatch, changed_siblings, describe_siblings
+from agentgw.bus import UnitInfo
+from agentgw.errors import AgentgwError
 from agentgw.model.control import Sibling
-from agentgw.paths import Layout
+from agentgw.paths import Layout, profile_of
 
 
 class MovedPids:
@@ -32,8 +37,14 @@ def sibling(profile: str) -> Sibling:
     return Sibling(unit=f"agent-gateway@{profile}.service", pid=1, started=0.0)
 
 
+def watch(*profiles: str) -> SiblingWatch:
+    """A watch that read ``profiles`` before (pid 1), nothing moved before its read."""
+    before = [sibling(p) for p in profiles]
+    return SiblingWatch(MovedPids(), [s.unit for s in before], time.time(), before=before)
+
+
 def test_a_sibling_moved_by_nobody_is_ours_to_answer_for(layout: Layout) -> None:
-    changed, own = changed_siblings(MovedPids(), layout, [sibling("core")], since=time.time())
+    changed, own = changed_siblings(MovedPids(), layout, watch("core"), since=time.time())
     assert changed == [f"agent-gateway@core.service: pid 1 -> {os.getpid()}"] and own == []
 
 
@@ -47,7 +58,7 @@ def test_a_sibling_moved_by_its_own_operation_is_not(layout: Layout) -> None:
                  prior_previous=None, phase="flipped")
     with profile_lock(layout.locks, "mcp", "restart"):
         changed, own = changed_siblings(
-            MovedPids(), layout, [sibling(p) for p in ("core", "mcp", "api")], since=since
+            MovedPids(), layout, watch("core", "mcp", "api"), since=since
         )
     assert changed == []
     assert [o.split(": ")[0] for o in own] == [f"agent-gateway@{p}.service"
@@ -56,8 +67,7 @@ def test_a_sibling_moved_by_its_own_operation_is_not(layout: Layout) -> None:
     assert "holds its lock" in own[1]
     assert "rollback, interrupted at flipped" in own[2]
     # An old record does not excuse a restart now.
-    changed, own = changed_siblings(MovedPids(), layout, [sibling("core")],
-                                    since=time.time() + 5)
+    changed, own = changed_siblings(MovedPids(), layout, watch("core"), since=time.time() + 5)
     assert len(changed) == 1 and own == []
 
 
@@ -68,3 +78,63 @@ def test_describe_siblings() -> None:
         "unchanged: agent-gateway@core.service pid 1, agent-gateway@mcp.service pid 1")
     text = describe_siblings(sibs, [], ["agent-gateway@mcp.service: pid 1 -> 2 (its own)"])
     assert text.startswith("unchanged: agent-gateway@core.service pid 1; restarted by their own")
+
+
+class Running:
+    """Three running siblings: ``old`` is this test's own process (it started before the
+    command), ``new`` a process started after the watch listed them, ``gone`` has no MainPID."""
+
+    def __init__(self, new_pid: int) -> None:
+        self.pids = {"old": os.getpid(), "new": new_pid, "gone": 0}
+
+    def list_units(self, patterns: Sequence[str], states: Sequence[str] = ()) -> list[UnitInfo]:
+        return [UnitInfo(name=f"agent-gateway@{p}.service", description="", load_state="loaded",
+                         active_state="active", sub_state="running", path="")
+                for p in (*self.pids, "api")]
+
+    def main_pid(self, name: str) -> int:
+        return self.pids[profile_of(name)]
+
+
+def test_a_sibling_read_during_the_restart_counts_only_if_older_than_the_command(
+    layout: Layout,
+) -> None:
+    """The MainPIDs are read while our restart runs. A process that started after this command
+    (``began``: here, this test's own process) or a sibling that stopped may have been moved by
+    the operation: both are answered for; the one older than the command is the state before.
+    Our own unit (api) is not a sibling."""
+    with subprocess.Popen(["sleep", "30"]) as newer:
+        try:
+            sd = Running(newer.pid)
+            began = psutil.Process().create_time()
+            time.sleep(0.05)  # start ticks are 10 ms: the child is strictly newer
+            w = SiblingWatch.listed(sd, "api")
+            assert w.units == [f"agent-gateway@{p}.service" for p in ("old", "new", "gone")]
+            assert w.began == began
+            before = w.read()
+            assert [s.unit for s in before] == ["agent-gateway@old.service"]
+            assert [s.pid for s in w.moved] == [newer.pid, 0]
+            changed, own = changed_siblings(sd, layout, w, since=time.time())
+        finally:
+            newer.kill()
+    assert changed == [f"agent-gateway@new.service: pid {newer.pid} started after this command",
+                       "agent-gateway@gone.service: stopped"]
+    assert own == []
+    assert describe_siblings(before, changed, own).startswith("CHANGED: agent-gateway@new")
+
+
+def test_a_failed_read_meanwhile_is_done_again_after() -> None:
+    class Broken(Running):
+        calls = 0
+
+        def main_pid(self, name: str) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise AgentgwError("bus gone")
+            return os.getpid()
+
+    sd = Broken(os.getpid())
+    w = SiblingWatch.listed(sd, "api")
+    w.read_meanwhile()
+    assert w.before is None
+    assert len(w.read()) == 3 and w.moved == []

@@ -30,7 +30,7 @@ class RecordingSystemd:
     def reset_failed(self, name: str) -> None:
         pass
 
-    def restart(self, name: str, *, timeout: float = 90.0) -> str:
+    def restart(self, name: str, *, timeout: float = 90.0, meanwhile: object = None) -> str:
         self.timeouts.append(timeout)
         raise AgentgwError("recorded")
 

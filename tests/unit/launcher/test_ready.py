@@ -92,3 +92,17 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str]) -> None:
     done, record = wait(tmp_path, 1, *args)
     assert (done.returncode, record) == (2, {})
     assert done.stderr.startswith("agentgw-ready: error: ")
+
+
+def test_the_first_probes_come_quickly_then_every_poll_s() -> None:
+    """10 ms after the first failed probe, doubling up to 0.2 s: a gateway up soon after its
+    exec is not held to a 0.2 s tick."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("agentgw_ready", WAITER)
+    assert spec is not None and spec.loader is not None
+    ready = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ready)
+    pauses = [ready.poll_pause(n) for n in range(1, 8)]
+    assert pauses == [0.01, 0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
+    assert ready.poll_pause(10_000) == 0.2
