@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from agentgw.apply.intent import clear_intent, read_intent
-from agentgw.apply.lock import profile_lock
+from agentgw.apply.lock import profile_lock, releases_lock
 from agentgw.apply.outcome import (
     Run,
     SiblingCheck,
@@ -29,7 +29,6 @@ from agentgw.apply.outcome import (
 )
 from agentgw.apply.poll import Control, Failed, Probe, check_aligned
 from agentgw.apply.promote import Executor, Journal, Move, link_name
-from agentgw.apply.release import releases_lock
 from agentgw.apply.siblings import SiblingWatch, changed_siblings, describe_siblings
 from agentgw.config.load import Config
 from agentgw.errors import AgentgwError, Exit, die, usage

@@ -1,4 +1,5 @@
-"""Per-profile locks: one mutating operation per profile, others may run concurrently.
+"""The locks: one mutating operation per profile (others may run concurrently), and the
+releases lock (add and gc exclusive, promote shared).
 
 A lock is ``flock`` on ``<state>/locks/<profile>.lock``; the kernel drops it when its owner dies,
 so a dead owner's lock is broken safely by construction. The holder writes its pid and process
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from agentgw.errors import AgentgwError, Exit
+from agentgw.paths import Layout
 
 
 def holder(path: Path) -> str:
@@ -63,6 +65,28 @@ def profile_lock(locks: Path, profile: str, op: str) -> Iterator[None]:
         record = {"pid": me.pid, "started": me.create_time(), "op": op, "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def releases_lock(layout: Layout, *, shared: bool = False) -> Iterator[None]:
+    """Hold the releases lock: exclusive for add and gc; shared for readers that must not see a
+    release vanish (promote between verifying a release and pointing ``current`` at it).
+
+    flock on the releases directory itself: the kernel drops it when the holder dies.
+    """
+    fd = os.open(layout.releases, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AgentgwError(
+                "the releases are locked by another agentgw operation",
+                hint="wait for it to finish; the lock is released when its owner exits",
+                code=Exit.LOCKED,
+            ) from None
         yield
     finally:
         os.close(fd)

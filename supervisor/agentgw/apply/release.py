@@ -10,18 +10,18 @@ under a release name.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from agentgw.apply.lock import releases_lock
 from agentgw.apply.release_sign import check_statement, sign_manifest, signing_key
 from agentgw.apply.release_tree import (
     hash_source,
@@ -31,7 +31,7 @@ from agentgw.apply.release_tree import (
     write_member,
     write_text,
 )
-from agentgw.errors import AgentgwError, Exit, die, usage
+from agentgw.errors import AgentgwError, die, usage
 from agentgw.fsio import MANIFEST_FILE, fsync_dir, write_atomic
 from agentgw.log import get_logger
 from agentgw.model.release import FileEntry, Manifest, ReleasePolicy
@@ -98,28 +98,6 @@ class AddResult:
 class GcResult:
     removed: tuple[str, ...]
     leftovers: tuple[str, ...]
-
-
-@contextlib.contextmanager
-def releases_lock(layout: Layout, *, shared: bool = False) -> Iterator[None]:
-    """Hold the releases lock: exclusive for add and gc; shared for readers that must not see a
-    release vanish (promote between verifying a release and pointing ``current`` at it).
-
-    flock on the releases directory itself: the kernel drops it when the holder dies.
-    """
-    fd = os.open(layout.releases, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AgentgwError(
-                "the releases are locked by another agentgw operation",
-                hint="wait for it to finish; the lock is released when its owner exits",
-                code=Exit.LOCKED,
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 # add -------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 
@@ -66,6 +65,8 @@ def explain(model: type[BaseModel], error: ErrorDetails, source: Source) -> tupl
     elif kind == "extra_forbidden":
         at_key, what = True, "unknown key"
         allowed = _allowed(holder)
+        import difflib  # only for this error: every command loads config (~2 ms)
+
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = (f"did you mean {close[0]}? " if close else "") + f"allowed: {', '.join(allowed)}"
     elif kind == "missing":

@@ -13,7 +13,6 @@ import hashlib
 import os
 import stat
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -206,6 +205,8 @@ def hash_files(paths: list[str]) -> dict[str, str]:
     not per file: 10,000 futures cost more than the hashing)."""
     if len(paths) < SMALL_TREE:
         return dict(zip(paths, _hash_batch(paths), strict=True))
+    from concurrent.futures import ThreadPoolExecutor  # big trees only (~4 ms to import)
+
     shares = [paths[i::HASH_THREADS] for i in range(HASH_THREADS)]
     with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
         digests = pool.map(_hash_batch, shares)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgw.apply.release import add_release, gc, releases_lock
+from agentgw.apply.lock import releases_lock
+from agentgw.apply.release import add_release, gc
 from agentgw.errors import AgentgwError, Exit
 from agentgw.model.release import ReleasePolicy
 from agentgw.paths import Layout
