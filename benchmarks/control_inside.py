@@ -22,9 +22,10 @@ from benchmarks.rows import Row, rows_to_json
 REPO = Path(__file__).resolve().parents[1]
 AGENTGW = "/opt/agentgw/venv/bin/agentgw"
 N = 100
-# Promote/bare-restart pairs. A gateway's start alone varies by ±100 ms here: with 8 pairs the
-# medians' difference moved by ~80 ms from run to run, with 16 by about half that.
-PAIRS = 16
+# Promote/bare-restart pairs. A restart alone varies by ±100 ms here (the gateway's stop waits
+# for its accept loop's 0.1 s poll): with 8 pairs the medians' difference moved by ~80 ms from
+# run to run, with 16 by about half that; 24 narrow it further for ~8 s more.
+PAIRS = 24
 ETC = Path("/etc/agentgw")
 OPT = Path("/opt/agent")
 
