@@ -36,7 +36,8 @@ log = get_logger(__name__)
 MiB = 1024 * 1024
 # What runs in a gVisor job's unit beside the job: runsc, the Sentry, the gofer and the job
 # unit's Python. Measured in the hybrid lab (tests/integration/limits/test_job_memory.py prints
-# it): a unit running `sleep` peaks at ~37 MiB; with room for the Sentry's own growth.
+# it): a unit whose job is `sleep` peaks at 31 MiB (36 MiB with python3 as the job); twice
+# that leaves room for the Sentry's own growth with a busier job.
 OVERHEAD_MB = 64
 JOB_UNIT = re.compile(r"agentgw-job@[0-9]+-[0-9]+-[0-9]+\.service")
 UNLIMITED = 2**64 - 1  # systemd's "infinity"
