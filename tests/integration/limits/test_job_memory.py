@@ -86,8 +86,6 @@ def test_a_gvisor_job_is_held_to_its_memory_mb(broker: None, capsys: pytest.Capt
     want = (128 + OVERHEAD_MB) * MiB
     small = run(32, 128)
     assert (small.exit_code, small.stdout) == (0, b"32\n"), small
-    assert small.memory == MemoryLimit(max_bytes=want, enforced=True), small
-    assert last_record()["memory"] == {"max_bytes": want, "enforced": True, "note": ""}
 
     box: list[JobResult] = []
     before = set(job_units())  # the small job's unit may still be ending
@@ -104,7 +102,10 @@ def test_a_gvisor_job_is_held_to_its_memory_mb(broker: None, capsys: pytest.Capt
     (killed,) = box
     assert killed.exit_code == 137, killed
     assert "memory limit" in killed.detail, killed
+    # what the answers and the exec record report (after the behaviour: not on faith)
     assert killed.memory == MemoryLimit(max_bytes=want, enforced=True), killed
+    assert small.memory == MemoryLimit(max_bytes=want, enforced=True), small
+    assert last_record()["memory"] == {"max_bytes": want, "enforced": True, "note": ""}
 
     # the same fill with the host's sandbox.memory_mb (256, the most a request gets) completes:
     # it was the job's own limit, not the unit's (768M)
