@@ -102,8 +102,8 @@ def oom_kills(text: str) -> int:
     return 0
 
 
-OOM_DETAIL = ("killed: the job's unit reached its memory limit (the request's memory_mb plus "
-              "the sandbox's own, at most the unit's MemoryMax=)")
+OOM_DETAIL = ("killed: the job's unit reached its memory limit (its MemoryMax=: for gVisor the "
+              "request's memory_mb plus the sandbox's own)")
 
 
 def render_prepare(p: Prepare) -> bytes:
