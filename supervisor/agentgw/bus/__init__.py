@@ -9,6 +9,7 @@ lean.ensure()  # before the first pystemd import: skip pystemd's introspection l
 
 from agentgw.bus.errmap import bus_error, error_name, mapped  # noqa: E402
 from agentgw.bus.facts import ServiceStatus, StartFacts, TransientRun, UnitInfo  # noqa: E402
+from agentgw.bus.props import set_properties  # noqa: E402
 from agentgw.bus.systemd import SERVICE, UNIT, Systemd  # noqa: E402
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "bus_error",
     "error_name",
     "mapped",
+    "set_properties",
 ]

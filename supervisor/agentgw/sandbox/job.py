@@ -76,6 +76,17 @@ class JobRequest(BaseModel):
         return self
 
 
+class MemoryLimit(BaseModel):
+    """A gVisor job's memory limit (:mod:`agentgw.sandbox.jobmem`): what the broker set on the
+    job's unit and whether the kernel holds it (read back from the unit's cgroup)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_bytes: int = Field(description="MemoryMax= set on the job's unit (0: none set)")
+    enforced: bool = Field(description="the unit's cgroup holds that limit")
+    note: str = Field(default="", description="why it is not enforced, when it is not")
+
+
 class JobResult(BaseModel):
     """What came back: output (capped, with flags), exit code, and how it ran."""
 
@@ -93,6 +104,7 @@ class JobResult(BaseModel):
     warm: bool = False
     duration_s: float = 0.0
     detail: str = ""
+    memory: MemoryLimit | None = None
 
 
 def new_nonce() -> str:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from agentgw.errors import die
 from agentgw.sandbox import gvisor
-from agentgw.sandbox.job import JobRequest, JobResult
-from agentgw.sandbox.jobspec import Prepare, parse_ready, render_prepare
+from agentgw.sandbox.job import JobRequest, JobResult, MemoryLimit
+from agentgw.sandbox.jobspec import Prepare, parse_ready, ready_unit, render_prepare
 from agentgw.sandbox.protocol import BrokerError, parse_response
 
 SOCKET = "run/agentgw/sandbox-job.sock"
@@ -36,6 +36,10 @@ UNIT = "agentgw-job.socket"
 SLACK_S = 30.0  # beyond the job's timeout: the unit's start, runsc's start and teardown
 READY_WAIT_S = 60.0
 HINT = f"systemctl enable --now {UNIT}"
+
+# Sets a ready unit's memory limit for a job of memory_mb (:class:`.jobmem.Limiter`): the unit's
+# name, memory_mb -> what the kernel holds.
+Limit = Callable[[str, int], MemoryLimit]
 
 
 def socket_path(root: Path = Path("/")) -> Path:
@@ -62,9 +66,14 @@ def job_line(request: JobRequest) -> bytes:
 class Unit:
     """One connection to a job unit: prepared (``ready``), then one job, then closed."""
 
-    def __init__(self, path: Path, spec: Prepare, *, job: bytes = b"") -> None:
-        """Connect and send the prepare line (and ``job`` right after it, for a cold run)."""
+    def __init__(
+        self, path: Path, spec: Prepare, *, job: bytes = b"", limit: Limit | None = None
+    ) -> None:
+        """Connect and send the prepare line (and ``job`` right after it, for a cold run
+        without a ``limit`` to set once the unit is ready)."""
         self.spec, self.prepare_s = spec, 0.0
+        self._limit = limit
+        self.memory: MemoryLimit | None = None  # what ``limit`` set, once ready
         self._buf = b""
         self._sent = bool(job)  # a cold run's job went with the prepare line
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -94,13 +103,16 @@ class Unit:
         return line + b"\n"
 
     def wait_ready(self, wait_s: float = READY_WAIT_S) -> Unit:
-        """Block until the unit's sandbox waits for a job; a failure line raises as it reads."""
+        """Block until the unit's sandbox waits for a job (a failure line raises as it reads),
+        then set its memory limit, if this unit has one to set."""
         line = self._line(wait_s)
         try:
             self.prepare_s = parse_ready(line)
         except ValueError as exc:
             parse_response(line)  # a failure line: raises BrokerError with its kind and hint
             raise die(f"the job unit could not prepare: {exc}") from None
+        if self._limit is not None:
+            self.memory = self._limit(ready_unit(line), self.spec.memory_mb)
         return self
 
     def alive(self) -> bool:
@@ -122,7 +134,8 @@ class Unit:
                 raise BrokerError("unavailable", "the job unit went away before its job: "
                                   f"{exc.strerror or exc}") from None
             result, _ = parse_response(self._line(request.timeout_s + SLACK_S))
-            return result
+            return result if self.memory is None else result.model_copy(
+                update={"memory": self.memory})
         finally:
             self.close()
 
@@ -130,9 +143,9 @@ class Unit:
         self.sock.close()
 
 
-def open_unit(path: Path, spec: Prepare) -> Unit:
-    """A prepared unit (blocking: the unit's start and its sandbox's, ~0.3-0.6 s)."""
-    unit = Unit(path, spec)
+def open_unit(path: Path, spec: Prepare, *, limit: Limit | None = None) -> Unit:
+    """A prepared unit (blocking: the unit's start and its sandbox's, ~0.3-0.6 s), limited."""
+    unit = Unit(path, spec, limit=limit)
     try:
         return unit.wait_ready()
     except BaseException:
@@ -140,9 +153,13 @@ def open_unit(path: Path, spec: Prepare) -> Unit:
         raise
 
 
-def run_cold(path: Path, request: JobRequest, backend: str = "gvisor") -> JobResult:
-    """One job in a fresh unit: prepare and job on one new connection."""
-    unit = Unit(path, shape_of(request, backend), job=job_line(request))
+def run_cold(
+    path: Path, request: JobRequest, backend: str = "gvisor", *, limit: Limit | None = None
+) -> JobResult:
+    """One job in a fresh unit: prepare and job on one new connection; with a ``limit``, the
+    job line waits for the unit's ready and its limit."""
+    early = job_line(request) if limit is None else b""
+    unit = Unit(path, shape_of(request, backend), job=early, limit=limit)
     try:
         unit.wait_ready(READY_WAIT_S + request.timeout_s)
     except BaseException:
@@ -151,10 +168,12 @@ def run_cold(path: Path, request: JobRequest, backend: str = "gvisor") -> JobRes
     return unit.run(request)
 
 
-def runner(path: Path, backend: str = "gvisor") -> Callable[[JobRequest], JobResult]:
+def runner(
+    path: Path, backend: str = "gvisor", *, limit: Limit | None = None
+) -> Callable[[JobRequest], JobResult]:
     """Run a job in a fresh agentgw-job@ unit (blocking; the broker calls it on a worker)."""
 
     def run(request: JobRequest) -> JobResult:
-        return run_cold(path, request, backend)
+        return run_cold(path, request, backend, limit=limit)
 
     return run

@@ -92,6 +92,20 @@ def fits(spec: Prepare, job: Job) -> bool:
     return (job.memory_mb, job.cpus, job.nproc) == (spec.memory_mb, spec.cpus, spec.nproc)
 
 
+def oom_kills(text: str) -> int:
+    """The OOM kills a cgroup counted: the ``oom_kill`` line of its ``memory.events`` (cgroup2)
+    or ``memory.oom_control`` (v1); 0 when there is none."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+OOM_DETAIL = ("killed: the job's unit reached its memory limit (its MemoryMax=: for gVisor the "
+              "request's memory_mb plus the sandbox's own)")
+
+
 def render_prepare(p: Prepare) -> bytes:
     body = {"prepare": {"backend": p.backend, "memory_mb": p.memory_mb, "cpus": p.cpus,
                         "nproc": p.nproc}}
@@ -111,10 +125,22 @@ def parse_prepare(line: bytes) -> Prepare:
     return Prepare(backend=backend, **shape)
 
 
-def render_ready(backend: str, prepare_s: float) -> bytes:
-    """The job unit's line once its sandbox waits for a job."""
-    body = {"ready": {"backend": backend, "prepare_s": round(prepare_s, 4)}}
+def render_ready(backend: str, prepare_s: float, unit: str = "") -> bytes:
+    """The job unit's line once its sandbox waits for a job; ``unit`` its own unit's name (the
+    broker sets its memory limit by it: :mod:`agentgw.sandbox.jobmem`)."""
+    body = {"ready": {"backend": backend, "prepare_s": round(prepare_s, 4), "unit": unit}}
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def unit_of_cgroup(text: str) -> str:
+    """The service a process runs in, from its ``/proc/self/cgroup``; '' when in none. The
+    cgroup2 line (``0::``) or, on a v1-only host, systemd's own hierarchy names it."""
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        name = path.rsplit("/", 1)[-1]
+        if controllers in ("", "name=systemd") and name.endswith(".service"):
+            return name
+    return ""
 
 
 def parse_ready(line: bytes) -> float:
@@ -131,6 +157,13 @@ def parse_ready(line: bytes) -> float:
         raise ValueError(str(data.get("message") or f"the job unit answered {line[:200]!r}"))
     value = body.get("prepare_s")
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def ready_unit(line: bytes) -> str:
+    """The unit a ready line names ('' when it names none); :func:`parse_ready` read it first."""
+    body = json.loads(line).get("ready")
+    unit = body.get("unit") if isinstance(body, dict) else None
+    return unit if isinstance(unit, str) else ""
 
 
 def _b64(value: Any, what: str) -> bytes:

@@ -13,26 +13,31 @@ once per job, and pydantic would double its cost.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agentgw.errors import AgentgwError
 from agentgw.sandbox.jobspec import (
+    OOM_DETAIL,
     Job,
     NotStarted,
     Outcome,
     Prepare,
     fits,
+    oom_kills,
     parse_job,
     parse_prepare,
     render_failure,
     render_outcome,
     render_ready,
+    unit_of_cgroup,
 )
 
 
@@ -118,9 +123,35 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> in
         kind = "unavailable" if isinstance(exc, NotStarted) else "failed"
         _send(out, render_failure(kind, exc.message, exc.hint))
         return 1
+    if own_oom_kills():  # the Sentry (or the job in it) was killed by the unit's memory limit
+        outcome = dataclasses.replace(outcome, detail=OOM_DETAIL)
     sent = _send(out, render_outcome(outcome, job, backend=spec.backend))
     _finish(out)
     return 0 if sent else 1
+
+
+def own_unit() -> str:
+    """This process's unit, read before any job code runs (the broker limits it by name)."""
+    try:
+        return unit_of_cgroup(Path("/proc/self/cgroup").read_text())
+    except OSError:
+        return ""
+
+
+def own_oom_kills() -> int:
+    """The OOM kills in this unit's cgroup so far (cgroup2's count, else v1's memory one)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return 0
+    paths = {c: p for _, c, p in (line.split(":", 2) for line in lines if line.count(":") >= 2)}
+    for path in (f"/sys/fs/cgroup{paths.get('', '')}/memory.events",
+                 f"/sys/fs/cgroup/memory{paths.get('memory', '')}/memory.oom_control"):
+        try:
+            return oom_kills(Path(path).read_text())
+        except OSError:
+            continue
+    return 0
 
 
 def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
@@ -138,7 +169,7 @@ def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
         _send(out, render_failure("unavailable", exc.message, exc.hint))
         return 1
     try:
-        if not _send(out, render_ready(spec.backend, time.monotonic() - started)):
+        if not _send(out, render_ready(spec.backend, time.monotonic() - started, own_unit())):
             return 0
         return _run(spec, prepared, conn, out)
     finally:

@@ -234,6 +234,8 @@ def render_record(
         "backend": result.backend if result is not None else None,
         "warm": result.warm if result is not None else False,
     }
+    if result is not None and result.memory is not None:
+        record["memory"] = result.memory.model_dump()  # a gVisor job's unit limit (jobmem)
     if error:
         record["error"] = error
     if (pool := outcome.get("pool")) is not None:

@@ -32,6 +32,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from agentgw.config.load import Config
 from agentgw.errors import die
 from agentgw.log import get_logger
 from agentgw.paths import Layout
-from agentgw.sandbox import backend, image, jobclient
+from agentgw.sandbox import backend, image, jobclient, jobmem
 from agentgw.sandbox.broker import QUEUE_WAIT_S, Broker, Callers, Capacity, ExecLog, Runner
 from agentgw.sandbox.control import serve_control
 from agentgw.sandbox.job import JobRequest, JobResult
@@ -249,8 +250,13 @@ def _serve_units(
     spec = Prepare(detection.backend, memory_mb=limits.memory_mb, cpus=limits.vcpus,
                    nproc=JobRequest.model_fields["nproc"].default)
     path = jobclient.socket_path(layout.root)
-    with UnitPool(spec, limits.pool_size, cold=jobclient.runner(path, detection.backend),
-                  prepare=functools.partial(jobclient.open_unit, path)) as pool:
+    # A microVM's unit holds QEMU and its -m (the request's memory_mb): gVisor jobs only.
+    limiter = jobmem.Limiter(layout.root)
+    limit = limiter.apply if detection.backend == "gvisor" else None
+    with closing(limiter), UnitPool(
+        spec, limits.pool_size, cold=jobclient.runner(path, detection.backend, limit=limit),
+        prepare=functools.partial(jobclient.open_unit, path, limit=limit),
+    ) as pool:
         _serve_with(config, sockets, records, queue_wait_s,
                     Serving(pool.run, f"{detection.backend} ({detection.boundary}) in job "
                             f"units, pool {limits.pool_size}", pool.stats))

@@ -312,6 +312,14 @@ def test_exec_runs_under_gvisor_as_its_own_unit_and_exits_3(
                        "usr", "work"], proc.stdout
     (record,) = records()[before:]
     assert (record["backend"], record["exit_code"]) == ("gvisor", 3)
+    # The job unit's memory limit is set, and reported enforced only where the unit's cgroup
+    # has a memory controller (the unified lab has none: tests/integration/limits proves it).
+    memory = record["memory"]
+    controller = Path("/sys/fs/cgroup/cgroup.subtree_control").read_text().split()
+    assert memory["max_bytes"] > 0, memory
+    assert memory["enforced"] == ("memory" in controller), memory
+    if not memory["enforced"]:
+        assert "no memory controller" in memory["note"], memory
     started = sh("journalctl", "--no-pager", "-o", "cat", "-u", "agentgw-job@*").stdout
     assert "Started agentgw-job@" in started
     took = []

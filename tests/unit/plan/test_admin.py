@@ -56,6 +56,16 @@ def test_polkit_rule_names_the_group_units_and_verbs() -> None:
     assert 'verb === "start" || verb === "stop" || verb === "restart"' in text
 
 
+def test_polkit_rule_lets_the_broker_set_job_units_properties_only() -> None:
+    """The sandbox broker's rule (issue 16): its user, job units' names, set-property; the lab
+    test (tests/integration/limits/test_job_memory.py) proves what polkit makes of it."""
+    text = render_polkit("ops")
+    assert 'subject.user !== "agentgw-sandbox"' in text
+    assert r"/^agentgw-job@[0-9]+-[0-9]+-[0-9]+\.service$/" in text
+    assert 'action.lookup("verb") === "set-property"' in text
+    assert text.count("polkit.Result.YES") == 2
+
+
 @pytest.mark.parametrize(("line", "ok"), [
     ("promote api 0123abc", True),
     ("promote api 0123abc --allow-downgrade --json", True),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agentgw.model.host import Sandbox
-from agentgw.sandbox.job import JobRequest, JobResult
+from agentgw.sandbox.job import JobRequest, JobResult, MemoryLimit
 from agentgw.sandbox.protocol import (
     BrokerError,
     Limits,
@@ -146,3 +146,8 @@ def test_exec_record_has_the_fields_and_never_the_argv() -> None:
                                       duration_s=2.0, now=now))
     assert (failed["exit_code"], failed["backend"], failed["error"]) == (
         None, None, "the VM exited without a result")
+    limited = result.model_copy(update={"backend": "gvisor", "memory": MemoryLimit(
+        max_bytes=201326592, enforced=False, note="not enforced: no memory controller")})
+    assert json.loads(render_record(profile="api", uid=0, argv=argv, via="broker",
+                                    result=limited, now=now))["memory"] == {
+        "max_bytes": 201326592, "enforced": False, "note": "not enforced: no memory controller"}

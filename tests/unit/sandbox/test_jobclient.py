@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentgw.sandbox import jobclient
-from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.job import JobRequest, MemoryLimit
 from agentgw.sandbox.jobspec import (
     Job,
     Outcome,
@@ -115,3 +115,41 @@ def test_a_unit_gone_before_its_job_is_not_alive_and_unavailable(unit_socket) ->
     with pytest.raises(BrokerError) as caught:
         unit.run(JobRequest(argv=("true",), stdin=b"x" * (4 << 20)))
     assert caught.value.kind in ("unavailable", "failed")
+
+
+def test_a_limit_is_set_by_the_units_name_before_its_job_is_sent(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    """With a limit, a cold job's line waits for ready and the limit (the unit has read nothing
+    of it before); the limit gets the name the ready line gave and the request's memory_mb, and
+    what it returned is in the result."""
+    calls: list[tuple[str, int, int]] = []
+
+    def named_unit(conn: socket.socket, seen: list[bytes]) -> None:
+        lines = _lines(conn)
+        seen.append(next(lines))
+        conn.settimeout(0.3)
+        try:
+            early = conn.recv(1, socket.MSG_PEEK)  # nothing may arrive before ready
+        except TimeoutError:
+            early = b""
+        seen.append(early)
+        conn.settimeout(None)
+        conn.sendall(render_ready("gvisor", 0.2, "agentgw-job@4-10-0.service"))
+        job = parse_job(next(lines))
+        outcome = Outcome(exit_code=0, stdout=b"", stderr=b"", stdout_truncated=False,
+                          stderr_truncated=False, timed_out=False, duration_s=0.01)
+        conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+
+    def limit(unit: str, memory_mb: int) -> MemoryLimit:
+        calls.append((unit, memory_mb, len(seen)))
+        return MemoryLimit(max_bytes=(memory_mb + 64) << 20, enforced=True)
+
+    path, seen = unit_socket(named_unit)
+    result = jobclient.run_cold(path, JobRequest(argv=("true",), memory_mb=128), limit=limit)
+    assert seen[1] == b""
+    assert calls == [("agentgw-job@4-10-0.service", 128, 2)]
+    assert result.memory == MemoryLimit(max_bytes=192 << 20, enforced=True)
+
+
+def test_without_a_limit_the_result_reports_none(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    path, _ = unit_socket(good_unit)
+    assert jobclient.run_cold(path, JobRequest(argv=("true",))).memory is None

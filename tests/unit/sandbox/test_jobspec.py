@@ -18,12 +18,15 @@ from agentgw.sandbox.jobspec import (
     Job,
     Outcome,
     Prepare,
+    oom_kills,
     parse_job,
     parse_prepare,
     parse_ready,
+    ready_unit,
     render_outcome,
     render_prepare,
     render_ready,
+    unit_of_cgroup,
 )
 from agentgw.sandbox.protocol import parse_response
 
@@ -207,3 +210,29 @@ def test_the_job_unit_closes_its_sandbox_when_the_broker_goes_away_during_the_jo
     serving.join(10)
     unit.close()
     assert closed.is_set() and codes == [1]  # the answer could not be sent
+
+
+def test_the_ready_line_names_the_unit_and_old_ones_name_none() -> None:
+    line = render_ready("gvisor", 0.1, "agentgw-job@1-89-0.service")
+    assert (parse_ready(line), ready_unit(line)) == (0.1, "agentgw-job@1-89-0.service")
+    assert ready_unit(b'{"ready":{"backend":"gvisor","prepare_s":0.1}}\n') == ""
+
+
+@pytest.mark.parametrize(("text", "unit"), [
+    ("0::/system.slice/system-agentgw\\x2djob.slice/agentgw-job@1-89-0.service\n",
+     "agentgw-job@1-89-0.service"),
+    ("12:memory:/system.slice/system-agentgw\\x2djob.slice/agentgw-job@2-9-0.service\n"
+     "1:name=systemd:/system.slice/system-agentgw\\x2djob.slice/agentgw-job@2-9-0.service\n"
+     "0::/system.slice/system-agentgw\\x2djob.slice/agentgw-job@2-9-0.service\n",
+     "agentgw-job@2-9-0.service"),
+    ("0::/user.slice/user-0.slice/session-1.scope\n", ""),
+    ("", ""),
+])
+def test_the_unit_is_read_from_the_processs_cgroup(text: str, unit: str) -> None:
+    assert unit_of_cgroup(text) == unit
+
+
+def test_oom_kills_are_read_from_cgroup2_and_v1_counters() -> None:
+    assert oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n") == 1  # memory.events
+    assert oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2  # v1 oom_control
+    assert oom_kills("oom_kill_disable 0\nunder_oom 0\n") == 0
