@@ -11,10 +11,12 @@ gVisor (issue 16), when runsc is installed. Cold in this process: a fresh sandbo
 uid, which is how the job units run runsc. Then the product's path, in a lab (systemd starts the
 units): agentgw-job.socket as ``agentgw init`` installs it, measured from the broker's side with
 the broker's client code (:mod:`agentgw.sandbox.jobclient`). Cold: a new connection, the prepare
-and job lines at once, to the answer (what a request that finds no prepared unit costs: the
-unit's start, Python's, the sandbox's and the job's). Warm: the job line on a connection whose
-unit already answered ready (what the broker's pool serves, :mod:`agentgw.sandbox.units`), to
-the answer; the sandbox's teardown comes after the answer, off the measured path.
+line, the unit's ready, its memory limit set as the broker sets it (:mod:`agentgw.sandbox.jobmem`),
+then the job line, to the answer (what a request that finds no prepared unit costs: the unit's
+start, Python's, the sandbox's, the limit's and the job's). Warm: the job line on a connection
+whose unit already answered ready and was limited (what the broker's pool serves,
+:mod:`agentgw.sandbox.units`), to the answer; the sandbox's teardown comes after the answer,
+off the measured path.
 Goals: cold p50 <= 250 ms, warm p50 <= 30 ms.
 
 Runnable alone: ``python benchmarks/bench_sandbox.py``; the image comes from
@@ -133,7 +135,7 @@ UNITS_INSIDE = "--units-inside"
 def units_inside() -> list[Row]:
     """Inside a lab: agentgw-job.socket as `agentgw init` installs it; cold and warm exec of
     ``true`` through it, from the broker's side with the broker's client code (jobclient)."""
-    from agentgw.sandbox import jobclient
+    from agentgw.sandbox import jobclient, jobmem
 
     agentgw = str(Path(sys.executable).with_name("agentgw"))
     subprocess.run([agentgw, "init"], check=True, capture_output=True)
@@ -141,16 +143,22 @@ def units_inside() -> list[Row]:
     path = jobclient.socket_path()
     request = JobRequest(argv=("true",), memory_mb=MEMORY_MB)
     spec = jobclient.shape_of(request, "gvisor")
+    # As the broker does: each unit's MemoryMax= set to the job's once it is ready (a cold job's
+    # line waits for that; a prepared unit gets it when prepared, off the warm path).
+    limiter = jobmem.Limiter()
+    limit = limiter.apply
     try:
         def cold_once() -> None:
-            assert jobclient.run_cold(path, request).exit_code == 0
+            result = jobclient.run_cold(path, request, limit=limit)
+            assert result.exit_code == 0 and result.memory is not None
+            assert result.memory.max_bytes > 0, result.memory
 
-        jobclient.run_cold(path, request)  # the first unit start loads Python's caches
+        jobclient.run_cold(path, request, limit=limit)  # the first unit start loads caches
         cold = timed(cold_once)
         warm: list[float] = []
         prepared: list[float] = []
         for _ in range(RUNS):
-            unit = jobclient.open_unit(path, spec)
+            unit = jobclient.open_unit(path, spec, limit=limit)
             prepared.append(unit.prepare_s * 1000)
             # The previous unit's teardown and this one's start settle, as for a request that
             # finds a unit the pool prepared a while ago.
@@ -159,12 +167,13 @@ def units_inside() -> list[Row]:
             assert unit.run(request).exit_code == 0
             warm.append((time.perf_counter() - t0) * 1000)
     finally:
+        limiter.close()
         subprocess.run(["systemctl", "stop", "agentgw-job.socket"], check=False)
     label = f"gVisor {gvisor.PLATFORM} job unit"
     cold_goal, warm_goal = f"<= {GVISOR_COLD_GOAL_MS:.0f} ms", f"<= {GVISOR_WARM_GOAL_MS:.0f} ms"
     rows = []
     for name, values, goal, limit in (
-        (f"{label} cold (prepare + job, one new connection)", cold, cold_goal,
+        (f"{label} cold (prepare, ready, memory limit, job)", cold, cold_goal,
          GVISOR_COLD_GOAL_MS),
         (f"{label} warm (job to a unit that answered ready)", warm, warm_goal,
          GVISOR_WARM_GOAL_MS),
