@@ -4,6 +4,7 @@ sibling whose process moved under it, unless the sibling's own operation moved i
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,18 +36,26 @@ def start_time(pid: int) -> float:
         return 0.0
 
 
+def since_boot_clock() -> float:
+    """Now, on the clock of psutil's process start times (its boot time + CLOCK_BOOTTIME)."""
+    return psutil.boot_time() + time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 @dataclass
 class SiblingWatch:
     """The siblings of one operation, read in two steps so that the reading of ~100 MainPIDs
     (~25 ms) overlaps the restart job instead of coming before it (bench_control's row
     "promote overhead over bare restart + readiness").
 
-    ``listed`` (before anything changes): which siblings run, one ListUnits call. ``read``
-    (while systemd restarts our unit, or later): each one's MainPID and start time. Read after
-    the operation began, a process still counts as the sibling's state *before* it only if it
-    started no later than this command's own process (the same clock, 10 ms ticks): a sibling
-    that stopped, or whose process is newer than this command, is ``moved`` -- it changed
-    during the operation, and :func:`changed_siblings` answers for it like for any other.
+    ``listed`` (before anything changes): which siblings run, one ListUnits call, and when
+    (``began``). ``read`` (while systemd restarts our unit, or later): each one's MainPID and
+    start time. Read after the operation began, a process still counts as the sibling's state
+    *before* it only if it started before ``began``: a sibling that stopped, or whose process is
+    newer, is ``moved`` -- it changed during the operation, and :func:`changed_siblings` answers
+    for it like for any other. ``began`` is on psutil's clock for process start times (boot time
+    + time since boot, whose start ticks are 10 ms: a process started less than 10 ms after the
+    listing may read as older; our restart comes after the intent and the flip are written).
+    Not the command's own start: one command may restart several profiles (verify --lifecycle).
     """
 
     sd: Units
@@ -59,7 +68,7 @@ class SiblingWatch:
     def listed(cls, sd: Units, name: str) -> SiblingWatch:
         running = sd.list_units(["agent-gateway@*.service"], ["active", "reloading"])
         units = [unit.name for unit in running if unit.name != unit_name(name)]
-        return cls(sd, units, psutil.Process().create_time())
+        return cls(sd, units, since_boot_clock())
 
     def read(self) -> list[Sibling]:
         """MainPID and start time of each listed sibling, once; later calls return the same."""
@@ -69,7 +78,7 @@ class SiblingWatch:
             for unit in self.units:
                 pid = self.sd.main_pid(unit)
                 sibling = Sibling(unit=unit, pid=pid, started=start_time(pid))
-                ok = sibling.pid and 0 < sibling.started <= self.began
+                ok = sibling.pid and 0 < sibling.started < self.began
                 (before if ok else moved).append(sibling)
             self.before, self.moved = before, moved
         return self.before
@@ -90,7 +99,7 @@ def changed_siblings(
     promotes of different profiles may run concurrently.
     """
     before = watch.read()  # first: it fills ``watch.moved``
-    moves = [f"{sib.unit}: " + (f"pid {sib.pid} started after this command" if sib.pid
+    moves = [f"{sib.unit}: " + (f"pid {sib.pid} started during this operation" if sib.pid
                                  else "stopped") for sib in watch.moved]
     for sib in before:
         pid = sd.main_pid(sib.unit)

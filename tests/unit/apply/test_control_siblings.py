@@ -81,8 +81,8 @@ def test_describe_siblings() -> None:
 
 
 class Running:
-    """Three running siblings: ``old`` is this test's own process (it started before the
-    command), ``new`` a process started after the watch listed them, ``gone`` has no MainPID."""
+    """Three running siblings: ``old`` (this test's process, or one it started before the
+    listing), ``new`` (one started after the listing), ``gone`` (no MainPID)."""
 
     def __init__(self, new_pid: int) -> None:
         self.pids = {"old": os.getpid(), "new": new_pid, "gone": 0}
@@ -96,28 +96,35 @@ class Running:
         return self.pids[profile_of(name)]
 
 
-def test_a_sibling_read_during_the_restart_counts_only_if_older_than_the_command(
+def test_a_sibling_read_during_the_restart_counts_only_if_older_than_the_listing(
     layout: Layout,
 ) -> None:
-    """The MainPIDs are read while our restart runs. A process that started after this command
-    (``began``: here, this test's own process) or a sibling that stopped may have been moved by
-    the operation: both are answered for; the one older than the command is the state before.
-    Our own unit (api) is not a sibling."""
+    """The MainPIDs are read while our restart runs. A process that started after the siblings
+    were listed (``began``: here, a child started after the listing, though this process is
+    older) or a sibling that stopped may have been moved by the operation: both are answered
+    for; the one older than the listing is the state before. Our own unit (api) is not one."""
+    sd = Running(0)
+    # Started after this process but before the listing, as a sibling an earlier operation of
+    # the same command restarted (verify --lifecycle restarts one profile after another).
+    earlier = subprocess.Popen(["sleep", "30"])
+    sd.pids["old"] = earlier.pid
+    time.sleep(0.05)
+    w = SiblingWatch.listed(sd, "api")
+    assert w.units == [f"agent-gateway@{p}.service" for p in ("old", "new", "gone")]
+    assert psutil.Process().create_time() < w.began <= time.time() + 1
+    time.sleep(0.05)  # start ticks are 10 ms: the child is strictly newer than the listing
     with subprocess.Popen(["sleep", "30"]) as newer:
         try:
-            sd = Running(newer.pid)
-            began = psutil.Process().create_time()
-            time.sleep(0.05)  # start ticks are 10 ms: the child is strictly newer
-            w = SiblingWatch.listed(sd, "api")
-            assert w.units == [f"agent-gateway@{p}.service" for p in ("old", "new", "gone")]
-            assert w.began == began
+            sd.pids["new"] = newer.pid
             before = w.read()
             assert [s.unit for s in before] == ["agent-gateway@old.service"]
             assert [s.pid for s in w.moved] == [newer.pid, 0]
             changed, own = changed_siblings(sd, layout, w, since=time.time())
         finally:
             newer.kill()
-    assert changed == [f"agent-gateway@new.service: pid {newer.pid} started after this command",
+            earlier.kill()
+            earlier.wait()
+    assert changed == [f"agent-gateway@new.service: pid {newer.pid} started during this operation",
                        "agent-gateway@gone.service: stopped"]
     assert own == []
     assert describe_siblings(before, changed, own).startswith("CHANGED: agent-gateway@new")
