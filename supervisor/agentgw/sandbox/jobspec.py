@@ -132,13 +132,23 @@ def render_ready(backend: str, prepare_s: float, unit: str = "") -> bytes:
     return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
+def cgroup_paths(text: str) -> dict[str, str]:
+    """A process's ``/proc/<pid>/cgroup``: each hierarchy's controllers (``""`` for cgroup2's
+    ``0::`` line, ``memory``, ``name=systemd`` ...) -> the process's cgroup in it."""
+    paths = {}
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        paths[controllers] = path
+    return paths
+
+
 def unit_of_cgroup(text: str) -> str:
     """The service a process runs in, from its ``/proc/self/cgroup``; '' when in none. The
     cgroup2 line (``0::``) or, on a v1-only host, systemd's own hierarchy names it."""
-    for line in text.splitlines():
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        name = path.rsplit("/", 1)[-1]
-        if controllers in ("", "name=systemd") and name.endswith(".service"):
+    paths = cgroup_paths(text)
+    for controllers in ("", "name=systemd"):
+        name = paths.get(controllers, "").rsplit("/", 1)[-1]
+        if name.endswith(".service"):
             return name
     return ""
 

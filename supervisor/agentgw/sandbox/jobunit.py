@@ -30,6 +30,7 @@ from agentgw.sandbox.jobspec import (
     NotStarted,
     Outcome,
     Prepare,
+    cgroup_paths,
     fits,
     oom_kills,
     parse_job,
@@ -130,21 +131,22 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> in
     return 0 if sent else 1
 
 
-def own_unit() -> str:
-    """This process's unit, read before any job code runs (the broker limits it by name)."""
+def own_cgroup() -> str:
+    """This process's ``/proc/self/cgroup`` ('' if unreadable)."""
     try:
-        return unit_of_cgroup(Path("/proc/self/cgroup").read_text())
+        return Path("/proc/self/cgroup").read_text()
     except OSError:
         return ""
 
 
+def own_unit() -> str:
+    """This process's unit, read before any job code runs (the broker limits it by name)."""
+    return unit_of_cgroup(own_cgroup())
+
+
 def own_oom_kills() -> int:
     """The OOM kills in this unit's cgroup so far (cgroup2's count, else v1's memory one)."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return 0
-    paths = {c: p for _, c, p in (line.split(":", 2) for line in lines if line.count(":") >= 2)}
+    paths = cgroup_paths(own_cgroup())
     for path in (f"/sys/fs/cgroup{paths.get('', '')}/memory.events",
                  f"/sys/fs/cgroup/memory{paths.get('memory', '')}/memory.oom_control"):
         try:

@@ -18,6 +18,7 @@ from agentgw.sandbox.jobspec import (
     Job,
     Outcome,
     Prepare,
+    cgroup_paths,
     oom_kills,
     parse_job,
     parse_prepare,
@@ -230,6 +231,14 @@ def test_the_ready_line_names_the_unit_and_old_ones_name_none() -> None:
 ])
 def test_the_unit_is_read_from_the_processs_cgroup(text: str, unit: str) -> None:
     assert unit_of_cgroup(text) == unit
+
+
+def test_cgroup_paths_name_each_hierarchy() -> None:
+    text = ("12:memory:/system.slice/a.service\n1:name=systemd:/system.slice/a.service\n"
+            "0::/system.slice/a.service\n")
+    assert cgroup_paths(text) == {"memory": "/system.slice/a.service",
+                                  "name=systemd": "/system.slice/a.service",
+                                  "": "/system.slice/a.service"}
 
 
 def test_oom_kills_are_read_from_cgroup2_and_v1_counters() -> None:
