@@ -16,7 +16,7 @@ Handed off only when all hold (else the command runs here, as always):
 
 - the caller is root (non-root callers are re-run through sudo, see :mod:`agentgw.cli.day2`);
 - the command is one of :data:`SERVED` (non-interactive, latency-bound);
-- ``$AGENTGW_CLI_FORK`` is not ``0`` and no test fault point (``$AGENTGW_FAULT_PAUSE``) is set;
+- ``$AGENTGW_CLI_FORK`` is not ``0``;
 - /run/agentgw/cli.sock accepts, and the server runs this same installation (same
   ``sys.prefix`` and package directory, no file of it changed since it started): otherwise it
   declines and the command runs here.
@@ -37,7 +37,6 @@ from typing import NoReturn
 
 SOCKET = "/run/agentgw/cli.sock"
 OFF_ENV = "AGENTGW_CLI_FORK"
-FAULT_ENV = "AGENTGW_FAULT_PAUSE"  # apply.promote.FAULT_PAUSE_ENV (a unit test pins it)
 SERVED = frozenset({"promote", "rollback", "restart", "start", "stop", "status", "history"})
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 MAX_HEADER = 1 << 20
@@ -62,8 +61,7 @@ def command_of(args: list[str]) -> str | None:
 
 
 def eligible(args: list[str], environ: dict[str, str] | os._Environ[str], euid: int) -> bool:
-    return (euid == 0 and command_of(args) in SERVED and environ.get(OFF_ENV, "1") != "0"
-            and not environ.get(FAULT_ENV))
+    return euid == 0 and command_of(args) in SERVED and environ.get(OFF_ENV, "1") != "0"
 
 
 def installation() -> dict[str, str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentgw.apply.promote import FAULT_PAUSE_ENV
 from agentgw.cli import entry
 
 PACKAGE = Path(entry.__file__).resolve().parents[1]
@@ -245,8 +244,7 @@ def test_who_is_handed_off() -> None:
     assert not entry.eligible(["promote", "api", "x"], {}, 1000)  # through sudo, then root
     assert not entry.eligible(["apply"], {}, 0)
     assert not entry.eligible(["promote"], {entry.OFF_ENV: "0"}, 0)
-    assert not entry.eligible(["promote"], {entry.FAULT_ENV: "restart"}, 0)
-    assert entry.FAULT_ENV == FAULT_PAUSE_ENV
+    assert entry.eligible(["promote"], {entry.OFF_ENV: "1"}, 0)
 
 
 def test_status_lines() -> None:
