@@ -58,8 +58,10 @@ run agentgw apply   # a second apply: no changes
 echo "PYTHONPATH lines in api's env file: $(grep -c '^PYTHONPATH=' /opt/agent/gateways/api/env)"
 echo "PYTHONPATH in 'systemctl cat agent-gateway@api': $(systemctl cat agent-gateway@api.service | grep -c PYTHONPATH || true)"
 
-step "promote every profile to release A"
+step "promote every profile to release A (through the CLI fork server, agentgw-cli.socket)"
+run systemctl enable --now agentgw-cli.socket
 for p in core api mcp; do run agentgw promote $p "$SHA_A"; done
+echo "commands the fork server ran: $(journalctl -u agentgw-cli.service -o cat --no-pager | grep -c '^pid ')"
 run agentgw status
 
 step "AGENT_LAUNCH_DRYRUN=1: what the launcher would exec for api"

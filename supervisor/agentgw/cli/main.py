@@ -53,6 +53,10 @@ def cli(ctx: click.Context, root: str, debug: bool) -> None:
     Without root, members of the admin group (admin_group, default agentgw) run promote,
     rollback, restart, status, history, logs and verify: agentgw re-runs them through sudo
     (README: 'Day-2 without root').
+
+    With agentgw-cli.socket enabled, root's promote, rollback, restart, start, stop, status and
+    history run in a child of the CLI fork server, which imported them once (same output and
+    exit code; README: 'The CLI fork server'). AGENTGW_CLI_FORK=0 runs them here.
     """
     gc.enable()  # off while the command's modules were imported: see run()
     configure(debug=debug)

@@ -252,3 +252,15 @@ def test_status_lines() -> None:
     assert entry.decode_status(b"signal 9\n") == ("signal", 9)
     assert entry.decode_status(b"") is None
     assert entry.decode_status(b"exit x\n") is None
+
+
+def test_the_client_imports_no_library() -> None:
+    """What makes a handed-off command cheap: the console script's module loads the standard
+    library alone (and agentgw's package, which imports os)."""
+    code = ("import sys, agentgw.cli.entry; print(sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'click', 'pydantic', 'yaml', 'psutil', 'pystemd', 'structlog', 'agentgw.cli.main'}"
+            "), sorted(m for m in sys.modules if m.startswith('agentgw')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split("] ")
+    assert out[0] == "["
+    assert out[1].strip() == "['agentgw', 'agentgw.cli', 'agentgw.cli.entry']"
