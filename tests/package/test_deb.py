@@ -101,7 +101,7 @@ def test_install_then_the_readme_server_steps(lab: Lab) -> None:
     assert sh(lab, "systemctl show -P ExecStart agentgw-registry.service").count(
         "path=/usr/lib/agentgw/bin/agentgw ") == 1
     # The registry is socket-activated: it starts on the first connection (curl below).
-    for unit in ("agentgw-registry.socket", "agentgw-verify.timer"):
+    for unit in ("agentgw-registry.socket", "agentgw-cli.socket", "agentgw-verify.timer"):
         assert "active\n" == sh(lab, f"systemctl is-active {unit}"), unit
         assert "enabled\n" == sh(lab, f"systemctl is-enabled {unit}"), unit
     sh(lab, "getent group agentgw && getent passwd agentgw-sandbox")
@@ -132,6 +132,9 @@ def test_install_then_the_readme_server_steps(lab: Lab) -> None:
 
     row = json.loads(sh(lab, f"agentgw status {PROFILE} --json"))["profiles"][0]
     assert ("active", "yes") == (row["active_state"], row["aligned"]["state"]), row
+    # root's promote and status ran in the CLI fork server (agentgw-cli.socket, enabled)
+    ran = sh(lab, "journalctl -u agentgw-cli.service -o cat --no-pager | grep '^pid '")
+    assert "agentgw promote" in ran and "agentgw status" in ran, ran
     # Day-2 without root works with the package: a member of agentgw reads through sudo.
     member = sh(lab, "useradd --system -G agentgw alice && setpriv --reuid=alice --regid=alice "
                      f"--init-groups agentgw status {PROFILE} --json")
@@ -157,16 +160,19 @@ def test_a_newer_build_keeps_the_gateway_and_every_record(lab: Lab) -> None:
     gateway = f"agent-gateway@{PROFILE}.service"
     before = state(lab)
     pids = {u: main_pid(lab, u) for u in (gateway, "agentgw-registry.service",
-                                          "agentgw-sandbox.service")}
+                                          "agentgw-sandbox.service", "agentgw-cli.service")}
     assert all(pids.values()), pids
     sh(lab, f"apt install -y ./{newer.name}", timeout=600)
     assert version(newer) == sh(lab, "dpkg-query -W -f '${Version}' agentgw")
     assert pids[gateway] == main_pid(lab, gateway)
-    for unit in ("agentgw-registry.service", "agentgw-sandbox.service"):
+    for unit in ("agentgw-registry.service", "agentgw-sandbox.service", "agentgw-cli.service"):
         assert "active\n" == sh(lab, f"systemctl is-active {unit}")
         assert pids[unit] != main_pid(lab, unit), unit
     assert before == state(lab)
     sh(lab, "agentgw history --verify")
+    # ... through the restarted fork server (the new venv's code)
+    server = main_pid(lab, "agentgw-cli.service")
+    assert "agentgw history" in sh(lab, f"journalctl _PID={server} -o cat --no-pager")
     row = json.loads(sh(lab, f"agentgw status {PROFILE} --json"))["profiles"][0]
     assert ("active", "yes") == (row["active_state"], row["aligned"]["state"]), row
 

@@ -16,7 +16,8 @@ every import against the chain, sideways included. Packages STYLE.md does not na
 * ``registry`` is served by a CLI command, so ``cli`` is the top and nothing imports it.
 
 A layer imports only layers of a lower rank (a bottom module may import another bottom module);
-``registry`` never imports ``apply``; only run.py starts processes and only bus/ talks to
+``registry`` never imports ``apply``; only run.py runs programs (subprocess; the CLI fork
+server forks itself, cli/forkserver.py) and only bus/ talks to
 pystemd. A second test walks the import graph between packages and fails on any cycle.
 """
 
