@@ -200,6 +200,12 @@ class Layout:
     def registry_socket(self) -> Path:
         return self.run / "registry.sock"
 
+    @property
+    def cli_socket(self) -> Path:
+        """The CLI fork server's (agentgw-cli.socket); cli/entry.py keeps a copy of the host's
+        (it imports no agentgw module: a test pins the two equal)."""
+        return self.run / "cli.sock"
+
     def sandbox_socket(self, profile: str) -> Path:
         return self.run / "sandbox" / f"{profile}.sock"
 

@@ -35,7 +35,7 @@ import struct
 import sys
 from typing import NoReturn
 
-SOCKET = "/run/agentgw/cli.sock"
+SOCKET = "/run/agentgw/cli.sock"  # paths.Layout("/").cli_socket (a unit test pins it)
 OFF_ENV = "AGENTGW_CLI_FORK"
 SERVED = frozenset({"promote", "rollback", "restart", "start", "stop", "status", "history"})
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from agentgw.cli.entry import LENGTH, MAX_HEADER, SERVED, SOCKET, command_of, installation
+from agentgw.cli.entry import LENGTH, MAX_HEADER, SERVED, command_of, installation
+from agentgw.paths import Layout
 
 PEERCRED = struct.Struct("3i")
 
@@ -276,7 +277,7 @@ def listener_socket(path: str | None) -> socket.socket:
     if passed:
         return passed[0]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    target = Path(path or SOCKET)
+    target = Path(path) if path else Layout.from_env().cli_socket
     target.unlink(missing_ok=True)
     old = os.umask(0o177)
     try:

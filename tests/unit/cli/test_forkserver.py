@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from agentgw.cli import entry
+from agentgw.paths import Layout
 
 PACKAGE = Path(entry.__file__).resolve().parents[1]
 DECLINED = 99
@@ -245,6 +246,10 @@ def test_who_is_handed_off() -> None:
     assert not entry.eligible(["apply"], {}, 0)
     assert not entry.eligible(["promote"], {entry.OFF_ENV: "0"}, 0)
     assert entry.eligible(["promote"], {entry.OFF_ENV: "1"}, 0)
+
+
+def test_the_clients_socket_is_the_layouts() -> None:
+    assert entry.SOCKET == str(Layout(Path("/")).cli_socket)
 
 
 def test_status_lines() -> None:
