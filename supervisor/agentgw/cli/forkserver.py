@@ -217,14 +217,22 @@ class Server:
             return
         inherited = [self.listener.fileno(), *(f for pair in self.children.items()
                                                 for f in (pair[0], pair[1][1].fileno()))]
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # nothing ran: the client runs the command itself
+            pid = -1
+            with contextlib.suppress(OSError):
+                conn.sendall(f"no fork: {exc.strerror}\n".encode())
         if pid == 0:
             conn.settimeout(None)
             become(request, conn, [*inherited, *self.private])
         for fd in request.fds:
             os.close(fd)
-        # the journal's record of what ran here (agentgw-cli.service)
-        print(f"pid {pid}: agentgw {command_of(request.argv[1:])}", flush=True)
+        if pid < 0:
+            conn.close()
+            return
+        with contextlib.suppress(OSError):  # the journal's record of what ran here
+            print(f"pid {pid}: agentgw {command_of(request.argv[1:])}", flush=True)
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = (pid, conn)
         sel.register(pidfd, selectors.EVENT_READ)
@@ -255,14 +263,17 @@ class Server:
                 sel.unregister(self.listener)
                 self.listener.close()
             for key, _ in sel.select():
-                if key.fd == wake:
-                    with contextlib.suppress(OSError):
-                        os.read(wake, 512)
-                elif key.fileobj is self.listener:
-                    if not self.stopping:
-                        self.accept(sel)
-                else:
-                    self.reap(sel, key.fd)
+                try:
+                    if key.fd == wake:
+                        with contextlib.suppress(OSError):
+                            os.read(wake, 512)
+                    elif key.fileobj is self.listener:
+                        if not self.stopping:
+                            self.accept(sel)
+                    else:
+                        self.reap(sel, key.fd)
+                except Exception as exc:  # noqa: BLE001 - one connection's failure, not the server's
+                    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def stop(self, _signum: int, _frame: object) -> None:
         """SIGTERM: no new command; the loop ends once the running ones did."""
