@@ -269,3 +269,14 @@ def test_the_client_imports_no_library() -> None:
                          check=True, timeout=60).stdout.split("] ")
     assert out[0] == "["
     assert out[1].strip() == "['agentgw', 'agentgw.cli', 'agentgw.cli.entry']"
+
+
+def test_a_bad_client_is_dropped_and_the_server_goes_on(served: Served) -> None:
+    for junk in (b"", b"garbage", entry.LENGTH.pack(10**9)):
+        with socket.socket(socket.AF_UNIX) as bad:
+            bad.connect(str(served.sock))
+            bad.sendall(junk)
+            bad.shutdown(socket.SHUT_WR)
+            assert bad.recv(64) in (b"", b"no ")  # dropped, nothing started
+    assert served.client("history", "--no-such-option").returncode == 2
+    assert served.proc.poll() is None and served.children() == []
