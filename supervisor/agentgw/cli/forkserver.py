@@ -169,12 +169,13 @@ def become(request: Request, conn: socket.socket, inherited: list[int]) -> NoRet
 
         run()
     except BaseException:  # noqa: BLE001 - the child must never return to the server's loop
+        # as Python ends a process on an uncaught exception: its traceback, status 1
         import traceback
 
         traceback.print_exc()
         with contextlib.suppress(Exception):
             sys.stderr.flush()
-    os._exit(70)  # EX_SOFTWARE; run() itself always exits
+    os._exit(1)  # run() itself always exits
 
 
 @dataclass

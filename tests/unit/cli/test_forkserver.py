@@ -280,3 +280,25 @@ def test_a_bad_client_is_dropped_and_the_server_goes_on(served: Served) -> None:
             assert bad.recv(64) in (b"", b"no ")  # dropped, nothing started
     assert served.client("history", "--no-such-option").returncode == 2
     assert served.proc.poll() is None and served.children() == []
+
+
+RAISER = ("import sys; import agentgw.cli.main as m; "
+          "m.main = lambda argv=None: (_ for _ in ()).throw(RuntimeError('boom')); ")
+
+
+def test_an_uncaught_error_ends_the_command_as_python_would(tmp_path: Path) -> None:
+    """Its traceback on the caller's stderr and status 1, as in a process of its own."""
+    server = start(tmp_path, "-c", RAISER + "from agentgw.cli.forkserver import main; "
+                   "main([sys.argv[1]])", str(tmp_path / "cli.sock"),
+                   pythonpath=str(PACKAGE.parent))
+    try:
+        there = server.client("status")
+        here = subprocess.run([sys.executable, "-c", RAISER + "m.run()"], capture_output=True,
+                              text=True, timeout=60, env=server.env())
+        assert there.returncode == here.returncode == 1
+        assert there.stderr.splitlines()[-1] == here.stderr.splitlines()[-1] == \
+            "RuntimeError: boom"
+        assert server.proc.poll() is None
+    finally:
+        server.proc.kill()
+        server.proc.wait()
