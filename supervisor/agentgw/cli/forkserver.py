@@ -4,9 +4,10 @@ commands run in a child forked from a process that imported them once.
 Start-up trick (STYLE.md), the only one with a process of its own (~46 MB resident). Benchmark
 rows: bench_control's "promote overhead over bare restart + readiness" (through this server,
 ~40-80 ms) beside "promote overhead, in a process of its own (AGENTGW_CLI_FORK=0)" (~275-330
-ms): a fresh Python spends ~150-250 ms on imports before a promote does anything. Pinned by tests/unit/cli/test_forkserver.py (a command's output and
-exit status are the in-process ones, a client's death kills its child, a changed installation
-is declined) and the lab's tests/integration/control/test_cli_forkserver.py.
+ms): a fresh Python spends ~150-250 ms on imports before a promote does anything. Pinned by
+tests/unit/cli/test_forkserver.py (a command's output and exit status are the in-process
+ones, a client's death kills its child, a changed installation is declined) and the lab's
+tests/integration/control/test_cli_forkserver.py.
 
 The client side is :mod:`agentgw.cli.entry`. Per connection, from root only (SO_PEERCRED; the
 socket is 0600 root's as well): the header (argv, cwd, environment, umask, installation) and
