@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +15,8 @@ from agentgw.lab.host import AGENTGW, ETC, KEY, OPT, PROFILES, Releases, agentgw
 from agentgw.lab.host import setup_host as setup_lab_host
 
 __all__ = ["AGENTGW", "ETC", "KEY", "OPT", "PATH_ONLY", "PROFILES", "REPO", "Releases",
-           "agentgw", "all_promoted", "current", "main_pid", "setup_host", "sh", "status_json"]
+           "agentgw", "all_promoted", "current", "main_pid", "paused_promote", "setup_host", "sh",
+           "status_json"]
 
 REPO = Path(__file__).resolve().parents[2]
 # An environment of nothing but a system PATH (for commands that must not see the caller's).
@@ -77,3 +81,24 @@ def all_promoted(build: Path) -> Iterator[Releases]:
                 subprocess.run(["systemctl", verb, unit], capture_output=True, check=False)
             for link in ("current", "previous"):
                 (OPT / "gateways" / p / link).unlink(missing_ok=True)
+
+
+@contextmanager
+def paused_promote(profile: str, target: str, phase: str) -> Iterator[subprocess.Popen[str]]:
+    """``agentgw promote`` held at the fault point ``phase`` (AGENTGW_FAULT_PAUSE): yielded
+    once it says so, SIGKILLed when the block ends."""
+    env = dict(os.environ, AGENTGW_FAULT_PAUSE=phase)
+    proc = subprocess.Popen([AGENTGW, "promote", profile, target, "--allow-downgrade"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stderr:
+            if line.startswith(f"agentgw: paused at {phase}"):
+                break
+            assert time.monotonic() < deadline
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()

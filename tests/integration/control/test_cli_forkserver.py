@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,15 @@ import psutil
 import pytest
 
 from tests.integration.control.test_promote import assert_aligned
-from tests.integration.support import AGENTGW, OPT, Releases, agentgw, current, setup_host, sh
+from tests.integration.support import (
+    OPT,
+    Releases,
+    agentgw,
+    current,
+    paused_promote,
+    setup_host,
+    sh,
+)
 
 pytestmark = pytest.mark.integration
 SOCKET = Path("/run/agentgw/cli.sock")
@@ -69,22 +74,9 @@ def test_promote_rollback_and_history_run_in_the_fork_server(rel: Releases) -> N
 
 def test_sigkill_of_the_caller_kills_the_command_and_the_next_repairs(rel: Releases) -> None:
     target = rel.b if current("api").startswith(rel.a) else rel.a
-    env = dict(os.environ, AGENTGW_FAULT_PAUSE="restarted")
-    proc = subprocess.Popen([AGENTGW, "promote", "api", target, "--allow-downgrade"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    try:
-        deadline = time.monotonic() + 60
-        for line in proc.stderr:
-            if line.startswith("agentgw: paused at restarted"):
-                break
-            assert time.monotonic() < deadline
+    with paused_promote("api", target, "restarted") as proc:
         (child,) = psutil.Process(server_pid()).children()
         assert child.pid != proc.pid
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
     child.wait(timeout=10)  # the command died with its caller
     assert (OPT / "gateways/api/current").resolve().is_dir()
     nxt = agentgw("promote", "api", target, "--allow-downgrade")

@@ -21,6 +21,7 @@ from tests.integration.support import (
     agentgw,
     current,
     main_pid,
+    paused_promote,
     setup_host,
 )
 
@@ -97,20 +98,8 @@ def test_sigkill_in_each_phase_is_recovered(rel: Releases, phase: str, attempt: 
     command (a promote) repairs first, says so, and ends aligned; the history verifies."""
     # Always a real switch: to the release api is not on now (A is older: --allow-downgrade).
     target = rel.b if current("api").startswith(rel.a) else rel.a
-    env = dict(os.environ, AGENTGW_FAULT_PAUSE=phase)
-    proc = subprocess.Popen([AGENTGW, "promote", "api", target, "--allow-downgrade"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    try:
-        deadline = time.monotonic() + 60
-        for line in proc.stderr:
-            if line.startswith(f"agentgw: paused at {phase}"):
-                break
-            assert time.monotonic() < deadline
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
+    with paused_promote("api", target, phase):
+        pass  # killed with SIGKILL at the end of the block
     link = OPT / "gateways/api/current"
     assert link.resolve().is_dir(), "current must never dangle"
     nxt = agentgw("promote", "api", target, "--allow-downgrade")
