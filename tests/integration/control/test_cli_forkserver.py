@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.control.test_promote import assert_aligned
 from tests.integration.support import (
+    AGENTGW,
     OPT,
     Releases,
     agentgw,
@@ -95,3 +96,20 @@ def test_without_the_server_commands_run_in_their_own_process(rel: Releases) -> 
         assert len(ran_there()) == before
     finally:
         sh("systemctl", "start", "agentgw-cli.socket", check=True)
+
+
+def test_an_admin_members_promote_reaches_it_through_sudo_and_names_the_member(
+        rel: Releases) -> None:
+    """alice (group agentgw) runs a plain `agentgw promote`: re-run through sudo as root, it
+    is handed to the fork server, and the history record's actor is still alice."""
+    if sh("id", "alice").returncode != 0:
+        sh("useradd", "--no-create-home", "--shell", "/bin/sh", "-G", "agentgw", "alice",
+           check=True)
+    target = rel.b if current("api").startswith(rel.a) else rel.a
+    before = len(ran_there())
+    done = sh(AGENTGW, "promote", "api", target, "--allow-downgrade", user="alice", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ran_there()[before:] == ["agentgw promote"]
+    last = json.loads(agentgw("history", "api", "--json").stdout)["records"][-1]
+    assert (last["action"], last["result"], last["actor"]) == ("promote", "ok", "alice")
+    assert_aligned("api", target)
