@@ -85,42 +85,32 @@ def decode_status(line: bytes) -> tuple[str, int] | None:
     return None
 
 
-def _line(conn: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        try:
-            chunk = conn.recv(256)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-            continue
-        if not chunk:
-            return buf
-        buf += chunk
-    return buf
-
-
 def handoff(path: str = SOCKET) -> int | None:
     """Run this process's command in the fork server; its exit status, or None when the server
     is absent or declined (nothing ran: the caller runs the command itself)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lines = conn.makefile("rb")  # one line at a time: "started" and the status may come together
     try:
         conn.connect(path)
         umask = os.umask(0o022)
         os.umask(umask)
         header = encode_header(sys.argv, os.getcwd(), dict(os.environ), umask)
         socket.send_fds(conn, [header], [0, 1, 2])
-        if _line(conn) != b"started\n":
-            conn.close()
-            return None
+        started = lines.readline() == b"started\n"
     except OSError:  # no server, a closed stdin/stdout (EBADF), a deleted cwd
+        started = False
+    if not started:
+        lines.close()
         conn.close()
         return None
+
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(OSError):
             conn.send(bytes([signum]))
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
-    status = decode_status(_line(conn))
+    status = decode_status(lines.readline())
     if status is None:
         sys.stderr.write("error: the agentgw CLI fork server ended before the command did "
                          "(its outcome is unknown)\nhint: see 'agentgw status' and "

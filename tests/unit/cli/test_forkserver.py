@@ -302,3 +302,22 @@ def test_an_uncaught_error_ends_the_command_as_python_would(tmp_path: Path) -> N
     finally:
         server.proc.kill()
         server.proc.wait()
+
+
+def test_started_and_the_status_in_one_read_run_the_command_once(tmp_path: Path) -> None:
+    """A slow client may find both of the server's lines at once: that is still the command's
+    status, not a refusal (which would run the command a second time, here)."""
+    path = tmp_path / "one.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(1)
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, "x", "history"],
+                                  env={**os.environ, "T_SOCK": str(path),
+                                       "PYTHONPATH": str(PACKAGE.parent)})
+        conn, _ = server.accept()
+        with conn:
+            _data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(b"started\nexit 3\n")
+            assert client.wait(timeout=30) == 3
