@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from agentgw import unixsock
 from agentgw.cli.entry import LENGTH, MAX_HEADER, SERVED, command_of, installation
+from agentgw.errors import AgentgwError, usage
 from agentgw.paths import Layout
 
 PEERCRED = struct.Struct("3i")
@@ -289,21 +291,21 @@ def listener_socket(path: str | None) -> socket.socket:
     passed = listen_sockets()
     if passed:
         return passed[0]
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     target = Path(path) if path else Layout.from_env().cli_socket
-    target.unlink(missing_ok=True)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(target))
-    finally:
-        os.umask(old)
-    sock.listen(64)
-    return sock
+    server = unixsock.Server(who="another fork server", unit="agentgw-cli", not_socket=usage,
+                             not_socket_hint="remove it or pick another path",
+                             fail_hint="run as root")
+    return unixsock.listen(target, server, mode=0o600, dir_mode=0o755, backlog=64)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    listener = listener_socket(args[0] if args else None)
+    try:
+        listener = listener_socket(args[0] if args else None)
+    except AgentgwError as exc:
+        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        sys.exit(int(exc.code))
     preload()
     Server(listener, started=stamp()).loop()
 

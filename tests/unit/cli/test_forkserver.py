@@ -321,3 +321,10 @@ def test_started_and_the_status_in_one_read_run_the_command_once(tmp_path: Path)
                 os.close(fd)
             conn.sendall(b"started\nexit 3\n")
             assert client.wait(timeout=30) == 3
+
+
+def test_a_second_server_leaves_a_live_socket_alone(served: Served) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentgw.cli.forkserver", str(served.sock)],
+                          capture_output=True, text=True, timeout=60, env=served.env())
+    assert proc.returncode == 1 and "is serving on it" in proc.stderr, proc.stderr
+    assert served.client("history", "--no-such-option").returncode == 2
