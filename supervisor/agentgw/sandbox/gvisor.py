@@ -20,6 +20,12 @@ in the background (or for a stdout closed early); the output files are read up t
 the sandbox (and anything left in it) is destroyed after the answer. At the timeout it is
 killed. A cold job is the same: prepare, then the job at once (:func:`run_plain`).
 
+CPUs: the sandbox (runsc, the Sentry, the gofer, the guest's stub processes) is pinned to the
+job's ``cpus`` CPUs, from the one the scheduler last ran this process on, when there are more.
+Under ptrace every guest system call and page fault is a round trip between a stub and the
+Sentry; on CPUs of their own each is a cross-CPU wake-up. Measured on this 2-vCPU VM (warm
+``true``, interleaved, 10 each): 23.6 ms pinned, 75 ms not; preparing 248 vs 313 ms.
+
 Two ways to run it. As root (``agentgw exec --direct``, the self-test): the job's guest uid is
 one per job from a range no account uses (``job_uid``) and /work is chowned to it. As any other
 user (the broker's job units, agentgw-job@.service: a DynamicUser per job) runsc runs
@@ -45,6 +51,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,13 +78,15 @@ JOB_UID_COUNT = 65536
 WORK = "/work"
 JOB_DIR = "/job"
 MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "job", "etc/alternatives")
-# The guest's process: fork the job's process now, which enters /work and waits for the go line
-# on the control pipe (fd 3, a copy of stdin: a background list's stdin would be /dev/null),
-# then execs its words with the job's stdin/stdout/stderr files; say ready; report the job's
-# exit status as soon as it exits. 125: no go line (EOF).
+# The guest's process: fork the job's process now, which enters /work, opens the job's
+# output files (stdout, stderr; stdin /dev/null) and waits for the go line on the control pipe
+# (fd 3, a copy of stdin: a background list's stdin would be /dev/null), then execs its words;
+# say ready; report the job's exit status as soon as it exits. 125: no go line (EOF), 126: no
+# /work or output files. The opens are the gofer's round trips: made while the sandbox waits,
+# they are off the job's path (measured: ~3 ms of a warm job's ~20).
 WRAPPER = (
-    'exec 3<&0; ( cd /work || exit 126; read -r go <&3 || exit 125; exec 3<&-; '
-    'eval "exec $go" </job/in >/job/out 2>/job/err ) & '
+    'exec 3<&0; ( cd /work && exec </dev/null >/job/out 2>/job/err || exit 126; '
+    'read -r go <&3 || exit 125; exec 3<&-; eval "exec $go" ) & '
     'echo ready; wait "$!"; echo "rc $?"'
 )
 # A longer argv (or one with a line break) goes in /job/run, run by sh: dash's read takes a byte
@@ -86,6 +96,7 @@ READY_S = 30.0
 IO_ENV = "AGENTGW_JOB_IO"  # where the job's stdin/stdout/stderr files go (default: beside /work)
 BUSYBOX = "/usr/bin/busybox"
 STATX_APPLETS = ("ls", "stat", "touch")  # coreutils' statx flags get EINVAL from this runsc
+LD_CACHE = Path("/etc/ld.so.cache")
 _uids = itertools.count()
 _uid_lock = threading.Lock()
 
@@ -101,13 +112,15 @@ def job_uid() -> int:
         return JOB_UID_BASE + next(_uids) % JOB_UID_COUNT
 
 
-def render_go(argv: tuple[str, ...]) -> tuple[bytes, bytes | None]:
+def render_go(argv: tuple[str, ...], *, stdin: bool = False) -> tuple[bytes, bytes | None]:
     """(the go line, the /job/run script or None) that starts ``argv`` in the waiting wrapper:
-    its words, quoted (the wrapper evaluates ``exec <words>``)."""
+    its words, quoted (the wrapper evaluates ``exec <words>``), reading /job/in if the job has
+    a ``stdin`` (else the wrapper's /dev/null)."""
     words = shlex.join(argv)
+    redirect = f" <{JOB_DIR}/in" if stdin else ""
     if len(words) > INLINE_MAX or "\n" in words or "\r" in words:
-        return f"/bin/sh {JOB_DIR}/run\n".encode(), f"exec {words}\n".encode()
-    return words.encode() + b"\n", None
+        return f"/bin/sh {JOB_DIR}/run{redirect}\n".encode(), f"exec {words}\n".encode()
+    return f"{words}{redirect}\n".encode(), None
 
 
 def render_spec(
@@ -165,8 +178,11 @@ def render_spec(
     }
 
 
-def make_rootfs(root: Path) -> None:
-    """An empty root with merged-/usr symlinks and the mount points of ``render_spec``."""
+def make_rootfs(root: Path, ld_cache: Path = LD_CACHE) -> None:
+    """An empty root with merged-/usr symlinks, the mount points of ``render_spec`` and a copy
+    of the host's ``ld_cache`` (if it has one): it lists the libraries of the /usr the guest
+    sees, and without it the dynamic loader walks its search path through the gofer for every
+    library of every exec (measured: ~2 ms of a warm job's exec)."""
     for name in MOUNT_POINTS:
         (root / name).mkdir(parents=True, exist_ok=True)
     for path in (root, root / "etc", *(root / name for name in MOUNT_POINTS)):
@@ -176,6 +192,45 @@ def make_rootfs(root: Path) -> None:
     for name, line in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
         (root / "etc" / name).write_text(line)
         os.chmod(root / "etc" / name, 0o644)
+    try:
+        (root / "etc" / "ld.so.cache").write_bytes(ld_cache.read_bytes())
+        os.chmod(root / "etc" / "ld.so.cache", 0o644)
+    except FileNotFoundError:
+        pass  # the loader searches its default paths
+
+
+def current_cpu() -> int | None:
+    """The CPU this thread last ran on (``/proc/thread-self/stat``'s field 39), None if unknown."""
+    try:
+        fields = Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[-1].split()
+        return int(fields[36])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def choose_cpus(allowed: Collection[int], count: int, near: int | None) -> frozenset[int] | None:
+    """The ``count`` CPUs of ``allowed`` a sandbox is pinned to, from ``near`` (the CPU the
+    scheduler last ran this process on) on, in order, wrapping; None (not pinned) when
+    ``count`` takes them all."""
+    cpus = sorted(allowed)
+    if not 0 < count < len(cpus):
+        return None
+    start = cpus.index(near) if near in cpus else 0
+    return frozenset(cpus[(start + i) % len(cpus)] for i in range(count))
+
+
+@contextmanager
+def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
+    """This thread on ``cpus`` (None: unchanged) for the block: what it starts inherits them."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)  # 0: this thread, not the whole process
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def runsc_flags(state: Path, *, platform: str = PLATFORM, rootless: bool = False) -> list[str]:
@@ -264,7 +319,10 @@ class Sandbox:
         self._lock, self._teardown = threading.Lock(), threading.Lock()
         self._closed = self._used = self._done = False
         self._buf = b""
-        self._proc = popen_pipes([*self.flags, "run", f"--bundle={bundle}", self.name])
+        # runsc, the Sentry, the gofer and the guest's stubs on the job's CPUs (see the doc)
+        self.cpus = choose_cpus(os.sched_getaffinity(0), shape.cpus, current_cpu())
+        with pinned(self.cpus):
+            self._proc = popen_pipes([*self.flags, "run", f"--bundle={bundle}", self.name])
         self._errors = bytearray()
         self._drain = threading.Thread(target=self._keep_errors, daemon=True)
         self._drain.start()
@@ -308,12 +366,11 @@ class Sandbox:
     def _stage(self, job: Job) -> bytes:
         """The job's files, stdin and output files where the guest reads them; the go line."""
         _write_files(self.work, job, self._owner)
-        jobdir = self.jobdir
-        go, script = render_go(job.argv)
-        for name, data in (("in", job.stdin), ("out", b""), ("err", b""), ("run", script)):
-            if data is not None:
-                (jobdir / name).write_bytes(data)
-                _give(jobdir / name, self._owner, 0o644 if name in ("in", "run") else 0o600)
+        go, script = render_go(job.argv, stdin=bool(job.stdin))
+        for name, data in (("in", job.stdin or None), ("run", script)):
+            if data is not None:  # out and err: the wrapper opened them (its guest's files)
+                (self.jobdir / name).write_bytes(data)
+                _give(self.jobdir / name, self._owner, 0o644)
         return go
 
     def run(self, job: Job) -> Outcome:
