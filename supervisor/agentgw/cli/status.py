@@ -113,8 +113,10 @@ def sandbox_line(layout: Layout) -> str:
     pool = found.pool
     if not pool:
         return f"sandbox: {found.backend} ({verdict})"
+    spare = (f" ({pool.get('served_spare')} in a spare unit of {pool.get('spares')})"
+             if pool.get("spares") else "")
     return (f"sandbox: {found.backend} ({verdict}); pool {pool.get('size')}: "
-            f"{pool.get('served_warm')} warm, {pool.get('served_cold')} cold")
+            f"{pool.get('served_warm')} warm, {pool.get('served_cold')} cold{spare}")
 
 
 @click.command("status")

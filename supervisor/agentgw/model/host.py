@@ -71,6 +71,11 @@ class Sandbox(Frozen):
     pool_size: StrictInt = Field(
         default=1, ge=0, le=8, description="job units prepared ahead, one job each, 0 to 8"
     )
+    spare_units: StrictInt = Field(
+        default=2, ge=0, le=16,
+        description="job units started ahead without a sandbox, 0 to 16: a job that finds no "
+        "prepared unit of its shape starts its sandbox in one (no unit start on its path)",
+    )
     memory_mb: StrictInt = Field(
         default=256, ge=64, le=16384, description="MiB per VM, 64 to 16384"
     )

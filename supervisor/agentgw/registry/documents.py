@@ -60,7 +60,8 @@ class SandboxReport(Frozen):
     )
     pool: dict[str, Any] | None = Field(
         default=None, description="the broker's pool of sandboxes prepared ahead (gVisor job "
-        "units, or warm VMs) after the newest exec: size, ready, served_warm, served_cold, ...; "
+        "units, or warm VMs) after the newest exec: size, ready, served_warm, served_cold, "
+        "spares, spares_ready, served_spare (job units started with no sandbox), ...; "
         "null when no record carries it"
     )
     problem: str | None = None

@@ -367,8 +367,10 @@ class Sandbox:
         """The job's files, stdin and output files where the guest reads them; the go line."""
         _write_files(self.work, job, self._owner)
         go, script = render_go(job.argv, stdin=bool(job.stdin))
-        for name, data in (("in", job.stdin or None), ("run", script)):
-            if data is not None:  # out and err: the wrapper opened them (its guest's files)
+        # /job/in always (the job's staged mark; the guest reads it only if not empty); out
+        # and err: the wrapper opened them, its guest's files.
+        for name, data in (("in", job.stdin), ("run", script)):
+            if data is not None:
                 (self.jobdir / name).write_bytes(data)
                 _give(self.jobdir / name, self._owner, 0o644)
         return go

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agentgw.errors import die
+from agentgw.errors import AgentgwError, die
 from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest, JobResult, MemoryLimit
 from agentgw.sandbox.jobspec import Prepare, parse_ready, ready_unit, render_prepare
@@ -67,24 +67,36 @@ class Unit:
     """One connection to a job unit: prepared (``ready``), then one job, then closed."""
 
     def __init__(
-        self, path: Path, spec: Prepare, *, job: bytes = b"", limit: Limit | None = None
+        self, path: Path, spec: Prepare | None, *, job: bytes = b"", limit: Limit | None = None
     ) -> None:
         """Connect and send the prepare line (and ``job`` right after it, for a cold run
-        without a ``limit`` to set once the unit is ready)."""
+        without a ``limit`` to set once the unit is ready); no ``spec``: only connect (a spare
+        unit, :meth:`prepare` later)."""
         self.spec, self.prepare_s = spec, 0.0
         self._limit = limit
         self.memory: MemoryLimit | None = None  # what ``limit`` set, once ready
         self._buf = b""
+        self.heard = False  # whether the unit has said anything
         self._sent = bool(job)  # a cold run's job went with the prepare line
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.settimeout(READY_WAIT_S)
             self.sock.connect(os.fspath(path))
-            self.sock.sendall(render_prepare(spec) + job)
+            if spec is not None:
+                self.sock.sendall(render_prepare(spec) + job)
         except OSError as exc:
             self.sock.close()
             raise die(f"cannot reach the job socket {path}: {exc.strerror or exc}",
                       hint=HINT) from None
+
+    def prepare(self, spec: Prepare, job: bytes = b"") -> None:
+        """A spare unit's prepare line (and ``job``, as for :meth:`__init__`)."""
+        self.spec, self._sent = spec, bool(job)
+        try:
+            self.sock.sendall(render_prepare(spec) + job)
+        except OSError as exc:
+            raise BrokerError("unavailable", "the spare job unit went away before its job: "
+                              f"{exc.strerror or exc}") from None
 
     def _line(self, wait_s: float) -> bytes:
         deadline = time.monotonic() + wait_s
@@ -99,6 +111,7 @@ class Unit:
                 raise die("the job unit closed the connection without an answer",
                           hint="see: journalctl -u 'agentgw-job@*'")
             self._buf += chunk
+            self.heard = True
         line, self._buf = self._buf.split(b"\n", 1)
         return line + b"\n"
 
@@ -111,7 +124,7 @@ class Unit:
         except ValueError as exc:
             parse_response(line)  # a failure line: raises BrokerError with its kind and hint
             raise die(f"the job unit could not prepare: {exc}") from None
-        if self._limit is not None:
+        if self._limit is not None and self.spec is not None:
             self.memory = self._limit(ready_unit(line), self.spec.memory_mb)
         return self
 
@@ -153,19 +166,53 @@ def open_unit(path: Path, spec: Prepare, *, limit: Limit | None = None) -> Unit:
         raise
 
 
-def run_cold(
-    path: Path, request: JobRequest, backend: str = "gvisor", *, limit: Limit | None = None
-) -> JobResult:
-    """One job in a fresh unit: prepare and job on one new connection; with a ``limit``, the
-    job line waits for the unit's ready and its limit."""
-    early = job_line(request) if limit is None else b""
-    unit = Unit(path, shape_of(request, backend), job=early, limit=limit)
+def _prepared_run(unit: Unit, request: JobRequest) -> JobResult:
     try:
         unit.wait_ready(READY_WAIT_S + request.timeout_s)
     except BaseException:
         unit.close()
         raise
     return unit.run(request)
+
+
+def run_cold(
+    path: Path, request: JobRequest, backend: str = "gvisor", *, limit: Limit | None = None
+) -> JobResult:
+    """One job in a fresh unit: prepare and job on one new connection; with a ``limit``, the
+    job line waits for the unit's ready and its limit."""
+    early = job_line(request) if limit is None else b""
+    return _prepared_run(Unit(path, shape_of(request, backend), job=early, limit=limit),
+                         request)
+
+
+class Spare:
+    """A connection to a job unit that has started and waits for its prepare line: any one job
+    runs in it, its sandbox started for it (as :func:`run_cold`, without the unit's start)."""
+
+    prepare_s = 0.0  # nothing prepared ahead
+
+    def __init__(self, path: Path, backend: str = "gvisor", *, limit: Limit | None = None) -> None:
+        self.backend, self._limit = backend, limit
+        self.unit = Unit(path, None, limit=limit)
+
+    def alive(self) -> bool:
+        return self.unit.alive()
+
+    def run(self, request: JobRequest) -> JobResult:
+        """Prepare for ``request``, run it, answer. A unit that ended before it read its prepare
+        line (nothing came back) is BrokerError 'unavailable': the caller runs the job cold."""
+        early = job_line(request) if self._limit is None else b""
+        try:
+            self.unit.prepare(shape_of(request, self.backend), early)
+            return _prepared_run(self.unit, request)
+        except AgentgwError as exc:
+            if self.unit.heard or isinstance(exc, BrokerError):
+                raise
+            raise BrokerError("unavailable", f"the spare job unit ended unprepared: "
+                              f"{exc.message}") from None
+
+    def close(self) -> None:
+        self.unit.close()
 
 
 def runner(

@@ -8,7 +8,9 @@ before the sandbox is torn down, so the broker has the answer without waiting fo
 unit serves exactly one job; a broker that goes away (EOF) before or during the job ends it.
 
 Standard library only (with :mod:`.jobspec` and the backends' unit sides): this process starts
-once per job, and pydantic would double its cost.
+once per job, and pydantic would double its cost. The broker may connect long before it sends
+the prepare line (a *spare* unit, :mod:`.units`): the unit's start and its imports are then off
+the job's path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agentgw.errors import AgentgwError
+from agentgw.sandbox import gvisor  # imported before the prepare line: a spare unit waits for it
 from agentgw.sandbox.jobspec import (
     OOM_DETAIL,
     Job,
@@ -53,8 +56,6 @@ class Prepared(Protocol):
 def prepare(spec: Prepare) -> Prepared:
     """The sandbox ``spec`` asks for, started and waiting for its job."""
     if spec.backend == "gvisor":
-        from agentgw.sandbox import gvisor
-
         return gvisor.prepare(spec)
     if spec.backend in ("kvm", "tcg"):
         from agentgw.sandbox import vmunit  # pydantic and QEMU's path: only for a microVM

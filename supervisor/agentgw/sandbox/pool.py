@@ -42,6 +42,11 @@ class PoolStats:
     served_cold: int
     boot_failures: int
     last_boot_s: float | None
+    # Job units only (:mod:`.units`): spare units (started, no sandbox yet) kept, ready, and
+    # the jobs that started their sandbox in one (of served_cold).
+    spares: int = 0
+    spares_ready: int = 0
+    served_spare: int = 0
 
 
 def check_budget(size: int, memory_mb: int, budget_mb: int) -> None:

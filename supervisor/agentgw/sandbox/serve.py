@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import functools
 import grp
 import os
@@ -245,21 +246,35 @@ def _serve_units(
     detection: backend.Detection,
 ) -> None:
     """Every job in a job unit on the detected backend; ``sandbox.pool_size`` of them prepared
-    ahead, of the configured shape (a request of another shape runs cold)."""
+    ahead, of the configured shape, and ``sandbox.spare_units`` started without a sandbox: a
+    request that finds no prepared one of its shape starts its sandbox in a spare one, and one
+    that finds neither in a new unit."""
     limits = config.host.sandbox
-    spec = Prepare(detection.backend, memory_mb=limits.memory_mb, cpus=limits.vcpus,
+    backend_name = detection.backend
+    spec = Prepare(backend_name, memory_mb=limits.memory_mb, cpus=limits.vcpus,
                    nproc=JobRequest.model_fields["nproc"].default)
     path = jobclient.socket_path(layout.root)
     # A microVM's unit holds QEMU and its -m (the request's memory_mb): gVisor jobs only.
     limiter = jobmem.Limiter(layout.root)
-    limit = limiter.apply if detection.backend == "gvisor" else None
+    limit = limiter.apply if backend_name == "gvisor" else None
     with closing(limiter), UnitPool(
-        spec, limits.pool_size, cold=jobclient.runner(path, detection.backend, limit=limit),
-        prepare=functools.partial(jobclient.open_unit, path, limit=limit),
+        None, limits.spare_units, cold=jobclient.runner(path, backend_name, limit=limit),
+        make=functools.partial(jobclient.Spare, path, backend_name, limit=limit),
+    ) as spares, UnitPool(
+        spec, limits.pool_size, cold=spares.run,
+        make=functools.partial(jobclient.open_unit, path, spec, limit=limit),
     ) as pool:
         _serve_with(config, sockets, records, queue_wait_s,
-                    Serving(pool.run, f"{detection.backend} ({detection.boundary}) in job "
-                            f"units, pool {limits.pool_size}", pool.stats))
+                    Serving(pool.run, f"{backend_name} ({detection.boundary}) in job units, pool "
+                            f"{limits.pool_size}, spare {limits.spare_units}",
+                            functools.partial(pool_stats, pool, spares)))
+
+
+def pool_stats(pool: UnitPool, spares: UnitPool) -> PoolStats:
+    """The prepared pool's stats with the spare units' beside them."""
+    spare = spares.stats()
+    return dataclasses.replace(pool.stats(), spares=spare.size, spares_ready=spare.ready,
+                               served_spare=spare.served_warm)
 
 
 def open_sockets(layout: Layout, config: Config) -> Sockets:

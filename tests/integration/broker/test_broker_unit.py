@@ -277,12 +277,24 @@ def busy_units() -> dict[str, int]:
     return busy
 
 
+def sandboxes(name: str) -> list[Path]:
+    """The job unit's gVisor work dirs (none: a spare unit, no sandbox yet)."""
+    main = sh("systemctl", "show", "-P", "MainPID", name).stdout.strip()
+    return [] if main in ("", "0") else list(Path(f"/proc/{main}/root").glob(JOB_WORK))
+
+
 def prepared_units() -> dict[str, int]:
-    """The job units waiting for a job (the broker's pool), once up a while (prepared)."""
+    """The job units waiting for a job with their sandbox started (the broker's pool), once up
+    a while (prepared); not the spare ones (no sandbox)."""
     busy = busy_units()
     found = {n: u for n, u in job_uids().items() if n not in busy}
     time.sleep(1.5)  # its sandbox starts in ~0.5 s
-    return {n: u for n, u in found.items() if n in job_uids()}
+    return {n: u for n, u in found.items() if n in job_uids() and sandboxes(n)}
+
+
+def spare_units() -> dict[str, int]:
+    """The job units up with no sandbox (the broker's spare ones)."""
+    return {n: u for n, u in job_uids().items() if not sandboxes(n)}
 
 
 def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -419,6 +431,41 @@ def test_warm_jobs_are_served_by_prepared_units_each_its_own_uid(
     assert pool["size"] == 1 and pool["served_warm"] >= len(cases), pool
     with capsys.disabled():
         print(f"\nwarm jobs through the broker: {[round(t, 3) for t in took]} s; pool {pool}")
+
+
+def test_a_job_no_prepared_unit_fits_starts_its_sandbox_in_a_spare_unit(
+    broker: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The broker keeps sandbox.spare_units (2) job units started with no sandbox: a job of
+    another shape than the pool's (memory_mb 128) runs in one of them -- a unit already up,
+    with its uid, before the request -- answered cold, and the record's pool counts it; the
+    spare is replaced. One fitting none of them at once (three jobs of 2 s) runs in a new unit."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    spares = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(spare_units()))
+    before = records()[-1]["pool"]["served_spare"] if EXECS.exists() and records() else 0
+    request = JobRequest(argv=("sh", "-c", "sleep 1; echo spare"), memory_mb=128)
+    answers: list[Any] = []
+    t0 = time.monotonic()
+    caller = threading.Thread(target=lambda: answers.append(
+        call(SOCKETS / "api.sock", request, wait_s=30)[0]))
+    caller.start()
+    try:
+        (unit, uid), = wait_for(busy_units).items()
+    finally:
+        caller.join(60)
+    took = time.monotonic() - t0
+    (result,) = answers
+    assert (result.exit_code, result.stdout, result.warm) == (0, b"spare\n", False), result
+    assert spares.get(unit) == uid, (unit, spares)  # up, with no sandbox, before the request
+    pool = records()[-1]["pool"]
+    assert pool["spares"] == 2 and pool["served_spare"] == before + 1, pool
+    assert records()[-1]["memory"]["max_bytes"] == (128 + 64) << 20  # the request's shape
+    replaced = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(
+        spare_units()))
+    assert unit not in replaced
+    with capsys.disabled():
+        print(f"\njob in a spare unit (1 s sleep): {took:.3f} s; pool {pool}")
 
 
 def test_core_is_served_within_a_job_while_api_floods(

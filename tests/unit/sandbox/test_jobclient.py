@@ -153,3 +153,61 @@ def test_a_limit_is_set_by_the_units_name_before_its_job_is_sent(unit_socket) ->
 def test_without_a_limit_the_result_reports_none(unit_socket) -> None:  # type: ignore[no-untyped-def]
     path, _ = unit_socket(good_unit)
     assert jobclient.run_cold(path, JobRequest(argv=("true",))).memory is None
+
+
+def test_a_spare_unit_gets_its_prepare_line_with_the_job_only_when_taken(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    """A spare connects and sends nothing; taken, it prepares the request's shape, the limit
+    is set once ready, then the job runs."""
+    calls: list[tuple[str, int]] = []
+    waited = threading.Event()
+
+    def spare_unit(conn: socket.socket, seen: list[bytes]) -> None:
+        conn.settimeout(0.3)
+        try:
+            early = conn.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            early = b""
+        seen.append(early)
+        waited.set()
+        conn.settimeout(None)
+        lines = _lines(conn)
+        seen.append(next(lines))
+        conn.sendall(render_ready("gvisor", 0.2, "agentgw-job@7-1-0.service"))
+        job = parse_job(next(lines))
+        outcome = Outcome(exit_code=5, stdout=b"", stderr=b"", stdout_truncated=False,
+                          stderr_truncated=False, timed_out=False, duration_s=0.01)
+        conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+
+    def limit(unit: str, memory_mb: int) -> MemoryLimit:
+        calls.append((unit, memory_mb))
+        return MemoryLimit(max_bytes=(memory_mb + 64) << 20, enforced=True)
+
+    path, seen = unit_socket(spare_unit)
+    spare = jobclient.Spare(path, "gvisor", limit=limit)
+    assert spare.alive() and spare.prepare_s == 0.0
+    assert waited.wait(5)
+    result = spare.run(JobRequest(argv=("true",), memory_mb=96, cpus=2))
+    assert seen[0] == b""  # nothing before it was taken
+    assert parse_prepare(seen[1]) == Prepare("gvisor", memory_mb=96, cpus=2)
+    assert calls == [("agentgw-job@7-1-0.service", 96)]
+    assert (result.exit_code, result.memory) == (5, MemoryLimit(max_bytes=160 << 20,
+                                                                enforced=True))
+
+
+def test_a_spare_that_ended_unprepared_is_unavailable_one_that_failed_is_not(unit_socket) -> None:  # type: ignore[no-untyped-def]
+    def ends(conn: socket.socket, seen: list[bytes]) -> None:
+        conn.shutdown(socket.SHUT_RDWR)
+
+    def fails(conn: socket.socket, seen: list[bytes]) -> None:
+        next(_lines(conn))
+        conn.sendall(render_failure("failed", "the job unit could not read the request: x"))
+
+    path, _ = unit_socket(ends)
+    spare = jobclient.Spare(path)
+    with pytest.raises(BrokerError, match="ended unprepared") as caught:
+        spare.run(JobRequest(argv=("true",)))
+    assert caught.value.kind == "unavailable"
+    path, _ = unit_socket(fails)
+    with pytest.raises(BrokerError, match="could not read") as caught:
+        jobclient.Spare(path).run(JobRequest(argv=("true",)))
+    assert caught.value.kind == "failed"

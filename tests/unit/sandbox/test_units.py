@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -54,6 +55,9 @@ class Units:
     lock: threading.Lock = field(default_factory=threading.Lock)
     shapes: list[Prepare] = field(default_factory=list)
 
+    def maker(self, spec: Prepare = SPEC) -> Callable[[], FakeUnit]:
+        return lambda: self.prepare(spec)
+
     def prepare(self, spec: Prepare) -> FakeUnit:
         with self.lock:
             self.shapes.append(spec)
@@ -76,7 +80,7 @@ def cold_runs() -> tuple[list[JobRequest], object]:
 
 def test_a_fitting_request_runs_warm_on_a_prepared_unit_and_it_is_replaced() -> None:
     units, (colds, cold) = Units(), cold_runs()
-    with UnitPool(SPEC, 2, prepare=units.prepare, cold=cold) as pool:  # type: ignore[arg-type]
+    with UnitPool(SPEC, 2, make=units.maker(), cold=cold) as pool:  # type: ignore[arg-type]
         assert pool.wait_ready(timeout=5)
         first = pool.run(JobRequest(argv=("true",)))
         assert (first.warm, first.exit_code, colds) == (True, 7, [])
@@ -91,12 +95,12 @@ def test_a_fitting_request_runs_warm_on_a_prepared_unit_and_it_is_replaced() -> 
 
 def test_another_shape_or_an_empty_pool_runs_cold() -> None:
     units, (colds, cold) = Units(), cold_runs()
-    with UnitPool(SPEC, 1, prepare=units.prepare, cold=cold) as pool:  # type: ignore[arg-type]
+    with UnitPool(SPEC, 1, make=units.maker(), cold=cold) as pool:  # type: ignore[arg-type]
         assert pool.wait_ready(timeout=5)
         other = pool.run(JobRequest(argv=("true",), memory_mb=512))
         assert (other.warm, len(colds)) == (False, 1)
         assert pool.stats().ready == 1  # the prepared unit was not spent on it
-    empty = UnitPool(SPEC, 0, prepare=units.prepare, cold=cold)  # type: ignore[arg-type]
+    empty = UnitPool(SPEC, 0, make=units.maker(), cold=cold)  # type: ignore[arg-type]
     with empty:
         assert empty.run(JobRequest(argv=("true",))).warm is False
         assert (empty.stats().served_cold, len(colds)) == (1, 2)
@@ -104,7 +108,7 @@ def test_another_shape_or_an_empty_pool_runs_cold() -> None:
 
 def test_a_dead_unit_is_dropped_and_a_lost_one_is_retried_cold() -> None:
     units, (colds, cold) = Units(), cold_runs()
-    pool = UnitPool(SPEC, 1, prepare=units.prepare, cold=cold)  # type: ignore[arg-type]
+    pool = UnitPool(SPEC, 1, make=units.maker(), cold=cold)  # type: ignore[arg-type]
     with pool:
         assert pool.wait_ready(timeout=5)
         units.made[0].dead = True
@@ -120,20 +124,20 @@ def test_a_dead_unit_is_dropped_and_a_lost_one_is_retried_cold() -> None:
 
 def test_prepare_failures_are_counted_and_retried() -> None:
     units, (_, cold) = Units(fail=1), cold_runs()
-    with UnitPool(SPEC, 1, prepare=units.prepare, cold=cold) as pool:  # type: ignore[arg-type]
+    with UnitPool(SPEC, 1, make=units.maker(), cold=cold) as pool:  # type: ignore[arg-type]
         assert pool.wait_ready(timeout=5)  # after a 1 s back-off
         assert pool.stats().boot_failures == 1
 
 
 def test_close_closes_every_prepared_unit_and_stops_refilling() -> None:
     units, (_, cold) = Units(), cold_runs()
-    pool = UnitPool(SPEC, 3, prepare=units.prepare, cold=cold).start()  # type: ignore[arg-type]
+    pool = UnitPool(SPEC, 3, make=units.maker(), cold=cold).start()  # type: ignore[arg-type]
     assert pool.wait_ready(timeout=5)
     pool.close()
     assert len(units.made) == 3 and all(u.closed for u in units.made)
     assert pool.wait_ready(timeout=0.1) is False
     with pytest.raises(AgentgwError):
-        UnitPool(SPEC, -1, prepare=units.prepare, cold=cold)  # type: ignore[arg-type]
+        UnitPool(SPEC, -1, make=units.maker(), cold=cold)  # type: ignore[arg-type]
 
 
 def test_a_prepared_unit_that_went_away_is_replaced_before_any_request(
@@ -143,7 +147,7 @@ def test_a_prepared_unit_that_went_away_is_replaced_before_any_request(
 
     monkeypatch.setattr(units_module, "PRUNE_S", 0.05)
     units, (_, cold) = Units(), cold_runs()
-    with UnitPool(SPEC, 1, prepare=units.prepare, cold=cold) as pool:  # type: ignore[arg-type]
+    with UnitPool(SPEC, 1, make=units.maker(), cold=cold) as pool:  # type: ignore[arg-type]
         assert pool.wait_ready(timeout=5)
         units.made[0].dead = True
         deadline = time.monotonic() + 5
@@ -152,3 +156,28 @@ def test_a_prepared_unit_that_went_away_is_replaced_before_any_request(
         assert pool.wait_ready(timeout=5)
         assert units.made[0].closed and len(units.made) == 2
         assert pool.run(JobRequest(argv=("true",))).warm is True
+
+
+def test_spare_units_take_any_shape_answer_cold_and_stand_behind_the_prepared_pool() -> None:
+    """A spare pool (no spec) serves any request on a held unit, not marked warm; as the
+    prepared pool's ``cold`` it takes what the prepared units do not fit; a lost spare (ended
+    before it was prepared) goes to the spare pool's own cold."""
+    spares_made, (colds, cold) = Units(), cold_runs()
+    prepared_made = Units()
+    with UnitPool(None, 2, make=spares_made.maker(), cold=cold) as spares, UnitPool(
+        SPEC, 1, make=prepared_made.maker(), cold=spares.run,
+    ) as pool:
+        assert spares.wait_ready(timeout=5) and pool.wait_ready(timeout=5)
+        other = pool.run(JobRequest(argv=("true",), memory_mb=512, cpus=2))
+        assert (other.warm, other.exit_code, colds) == (False, 7, [])  # on a spare
+        assert [len(u.ran) for u in spares_made.made][:2].count(1) == 1
+        assert [len(u.ran) for u in prepared_made.made] == [0]
+        fitting = pool.run(JobRequest(argv=("true",)))
+        assert (fitting.warm, fitting.exit_code) == (True, 7)
+        assert spares.wait_ready(timeout=5)
+        for unit in spares.__dict__["_ready"]:
+            unit.lost = True
+        lost = spares.run(JobRequest(argv=("true",), memory_mb=64))
+        assert (lost.warm, lost.exit_code, len(colds)) == (False, 0, 1)  # retried cold
+        stats = spares.stats()
+        assert (stats.size, stats.served_warm, stats.served_cold) == (2, 1, 1)
