@@ -159,8 +159,11 @@ def own_oom_kills() -> int:
 
 def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
     """Prepare, say ready, run one job, answer; the exit status says how it went."""
+    line = conn.readline()
+    if not line:
+        return 0  # the broker closed a spare connection it did not need
     try:
-        spec = parse_prepare(conn.readline())
+        spec = parse_prepare(line)
     except ValueError as exc:
         _send(out, render_failure("bad_request", f"the job unit could not read the prepare "
                                                  f"line: {exc}"))

@@ -161,6 +161,7 @@ def test_the_job_unit_prepares_says_ready_runs_one_job_and_answers(
      b"differ from the prepared"),
     (render_prepare(Prepare("xen")), 1, b"unknown sandbox backend"),
     (render_prepare(Prepare("gvisor")), 0, b""),  # the broker closed before a job
+    (b"", 0, b""),  # the broker closed a spare connection before its prepare line
 ])
 def test_the_job_unit_refuses_what_it_cannot_run_and_closes_its_sandbox(
     monkeypatch: pytest.MonkeyPatch, lines: bytes, code: int, kind: bytes,
