@@ -22,11 +22,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from agentgw.errors import AgentgwError
-from agentgw.sandbox import gvisor  # imported before the prepare line: a spare unit waits for it
+from agentgw.sandbox import gvisor, unitns  # before the prepare line: a spare unit waits for it
 from agentgw.sandbox.jobspec import (
     OOM_DETAIL,
     Job,
@@ -104,7 +105,17 @@ def _finish(out: BinaryIO) -> None:
             pass
 
 
-def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> int:
+def _changed(guard: Mapping[str, int] | None) -> str:
+    """Why this unit must not run a job: its own mounts, undone since it started ('' if not)."""
+    lost = unitns.undone(guard, unitns.read()) if guard else []
+    if not lost:
+        return ""
+    return (f"this job unit's mounts changed since it started ({', '.join(lost)}: removed on "
+            "the host?), so it runs no job")
+
+
+def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
+         guard: Mapping[str, int] | None) -> int:
     line = conn.readline()
     if not line:
         return 0  # the broker closed a prepared connection it did not need
@@ -118,6 +129,10 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO) -> in
         _send(out, render_failure("bad_request", "the job's memory, cpus or nproc differ from "
                                                  "the prepared sandbox's"))
         return 2
+    if why := _changed(guard):
+        print(f"agentgw-job: {why}", file=sys.stderr, flush=True)
+        _send(out, render_failure("unavailable", why, "the broker runs it in a new unit"))
+        return 1
     threading.Thread(target=_watch, args=(conn, prepared), daemon=True).start()
     try:
         outcome = prepared.run(job)
@@ -157,8 +172,9 @@ def own_oom_kills() -> int:
     return 0
 
 
-def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
-    """Prepare, say ready, run one job, answer; the exit status says how it went."""
+def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = None) -> int:
+    """Prepare, say ready, run one job, answer; the exit status says how it went. ``guard``:
+    the unit's own mounts as it started (:mod:`.unitns`), checked before the job."""
     line = conn.readline()
     if not line:
         return 0  # the broker closed a spare connection it did not need
@@ -177,14 +193,15 @@ def serve_one(conn: BinaryIO, out: BinaryIO) -> int:
     try:
         if not _send(out, render_ready(spec.backend, time.monotonic() - started, own_unit())):
             return 0
-        return _run(spec, prepared, conn, out)
+        return _run(spec, prepared, conn, out, guard)
     finally:
         prepared.close()
 
 
 def main() -> int:
     os.umask(0o077)
-    return serve_one(sys.stdin.buffer, sys.stdout.buffer)
+    guard = unitns.snapshot(unitns.read())  # before any wait: the namespace systemd built
+    return serve_one(sys.stdin.buffer, sys.stdout.buffer, guard)
 
 
 if __name__ == "__main__":

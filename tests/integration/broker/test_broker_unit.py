@@ -29,7 +29,9 @@ import pytest
 
 from agentgw.errors import AgentgwError
 from agentgw.model.host import HostConfig
+from agentgw.sandbox import gvisor
 from agentgw.sandbox.job import JobRequest
+from agentgw.sandbox.jobspec import Job
 from agentgw.sandbox.protocol import argv_digest, call
 from tests.integration.support import AGENTGW, ETC, REPO, agentgw, setup_host, sh
 
@@ -467,6 +469,31 @@ def test_a_job_no_prepared_unit_fits_starts_its_sandbox_in_a_spare_unit(
         print(f"\njob in a spare unit (1 s sleep): {took:.3f} s; pool {pool}")
 
 
+# In the guest: membarrier(2)'s MEMBARRIER_CMD_QUERY (what the Sentry offers) and the CPU count.
+MEMBARRIER = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+              "print(libc.syscall(324, 0, 0), os.cpu_count())")
+
+
+def test_a_job_units_runsc_goes_without_membarrier_and_a_one_cpu_job_is_pinned(broker: int) -> None:
+    """agentgw-job@.service refuses membarrier(2) with ENOSYS (each runsc process would wait
+    an RCU grace period for it as it starts): the Sentry found none on the host, so the
+    guest's query offers no global barrier (bit 0), while the same job run by root outside a
+    unit is offered it. A 1-CPU job's sandbox is pinned to one of the host's CPUs: the guest
+    counts one (the lab has two)."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    assert (os.cpu_count() or 1) >= 2
+    result, _ = call(SOCKETS / "api.sock", JobRequest(argv=("python3", "-c", MEMBARRIER)),
+                     wait_s=60)
+    assert result.exit_code == 0, result
+    mask, cpus = (int(word) for word in result.stdout.split())
+    direct = gvisor.run_plain(Job(argv=("python3", "-c", MEMBARRIER)))
+    assert direct.exit_code == 0, direct
+    direct_mask, direct_cpus = (int(word) for word in direct.stdout.split())
+    assert (direct_mask & 1, mask & 1) == (1, 0), (direct_mask, mask)
+    assert (cpus, direct_cpus) == (1, 1)
+
+
 def test_core_is_served_within_a_job_while_api_floods(
     broker: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -619,6 +646,44 @@ def test_records_rotate_under_the_running_broker(broker: int) -> None:
         assert agentgw("history", "--verify").returncode == 0
     finally:
         host_yaml.write_text(original)
+
+
+def test_a_held_unit_whose_mounts_the_host_undid_refuses_and_a_new_unit_runs_the_job(
+    broker: int,
+) -> None:
+    """/var/cache/agentgw removed on the host and made again (moved away and back) while the
+    broker holds units: Linux detaches the units' TemporaryFileSystem= there, so a held unit
+    would see the host's directory. Taken for a job, such a unit refuses it ('its mounts
+    changed since it started', in its journal) and the job runs, and answers, in a new unit,
+    whose namespace is built afresh: inside it, /var/cache/agentgw holds the image only."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(spare_units()))
+    held = set(job_uids())
+    cache, hidden = Path("/var/cache/agentgw"), Path("/root/agentgw-cache-moved")
+    shutil.move(cache, hidden)  # a copy: the overlay cannot rename a lower directory
+    try:
+        shutil.move(hidden, cache)  # a new directory where the units' tmpfs was
+        request = JobRequest(argv=("sh", "-c", "sleep 1; echo fresh"), memory_mb=128)
+        answers: list[Any] = []
+        caller = threading.Thread(target=lambda: answers.append(
+            call(SOCKETS / "api.sock", request, wait_s=60)[0]))
+        caller.start()
+        try:
+            (unit, _), = wait_for(busy_units).items()
+            main = sh("systemctl", "show", "-P", "MainPID", unit, check=True).stdout.strip()
+            inside = sh("nsenter", "-t", main, "-m", "ls", "/var/cache/agentgw",
+                        check=True).stdout.split()
+        finally:
+            caller.join(60)
+    finally:
+        if hidden.exists():
+            shutil.move(hidden, cache)
+    (result,) = answers
+    assert (result.exit_code, result.stdout) == (0, b"fresh\n"), result
+    assert unit not in held and inside == ["sandbox"], (unit, held, inside)
+    journal = sh("journalctl", "--no-pager", "-o", "cat", "-u", "agentgw-job@*").stdout
+    assert "mounts changed since it started (/var/cache/agentgw" in journal, journal[-2000:]
 
 
 def test_stopping_leaves_systemds_sockets_and_no_vm(broker: int) -> None:

@@ -88,7 +88,9 @@ def test_a_gvisor_job_is_held_to_its_memory_mb(broker: None, capsys: pytest.Capt
     assert (small.exit_code, small.stdout) == (0, b"32\n"), small
 
     box: list[JobResult] = []
-    before = set(job_units())  # the small job's unit may still be ending
+    # the small job's unit may still be ending (with that limit); a spare unit, already up,
+    # gets it once taken
+    before = {n for n, u in job_units().items() if u.get("MemoryMax") == str(want)}
     big = threading.Thread(target=lambda: box.append(run(200, 128, sleep_s=3)))
     big.start()
     held, deadline = 0, time.monotonic() + 20
@@ -122,12 +124,14 @@ def test_the_overhead_of_a_gvisor_unit_fits_its_allowance(
     """A unit whose job is `sleep` peaks (v1 max_usage_in_bytes, read while the job runs) under
     OVERHEAD_MB: runsc, the Sentry, the gofer and the unit's Python."""
     box: list[JobResult] = []
-    before = set(job_units())  # the last test's units may still be ending
+    want = str((128 + OVERHEAD_MB) * MiB)
+    # the last test's units may still be ending (with that limit); a spare unit, already up,
+    # gets it once taken
+    before = {n for n, u in job_units().items() if u.get("MemoryMax") == want}
     job = threading.Thread(target=lambda: box.append(run(0, 128, argv=("sleep", "3"))))
     job.start()
     peaks: dict[str, int] = {}
     deadline = time.monotonic() + 20
-    want = str((128 + OVERHEAD_MB) * MiB)
     while time.monotonic() < deadline and job.is_alive():
         for name, unit in job_units(but=before).items():
             if unit.get("MemoryMax") == want:
