@@ -210,6 +210,8 @@ class Spare:
                 raise
             raise BrokerError("unavailable", f"the spare job unit ended unprepared: "
                               f"{exc.message}") from None
+        finally:
+            self.unit.close()  # one job: done with, however it went
 
     def close(self) -> None:
         self.unit.close()
