@@ -8,23 +8,20 @@ Platform: Debian 12's runsc (0.0~20221219) has ``ptrace`` and ``kvm`` but no ``s
 Each job gets a fresh OCI bundle in a private 0700 directory: an empty root with the host's
 /usr read-only (for ``sh`` and coreutils), a tmpfs /tmp, /work holding only the job's files and
 /job (its stdin, stdout and stderr files). No network (``--network=none``: loopback only). The
-bundle is planned here (``render_spec``) as data.
+bundle is planned and laid out by :mod:`.bundle`.
 
 A sandbox is started before its job (:func:`prepare`, :class:`Sandbox`): its process is a
 small shell (``WRAPPER``) that forks the job's process ahead of time and waits on its stdin, a
 pipe from us, the control pipe. The job's files go into /work and /job (the gofer shows the
 guest files written after the start), then a ``go`` line -- the job's command, or ``. /job/run``
--- starts it: ``exec argv </job/in >/job/out 2>/job/err``. The wrapper writes ``rc <status>``
+-- starts it: ``exec argv`` with /job/out and /job/err as its stdout and stderr, which it opened
+while it waited (and /job/in as its stdin, if it has one). The wrapper writes ``rc <status>``
 on its stdout as soon as the job's process exits, so the answer never waits for a child it left
 in the background (or for a stdout closed early); the output files are read up to the cap, and
 the sandbox (and anything left in it) is destroyed after the answer. At the timeout it is
 killed. A cold job is the same: prepare, then the job at once (:func:`run_plain`).
 
-CPUs: the sandbox (runsc, the Sentry, the gofer, the guest's stub processes) is pinned to the
-job's ``cpus`` CPUs, from the one the scheduler last ran this process on, when there are more.
-Under ptrace every guest system call and page fault is a round trip between a stub and the
-Sentry; on CPUs of their own each is a cross-CPU wake-up. Measured on this 2-vCPU VM (warm
-``true``, interleaved, 10 each): 23.6 ms pinned, 75 ms not; preparing 248 vs 313 ms.
+CPUs: the sandbox is pinned to the job's ``cpus`` CPUs (:mod:`.cpus` says why).
 
 Two ways to run it. As root (``agentgw exec --direct``, the self-test): the job's guest uid is
 one per job from a range no account uses (``job_uid``) and /work is chowned to it. As any other
@@ -33,10 +30,6 @@ user (the broker's job units, agentgw-job@.service: a DynamicUser per job) runsc
 guest then runs as uid 0 of that namespace without any capability: the one uid whose files the
 gofer can create (any other is unmapped: EINVAL). On the host that is the job's dynamic uid.
 
-This runsc (2022-12) answers statx(2) with EINVAL when the flags carry AT_NO_AUTOMOUNT, which
-coreutils 9.1's ``ls``, ``stat`` and ``touch`` pass (``ls /``: "cannot access '/': Invalid
-argument"). Those three are therefore bound to busybox (``STATX_APPLETS``), which uses
-lstat/utimensat; busybox-static is a dependency of the microVM image anyway.
 """
 
 from __future__ import annotations
@@ -46,18 +39,17 @@ import itertools
 import json
 import os
 import select
-import shlex
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentgw.errors import die
 from agentgw.run import TimeoutExpired, popen_pipes, run
+from agentgw.sandbox.bundle import BUSYBOX, make_rootfs, render_go, render_spec
+from agentgw.sandbox.cpus import choose_cpus, current_cpu, pinned
 from agentgw.sandbox.jobspec import (
     TIMED_OUT_EXIT,
     Job,
@@ -75,28 +67,8 @@ RUNSC = "runsc"
 PLATFORM = "ptrace"
 JOB_UID_BASE = 0x7A000000  # 2046820352: a uid range no account or DynamicUser uses
 JOB_UID_COUNT = 65536
-WORK = "/work"
-JOB_DIR = "/job"
-MOUNT_POINTS = ("usr", "tmp", "proc", "dev", "work", "job", "etc/alternatives")
-# The guest's process: fork the job's process now, which enters /work, opens the job's
-# output files (stdout, stderr; stdin /dev/null) and waits for the go line on the control pipe
-# (fd 3, a copy of stdin: a background list's stdin would be /dev/null), then execs its words;
-# say ready; report the job's exit status as soon as it exits. 125: no go line (EOF), 126: no
-# /work or output files. The opens are the gofer's round trips: made while the sandbox waits,
-# they are off the job's path (measured: ~3 ms of a warm job's ~20).
-WRAPPER = (
-    'exec 3<&0; ( cd /work && exec </dev/null >/job/out 2>/job/err || exit 126; '
-    'read -r go <&3 || exit 125; exec 3<&-; eval "exec $go" ) & '
-    'echo ready; wait "$!"; echo "rc $?"'
-)
-# A longer argv (or one with a line break) goes in /job/run, run by sh: dash's read takes a byte
-# per system call.
-INLINE_MAX = 512
 READY_S = 30.0
 IO_ENV = "AGENTGW_JOB_IO"  # where the job's stdin/stdout/stderr files go (default: beside /work)
-BUSYBOX = "/usr/bin/busybox"
-STATX_APPLETS = ("ls", "stat", "touch")  # coreutils' statx flags get EINVAL from this runsc
-LD_CACHE = Path("/etc/ld.so.cache")
 _uids = itertools.count()
 _uid_lock = threading.Lock()
 
@@ -112,127 +84,6 @@ def job_uid() -> int:
         return JOB_UID_BASE + next(_uids) % JOB_UID_COUNT
 
 
-def render_go(argv: tuple[str, ...], *, stdin: bool = False) -> tuple[bytes, bytes | None]:
-    """(the go line, the /job/run script or None) that starts ``argv`` in the waiting wrapper:
-    its words, quoted (the wrapper evaluates ``exec <words>``), reading /job/in if the job has
-    a ``stdin`` (else the wrapper's /dev/null)."""
-    words = shlex.join(argv)
-    redirect = f" <{JOB_DIR}/in" if stdin else ""
-    if len(words) > INLINE_MAX or "\n" in words or "\r" in words:
-        return f"/bin/sh {JOB_DIR}/run{redirect}\n".encode(), f"exec {words}\n".encode()
-    return f"{words}{redirect}\n".encode(), None
-
-
-def render_spec(
-    shape: Prepare, uid: int, dirs: tuple[Path, Path], hostname: str, *, busybox: bool = True,
-    rootless: bool = False,
-) -> dict[str, Any]:
-    """The OCI runtime spec of one sandbox (pure: paths and numbers in, a dict out), with
-    ``dirs`` (work, job) bound as /work and /job; ``busybox``:
-    bind busybox over ``STATX_APPLETS``. ``rootless``: the root is not remounted read-only
-    (in a user namespace that remount must keep the locked nosuid/nodev of a /tmp such as the
-    lab's, and runsc's does not: EPERM); it is the job's own empty directory, owned by the
-    namespace's root, which the guest's uid is not."""
-    ro = ["rbind", "ro", "nosuid", "nodev"]
-    return {
-        "ociVersion": "1.0.2",
-        "hostname": hostname,
-        "root": {"path": "rootfs", "readonly": not rootless},
-        "process": {
-            "terminal": False,
-            "user": {"uid": uid, "gid": uid, "additionalGids": []},
-            "args": ["/bin/sh", "-c", WRAPPER],
-            "env": ["PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={WORK}",
-                    "TMPDIR=/tmp", "LANG=C.UTF-8"],
-            "cwd": WORK,
-            "noNewPrivileges": True,
-            "capabilities": {k: [] for k in
-                             ("bounding", "effective", "inheritable", "permitted", "ambient")},
-            "rlimits": [
-                {"type": "RLIMIT_NPROC", "hard": shape.nproc, "soft": shape.nproc},
-                {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
-            ],
-        },
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "mode=755"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",  # noqa: S108 - own tmpfs
-             "options": ["nosuid", "nodev", "mode=1777", "size=64m"]},
-            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ro},
-            {"destination": "/etc/alternatives", "type": "bind", "source": "/etc/alternatives",
-             "options": ro},
-            *({"destination": where, "type": "bind", "source": str(source),
-               "options": ["rbind", "rw", "nosuid", "nodev"]}
-              for where, source in zip((WORK, JOB_DIR), dirs, strict=True)),
-            *({"destination": f"/usr/bin/{name}", "type": "bind", "source": BUSYBOX,
-               "options": ro} for name in (STATX_APPLETS if busybox else ())),
-        ],
-        "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "resources": {
-                "memory": {"limit": shape.memory_mb * 1024 * 1024},
-                "pids": {"limit": shape.nproc},
-            },
-        },
-    }
-
-
-def make_rootfs(root: Path, ld_cache: Path = LD_CACHE) -> None:
-    """An empty root with merged-/usr symlinks, the mount points of ``render_spec`` and a copy
-    of the host's ``ld_cache`` (if it has one): it lists the libraries of the /usr the guest
-    sees, and without it the dynamic loader walks its search path through the gofer for every
-    library of every exec (measured: ~2 ms of a warm job's exec)."""
-    for name in MOUNT_POINTS:
-        (root / name).mkdir(parents=True, exist_ok=True)
-    for path in (root, root / "etc", *(root / name for name in MOUNT_POINTS)):
-        os.chmod(path, 0o755)  # noqa: S103 - not the umask (the job unit has 0077): the guest walks them
-    for name in ("bin", "sbin", "lib", "lib64"):
-        (root / name).symlink_to(f"usr/{name}")
-    for name, line in (("passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("group", "root:x:0:\n")):
-        (root / "etc" / name).write_text(line)
-        os.chmod(root / "etc" / name, 0o644)
-    try:
-        (root / "etc" / "ld.so.cache").write_bytes(ld_cache.read_bytes())
-        os.chmod(root / "etc" / "ld.so.cache", 0o644)
-    except FileNotFoundError:
-        pass  # the loader searches its default paths
-
-
-def current_cpu() -> int | None:
-    """The CPU this thread last ran on (``/proc/thread-self/stat``'s field 39), None if unknown."""
-    try:
-        fields = Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[-1].split()
-        return int(fields[36])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def choose_cpus(allowed: Collection[int], count: int, near: int | None) -> frozenset[int] | None:
-    """The ``count`` CPUs of ``allowed`` a sandbox is pinned to, from ``near`` (the CPU the
-    scheduler last ran this process on) on, in order, wrapping; None (not pinned) when
-    ``count`` takes them all."""
-    cpus = sorted(allowed)
-    if not 0 < count < len(cpus):
-        return None
-    start = cpus.index(near) if near in cpus else 0
-    return frozenset(cpus[(start + i) % len(cpus)] for i in range(count))
-
-
-@contextmanager
-def pinned(cpus: frozenset[int] | None) -> Iterator[None]:
-    """This thread on ``cpus`` (None: unchanged) for the block: what it starts inherits them."""
-    if cpus is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)  # 0: this thread, not the whole process
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 def runsc_flags(state: Path, *, platform: str = PLATFORM, rootless: bool = False) -> list[str]:
     return [RUNSC, f"--root={state}", f"--platform={platform}", "--network=none",
             "--ignore-cgroups", *(["--rootless"] if rootless else [])]
@@ -242,7 +93,6 @@ def runsc_argv(state: Path, bundle: Path, name: str, *, platform: str = PLATFORM
                rootless: bool = False) -> list[str]:
     return [*runsc_flags(state, platform=platform, rootless=rootless), "run",
             f"--bundle={bundle}", name]
-
 
 
 def _give(path: Path, uid: int | None, mode: int) -> None:

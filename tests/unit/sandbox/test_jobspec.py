@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentgw.errors import AgentgwError
-from agentgw.sandbox import gvisor, jobunit
+from agentgw.sandbox import bundle, cpus, gvisor, jobunit
 from agentgw.sandbox.job import JobRequest
 from agentgw.sandbox.jobspec import (
     Job,
@@ -86,32 +86,32 @@ def test_prepare_and_ready_lines_round_trip_and_bad_ones_are_refused() -> None:
 
 
 def test_spec_binds_busybox_over_the_statx_applets_and_keeps_the_root_read_only_as_root() -> None:
-    spec = gvisor.render_spec(Prepare("gvisor"), 5, (Path("/t/work"), Path("/io/job")), "h")
+    spec = bundle.render_spec(Prepare("gvisor"), 5, (Path("/t/work"), Path("/io/job")), "h")
     binds = {m["destination"]: m["source"] for m in spec["mounts"] if m["type"] == "bind"}
-    assert {d for d, src in binds.items() if src == gvisor.BUSYBOX} == {
+    assert {d for d, src in binds.items() if src == bundle.BUSYBOX} == {
         "/usr/bin/ls", "/usr/bin/stat", "/usr/bin/touch"}
     assert (binds["/work"], binds["/job"]) == ("/t/work", "/io/job")
-    assert spec["process"]["args"] == ["/bin/sh", "-c", gvisor.WRAPPER]
+    assert spec["process"]["args"] == ["/bin/sh", "-c", bundle.WRAPPER]
     assert spec["root"]["readonly"] is True
-    rootless = gvisor.render_spec(Prepare("gvisor", nproc=9), 0, (Path("/w"), Path("/j")), "h",
+    rootless = bundle.render_spec(Prepare("gvisor", nproc=9), 0, (Path("/w"), Path("/j")), "h",
                                   busybox=False, rootless=True)
     assert rootless["root"]["readonly"] is False
     assert rootless["process"]["rlimits"][0] == {"type": "RLIMIT_NPROC", "hard": 9, "soft": 9}
-    assert gvisor.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
+    assert bundle.BUSYBOX not in {m.get("source") for m in rootless["mounts"]}
 
 
 def test_the_go_line_is_the_argv_quoted_and_long_or_multiline_ones_go_in_a_script() -> None:
-    go, script = gvisor.render_go(("sh", "-c", "echo 'a b'; exit 3"))
+    go, script = bundle.render_go(("sh", "-c", "echo 'a b'; exit 3"))
     assert script is None
     assert go == b"sh -c 'echo '\"'\"'a b'\"'\"'; exit 3'\n"
-    assert "exec </dev/null >/job/out 2>/job/err" in gvisor.WRAPPER  # before the go line
-    assert gvisor.WRAPPER.index(">/job/out") < gvisor.WRAPPER.index("read -r go")
-    assert gvisor.render_go(("cat",), stdin=True) == (b"cat </job/in\n", None)
-    for argv in (("printf", "a\nb"), ("echo", "x" * gvisor.INLINE_MAX)):
-        go, script = gvisor.render_go(argv)
+    assert "exec </dev/null >/job/out 2>/job/err" in bundle.WRAPPER  # before the go line
+    assert bundle.WRAPPER.index(">/job/out") < bundle.WRAPPER.index("read -r go")
+    assert bundle.render_go(("cat",), stdin=True) == (b"cat </job/in\n", None)
+    for argv in (("printf", "a\nb"), ("echo", "x" * bundle.INLINE_MAX)):
+        go, script = bundle.render_go(argv)
         assert go == b"/bin/sh /job/run\n"
         assert script == b"exec " + shlex.join(argv).encode() + b"\n"
-        assert gvisor.render_go(argv, stdin=True)[0] == b"/bin/sh /job/run </job/in\n"
+        assert bundle.render_go(argv, stdin=True)[0] == b"/bin/sh /job/run </job/in\n"
     assert [gvisor.parse_status(x) for x in (b"rc 0\n", b"rc 137\n", b"ready\n", b"")] == [
         0, 137, None, None]
 
@@ -255,38 +255,38 @@ def test_oom_kills_are_read_from_cgroup2_and_v1_counters() -> None:
 
 
 def test_a_sandbox_is_pinned_to_its_jobs_cpus_from_where_it_runs_unless_they_are_all() -> None:
-    assert gvisor.choose_cpus({0, 1}, 1, 1) == frozenset({1})
-    assert gvisor.choose_cpus({0, 1}, 1, 0) == frozenset({0})
-    assert gvisor.choose_cpus({2, 5, 7}, 2, 7) == frozenset({7, 2})  # wraps, in order
-    assert gvisor.choose_cpus({2, 5, 7}, 1, 3) == frozenset({2})  # not an allowed one: the first
-    assert gvisor.choose_cpus({2, 5, 7}, 1, None) == frozenset({2})
-    assert gvisor.choose_cpus({0, 1}, 2, 0) is None  # all of them: not pinned
-    assert gvisor.choose_cpus({0, 1}, 4, 0) is None
-    assert gvisor.choose_cpus({3}, 1, 3) is None
-    cpu = gvisor.current_cpu()
+    assert cpus.choose_cpus({0, 1}, 1, 1) == frozenset({1})
+    assert cpus.choose_cpus({0, 1}, 1, 0) == frozenset({0})
+    assert cpus.choose_cpus({2, 5, 7}, 2, 7) == frozenset({7, 2})  # wraps, in order
+    assert cpus.choose_cpus({2, 5, 7}, 1, 3) == frozenset({2})  # not an allowed one: the first
+    assert cpus.choose_cpus({2, 5, 7}, 1, None) == frozenset({2})
+    assert cpus.choose_cpus({0, 1}, 2, 0) is None  # all of them: not pinned
+    assert cpus.choose_cpus({0, 1}, 4, 0) is None
+    assert cpus.choose_cpus({3}, 1, 3) is None
+    cpu = cpus.current_cpu()
     assert cpu is not None and cpu in range(os.cpu_count() or 1)
 
 
 def test_pinned_applies_to_this_thread_for_the_block_and_restores_it() -> None:
     before = os.sched_getaffinity(0)
     one = frozenset({min(before)})
-    with gvisor.pinned(one):
+    with cpus.pinned(one):
         assert os.sched_getaffinity(0) == one
         show = "import os; print(sorted(os.sched_getaffinity(0)))"
         child = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True,
                                check=True)
         assert child.stdout.strip() == str(sorted(one))  # what it starts inherits them
     assert os.sched_getaffinity(0) == before
-    with gvisor.pinned(None):
+    with cpus.pinned(None):
         assert os.sched_getaffinity(0) == before
 
 
 def test_the_rootfs_has_the_hosts_loader_cache_when_there_is_one(tmp_path: Path) -> None:
     cache = tmp_path / "ld.so.cache"
     cache.write_bytes(b"glibc-ld.so.cache1.1")
-    gvisor.make_rootfs(tmp_path / "a", cache)
+    bundle.make_rootfs(tmp_path / "a", cache)
     assert (tmp_path / "a/etc/ld.so.cache").read_bytes() == b"glibc-ld.so.cache1.1"
     assert (tmp_path / "a/etc/ld.so.cache").stat().st_mode & 0o777 == 0o644
-    gvisor.make_rootfs(tmp_path / "b", tmp_path / "none")
+    bundle.make_rootfs(tmp_path / "b", tmp_path / "none")
     assert not (tmp_path / "b/etc/ld.so.cache").exists()
     assert (tmp_path / "b/etc/passwd").is_file()
