@@ -110,8 +110,8 @@ def _changed(guard: Mapping[str, int] | None) -> str:
     lost = unitns.undone(guard, unitns.read()) if guard else []
     if not lost:
         return ""
-    return (f"this job unit's mounts changed since it started ({', '.join(lost)}: removed on "
-            "the host?), so it runs no job")
+    return (f"this job unit's mounts changed since it started ({', '.join(lost)}: removed or "
+            "replaced on the host), so it runs no job")
 
 
 def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
