@@ -68,3 +68,9 @@ def test_the_pool_of_the_newest_record_that_has_one_is_reported(tmp_path: Path) 
     assert report.pool == dataclasses.asdict(stats)
     assert "pool" not in report.recent_execs[-1]
     assert sandbox_line(layout) == "sandbox: gvisor (a security boundary); pool 1: 5 warm, 2 cold"
+    spares = dataclasses.replace(stats, spares=2, spares_ready=2, served_spare=1)
+    layout.sandbox_execs.write_bytes(render_record(
+        profile="api", uid=1, argv=["true"], via="broker", error="x",
+        pool=dataclasses.asdict(spares)))
+    assert sandbox_line(layout) == ("sandbox: gvisor (a security boundary); pool 1: 5 warm, "
+                                    "2 cold (1 in a spare unit of 2)")
