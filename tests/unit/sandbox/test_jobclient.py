@@ -59,6 +59,26 @@ def _lines(conn: socket.socket) -> Iterator[bytes]:
         yield line
 
 
+def _early(conn: socket.socket) -> bytes:
+    """What the client sent within 0.3 s (b'' for nothing)."""
+    conn.settimeout(0.3)
+    try:
+        early = conn.recv(1, socket.MSG_PEEK)
+    except TimeoutError:
+        early = b""
+    conn.settimeout(None)
+    return early
+
+
+def _ready_and_answer(conn: socket.socket, lines: Iterator[bytes], unit: str, code: int) -> None:
+    """Ready (named ``unit``), then one job line read and answered with ``code``."""
+    conn.sendall(render_ready("gvisor", 0.2, unit))
+    job = parse_job(next(lines))
+    outcome = Outcome(exit_code=code, stdout=b"", stderr=b"", stdout_truncated=False,
+                      stderr_truncated=False, timed_out=False, duration_s=0.01)
+    conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+
+
 def good_unit(conn: socket.socket, seen: list[bytes]) -> None:
     lines = _lines(conn)
     seen.append(next(lines))
@@ -126,18 +146,8 @@ def test_a_limit_is_set_by_the_units_name_before_its_job_is_sent(unit_socket) ->
     def named_unit(conn: socket.socket, seen: list[bytes]) -> None:
         lines = _lines(conn)
         seen.append(next(lines))
-        conn.settimeout(0.3)
-        try:
-            early = conn.recv(1, socket.MSG_PEEK)  # nothing may arrive before ready
-        except TimeoutError:
-            early = b""
-        seen.append(early)
-        conn.settimeout(None)
-        conn.sendall(render_ready("gvisor", 0.2, "agentgw-job@4-10-0.service"))
-        job = parse_job(next(lines))
-        outcome = Outcome(exit_code=0, stdout=b"", stderr=b"", stdout_truncated=False,
-                          stderr_truncated=False, timed_out=False, duration_s=0.01)
-        conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+        seen.append(_early(conn))  # nothing may arrive before ready
+        _ready_and_answer(conn, lines, "agentgw-job@4-10-0.service", 0)
 
     def limit(unit: str, memory_mb: int) -> MemoryLimit:
         calls.append((unit, memory_mb, len(seen)))
@@ -162,21 +172,11 @@ def test_a_spare_unit_gets_its_prepare_line_with_the_job_only_when_taken(unit_so
     waited = threading.Event()
 
     def spare_unit(conn: socket.socket, seen: list[bytes]) -> None:
-        conn.settimeout(0.3)
-        try:
-            early = conn.recv(1, socket.MSG_PEEK)
-        except TimeoutError:
-            early = b""
-        seen.append(early)
+        seen.append(_early(conn))
         waited.set()
-        conn.settimeout(None)
         lines = _lines(conn)
         seen.append(next(lines))
-        conn.sendall(render_ready("gvisor", 0.2, "agentgw-job@7-1-0.service"))
-        job = parse_job(next(lines))
-        outcome = Outcome(exit_code=5, stdout=b"", stderr=b"", stdout_truncated=False,
-                          stderr_truncated=False, timed_out=False, duration_s=0.01)
-        conn.sendall(render_outcome(outcome, job, backend="gvisor"))
+        _ready_and_answer(conn, lines, "agentgw-job@7-1-0.service", 5)
 
     def limit(unit: str, memory_mb: int) -> MemoryLimit:
         calls.append((unit, memory_mb))
