@@ -10,8 +10,9 @@ uid), no network, and its own memory, task, CPU and run-time limits.
 
 A connection (:class:`Unit`) is *prepared* first: the prepare line names the backend and the
 sandbox's shape, and the unit answers ``ready`` once its sandbox waits for a job. The broker
-keeps some prepared ones (:mod:`.units`); a cold job sends the prepare and the job lines at
-once on a new connection. The broker has authorised and validated the request; it sends it
+keeps some prepared ones (:mod:`.units`) and some *spare* ones (:class:`Spare`: connected, the
+unit started, no prepare line yet); a cold job sends its prepare line to a spare, or on a new
+connection, and its job line once the unit is ready (and limited). The broker has authorised and validated the request; it sends it
 whole (every field, so the job unit needs no defaults of its own) and reads the answer as it
 reads its own.
 """
