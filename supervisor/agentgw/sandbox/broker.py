@@ -13,8 +13,8 @@ Jobs are limited per profile and per host (``sandbox.max_concurrent_per_profile`
 gets ``busy``; a profile can hold at most twice its limit of connections (running plus queued),
 so it cannot pile up requests (and their memory) in the broker. A request is parsed (JSON,
 base64, validation: up to seconds at the size cap) on the worker thread of the slot it was
-granted, then run there (a prepared job unit or a new one under gVisor, the warm pool or a
-cold VM): one profile's large requests cost its own slots, never another profile's turn, and
+granted, then run there (in a job unit: a prepared one, a spare one or a new one; see
+:mod:`.units`): one profile's large requests cost its own slots, never another profile's turn, and
 the event loop only reads, authorises, queues and answers.
 
 Every job that ran, or failed to, is appended as one JSON line to ``execs.jsonl`` (see

@@ -12,9 +12,9 @@ A connection (:class:`Unit`) is *prepared* first: the prepare line names the bac
 sandbox's shape, and the unit answers ``ready`` once its sandbox waits for a job. The broker
 keeps some prepared ones (:mod:`.units`) and some *spare* ones (:class:`Spare`: connected, the
 unit started, no prepare line yet); a cold job sends its prepare line to a spare, or on a new
-connection, and its job line once the unit is ready (and limited). The broker has authorised and validated the request; it sends it
-whole (every field, so the job unit needs no defaults of its own) and reads the answer as it
-reads its own.
+connection, and its job line once the unit is ready (and limited). The broker has authorised
+and validated the request; it sends it whole (every field, so the job unit needs no defaults of
+its own) and reads the answer as it reads its own.
 """
 
 from __future__ import annotations

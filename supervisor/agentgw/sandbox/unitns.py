@@ -6,10 +6,10 @@ TemporaryFileSystem= and PrivateTmp= tmpfs, the private /dev. Linux detaches a m
 namespace when its mount point is removed in another (a directory deleted on the host, then made
 again: ``rm -rf /var/cache/agentgw`` and a rebuild; a file replaced by a rename: useradd writes
 /etc/shadow and /etc/gshadow so, seen in the lab after ``agentgw apply`` added users), and then
-the unit sees the host's new directory or file where it saw nothing. A unit that waits a while for its job
-(the broker's prepared and spare units) may outlive such a change: before its job it checks
-(:func:`undone`) and, if so, refuses the job as ``unavailable`` -- the broker runs it in a new
-unit, whose namespace is built afresh.
+the unit sees the host's new directory or file where it saw nothing. A unit that waits a while
+for its job (the broker's prepared and spare units) may outlive such a change: before its job
+it checks (:func:`undone`) and, if so, refuses the job as ``unavailable`` -- the broker runs it
+in a new unit, whose namespace is built afresh.
 
 Standard library only: the job unit runs it (see :mod:`.jobunit`).
 """
