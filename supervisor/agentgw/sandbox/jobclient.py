@@ -6,7 +6,9 @@ job and the sockets. So systemd starts each job. ``agentgw-job.socket`` listens 
 ``/run/agentgw/sandbox-job.sock`` (0660 root:agentgw-sandbox: only the broker connects) with
 ``Accept=yes``: every connection is one instance of agentgw-job@.service, a DynamicUser of its
 own (``User=agj%i``: the instance name holds the connection's number, so no two jobs share a
-uid), no network, and its own memory, task, CPU and run-time limits.
+uid), no network, and its own memory, task, CPU and run-time limits. A microVM job goes to
+``agentgw-vmjob.socket`` (``sandbox-vmjob.sock``): the same unit with /dev/kvm and the kvm group
+(``User=agv%i``), which a gVisor job's unit does not get.
 
 A connection (:class:`Unit`) is *prepared* first: the prepare line names the backend and the
 sandbox's shape, and the unit answers ``ready`` once its sandbox waits for a job. The broker
@@ -32,19 +34,28 @@ from agentgw.sandbox.job import JobRequest, JobResult, MemoryLimit
 from agentgw.sandbox.jobspec import Prepare, parse_ready, ready_unit, render_prepare
 from agentgw.sandbox.protocol import BrokerError, parse_response
 
-SOCKET = "run/agentgw/sandbox-job.sock"
-UNIT = "agentgw-job.socket"
+# gVisor jobs' units, and microVM jobs' (the same unit with /dev/kvm: agentgw-vmjob@.service)
+SOCKETS = {"gvisor": ("run/agentgw/sandbox-job.sock", "agentgw-job.socket"),
+           "vm": ("run/agentgw/sandbox-vmjob.sock", "agentgw-vmjob.socket")}
 SLACK_S = 30.0  # beyond the job's timeout: the unit's start, runsc's start and teardown
 READY_WAIT_S = 60.0
-HINT = f"systemctl enable --now {UNIT}"
 
 # Sets a ready unit's memory limit for a job of memory_mb (:class:`.jobmem.Limiter`): the unit's
 # name, memory_mb -> what the kernel holds.
 Limit = Callable[[str, int], MemoryLimit]
 
 
-def socket_path(root: Path = Path("/")) -> Path:
-    return root / SOCKET
+def _kind(backend: str) -> str:
+    return "gvisor" if backend == "gvisor" else "vm"
+
+
+def socket_path(root: Path = Path("/"), backend: str = "gvisor") -> Path:
+    """The job socket ``backend``'s jobs go to (kvm and tcg: the microVM units')."""
+    return root / SOCKETS[_kind(backend)][0]
+
+
+def socket_unit(backend: str = "gvisor") -> str:
+    return SOCKETS[_kind(backend)][1]
 
 
 def unavailable(path: Path, *, backend: str = "gvisor") -> str:
@@ -52,7 +63,8 @@ def unavailable(path: Path, *, backend: str = "gvisor") -> str:
     if backend == "gvisor" and gvisor.runsc_path() is None:
         return "runsc (gVisor) is not installed"
     if not path.is_socket():
-        return f"{UNIT} is not listening ({path} is missing; systemctl enable --now {UNIT})"
+        unit = socket_unit(backend)
+        return f"{unit} is not listening ({path} is missing; systemctl enable --now {unit})"
     return ""
 
 
@@ -88,7 +100,8 @@ class Unit:
         except OSError as exc:
             self.sock.close()
             raise die(f"cannot reach the job socket {path}: {exc.strerror or exc}",
-                      hint=HINT) from None
+                      hint="systemctl enable --now agentgw-job.socket agentgw-vmjob.socket"
+                      ) from None
 
     def prepare(self, spec: Prepare, job: bytes = b"") -> None:
         """A spare unit's prepare line (and ``job``, as for :meth:`__init__`)."""

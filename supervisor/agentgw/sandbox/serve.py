@@ -135,10 +135,10 @@ def pick_backend(layout: Layout, built: image.Image, cache: Path, *, allow_emula
     """The broker's backend. A cached gVisor answer was proven by root's runsc; the broker
     proves its own way to it (a probe job through a job unit) before relying on it, and
     detects again without gVisor, with the reason, when that fails."""
-    path = jobclient.socket_path(layout.root)
+    path, vm_path = jobclient.socket_path(layout.root), jobclient.socket_path(layout.root, "kvm")
     access = backend.Gvisor(run=jobclient.runner(path), unavailable=jobclient.unavailable(path))
-    run_kvm = (jobclient.runner(path, "kvm")
-               if not jobclient.unavailable(path, backend="kvm") else None)
+    run_kvm = (jobclient.runner(vm_path, "kvm")
+               if not jobclient.unavailable(vm_path, backend="kvm") else None)
     detection = detect_readonly(built, cache, access, allow_emulation=allow_emulation,
                                 run_kvm=run_kvm)
     if detection.backend == "gvisor":
@@ -253,7 +253,7 @@ def _serve_units(
     backend_name = detection.backend
     spec = Prepare(backend_name, memory_mb=limits.memory_mb, cpus=limits.vcpus,
                    nproc=JobRequest.model_fields["nproc"].default)
-    path = jobclient.socket_path(layout.root)
+    path = jobclient.socket_path(layout.root, backend_name)
     # A microVM's unit holds QEMU and its -m (the request's memory_mb): gVisor jobs only.
     limiter = jobmem.Limiter(layout.root)
     limit = limiter.apply if backend_name == "gvisor" else None

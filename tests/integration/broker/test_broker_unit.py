@@ -469,6 +469,26 @@ def test_a_job_no_prepared_unit_fits_starts_its_sandbox_in_a_spare_unit(
         print(f"\njob in a spare unit (1 s sleep): {took:.3f} s; pool {pool}")
 
 
+def test_a_gvisor_job_unit_has_neither_the_kvm_group_nor_dev_kvm(broker: int) -> None:
+    """gVisor jobs run in agentgw-job@ units, which have no /dev/kvm (microVM jobs go to
+    agentgw-vmjob@, the same unit with it): a held unit's process is not in the kvm group and
+    /dev/kvm is absent from its namespace; as its uid (with its groups) the host's is refused."""
+    if serving_on() != "gvisor":
+        pytest.skip("the broker does not run gVisor here (KVM works)")
+    units = wait_for(job_uids)
+    kvm = str(os.stat("/dev/kvm").st_gid)
+    for name, uid in units.items():
+        assert name.startswith("agentgw-job@"), name
+        main = sh("systemctl", "show", "-P", "MainPID", name, check=True).stdout.strip()
+        groups = status_of(int(main))["Groups"].split()
+        assert kvm not in groups, (name, groups)
+        assert sh("nsenter", "-t", main, "-m", "test", "-e", "/dev/kvm").returncode == 1
+        with_groups = f"--groups={','.join(groups)}" if groups else "--clear-groups"
+        as_unit = sh("setpriv", f"--reuid={uid}", f"--regid={uid}", with_groups,
+                     "/usr/bin/python3", "-I", "-c", ESCAPED, "/dev/kvm", check=True).stdout
+        assert as_unit.split() == ["/dev/kvm", "13"], as_unit
+
+
 # In the guest: membarrier(2)'s MEMBARRIER_CMD_QUERY (what the Sentry offers) and the CPU count.
 MEMBARRIER = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
               "print(libc.syscall(324, 0, 0), os.cpu_count())")

@@ -1,6 +1,6 @@
 """microVM jobs in job units of their own, on a real systemd (inside the lab): with
 ``allow_emulation: true`` and gVisor made unavailable (runsc renamed in the lab's throw-away
-root), the broker serves TCG microVMs, each started by its own agentgw-job@ unit (a DynamicUser
+root), the broker serves TCG microVMs, each started by its own agentgw-vmjob@ unit (a DynamicUser
 per job), never by the broker. Lean on CPU: this machine has 2 cores and a TCG boot takes ~2 s.
 """
 
@@ -60,7 +60,7 @@ def tcg_broker(api_port: int) -> Iterator[int]:
 
 
 def job_qemus() -> dict[int, str]:
-    """Running VMs' QEMU processes (not a ``-machine help``) and the agentgw-job@ unit each
+    """Running VMs' QEMU processes (not a ``-machine help``) and the agentgw-vmjob@ unit each
     runs in (from its cgroup)."""
     found = {}
     for proc in psutil.process_iter(["name"]):
@@ -73,14 +73,14 @@ def job_qemus() -> dict[int, str]:
         except (OSError, psutil.Error):
             continue
         unit = next((part for part in cgroup.strip().split("/")
-                     if part.startswith("agentgw-job@")), "")
+                     if part.startswith("agentgw-vmjob@")), "")
         found[proc.pid] = unit
     return found
 
 
 def test_a_vm_waits_booted_in_a_job_unit_and_serves_one_job_warm(tcg_broker: int) -> None:
     """The warm path for VMs: the broker keeps sandbox.pool_size VM units prepared, each QEMU
-    booted in its own agentgw-job@ unit as that unit's dynamic uid before any job; an exec of
+    booted in its own agentgw-vmjob@ unit as that unit's dynamic uid before any job; an exec of
     the pool's shape is answered warm from one, whose VM is then gone (one job per VM)."""
     def prepared() -> dict[int, str]:
         return {pid: unit for pid, unit in job_qemus().items() if unit}
@@ -157,7 +157,7 @@ def exec_in_background(profile: str, script: str, *files: str) -> subprocess.Pop
 
 def test_two_profiles_vms_run_as_different_uids_and_reach_nothing(tcg_broker: int) -> None:
     """api's VM job (with an input file) and core's run at once: two QEMUs, each in its own
-    agentgw-job@ unit, as that unit's dynamic uid (neither root, the broker's nor each other's),
+    agentgw-vmjob@ unit, as that unit's dynamic uid (neither root, the broker's nor each other's),
     with no capability, QEMU's seccomp filter and the kvm group. As core's QEMU's uid -- on the
     host, and inside core's unit's mount namespace -- api's VM's files (its initramfs, owned by
     api's uid in api's unit's tmpfs; the job itself goes over QEMU's stdin), api's QEMU (its
@@ -203,7 +203,7 @@ def test_two_profiles_vms_run_as_different_uids_and_reach_nothing(tcg_broker: in
                 proc.communicate()
         secret.unlink()
     assert (api.returncode, core.returncode, core_out) == (0, 0, "done\n"), (api_err, core_err)
-    assert api_unit != core_unit and all(u.startswith("agentgw-job@") for u in qemus.values())
+    assert api_unit != core_unit and all(u.startswith("agentgw-vmjob@") for u in qemus.values())
     broker_uid = pwd.getpwnam(BROKER_USER).pw_uid
     assert uids == unit_uids and len({*uids.values(), 0, broker_uid}) == 4, (uids, unit_uids)
     assert initrd_owner == uids[api_qemu]
@@ -225,7 +225,7 @@ def test_a_kvm_vm_opens_dev_kvm_in_its_unit(tcg_broker: int) -> None:
     -accel kvm as the unit's dynamic uid with /dev/kvm open (DeviceAllow=, BindPaths=,
     SupplementaryGroups=kvm at work); the answer is the job's or, where KVM guests hang (this
     machine), 'did not become ready'."""
-    path = jobclient.socket_path()
+    path = jobclient.socket_path(backend="kvm")  # agentgw-vmjob.socket
     answers: list[object] = []
     run = jobclient.runner(path, "kvm")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import configparser
+import subprocess
+import sys
 from pathlib import Path
 
 from agentgw.model.actions import EnsureDir, EnsureGroup, EnsureUser, UnitAction, WriteFile
 from agentgw.paths import Layout
 from agentgw.plan.host import Observed, init_files, plan_init
-from agentgw.sandbox import image
+from agentgw.sandbox import image, jobclient
 from tests.unit.plan.test_host_plan import after
 
 REPO = Path(__file__).resolve().parents[3]
@@ -62,11 +64,28 @@ def test_unit_matches_the_paths_the_code_uses() -> None:
     assert (control["Socket"]["SocketUser"], control["Socket"]["SocketMode"]) == ("root", "0600")
     settings = UNIT.read_text().split("[Service]")[1]
     assert service["User"] == "agentgw-sandbox" and "kvm" not in settings
-    job = configparser.ConfigParser(strict=False, interpolation=None)
-    job.optionxform = str  # type: ignore[assignment,method-assign]
-    job.read_string((REPO / "systemd" / "agentgw-job@.service").read_text())
-    assert (job["Service"]["SupplementaryGroups"], job["Service"]["DeviceAllow"]) == (
-        "kvm", "/dev/kvm rw")
-    assert job["Service"]["BindReadOnlyPaths"] == f"-/{image.DEFAULT_CACHE}"
+    units = {}
+    for name in ("agentgw-job@.service", "agentgw-vmjob@.service"):
+        units[name] = configparser.ConfigParser(strict=False, interpolation=None)
+        units[name].optionxform = str  # type: ignore[assignment,method-assign]
+        units[name].read_string((REPO / "systemd" / name).read_text())
+    job, vm = units["agentgw-job@.service"]["Service"], units["agentgw-vmjob@.service"]["Service"]
+    # gVisor jobs never get /dev/kvm; microVM jobs' units do, under dynamic users of their own
+    assert "kvm" not in "".join(f"{k}={v}" for k, v in job.items())
+    assert (vm["SupplementaryGroups"], vm["DeviceAllow"], vm["BindPaths"]) == (
+        "kvm", "/dev/kvm rw", "-/dev/kvm")
+    assert (job["User"], vm["User"]) == ("agj%i", "agv%i")
+    assert job["BindReadOnlyPaths"] == vm["BindReadOnlyPaths"] == f"-/{image.DEFAULT_CACHE}"
+    # the VM unit is made from the gVisor one (scripts/vmjob-unit): they agree
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "vmjob-unit"), "--check"],
+                          check=False)
+    assert made.returncode == 0, "systemd/agentgw-vmjob@.service is stale: run scripts/vmjob-unit"
+    sockets = {}
+    for name in ("agentgw-job.socket", "agentgw-vmjob.socket"):
+        parsed = configparser.ConfigParser(strict=False, interpolation=None)
+        parsed.read_string((REPO / "systemd" / name).read_text())
+        sockets[name] = parsed["Socket"]["ListenStream"]
+    assert sockets == {"agentgw-job.socket": str(jobclient.socket_path(Path("/"))),
+                       "agentgw-vmjob.socket": str(jobclient.socket_path(Path("/"), "tcg"))}
     template = (REPO / "systemd" / "agent-gateway@.service").read_text()
     assert "kvm" not in template
