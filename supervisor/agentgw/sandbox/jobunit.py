@@ -114,6 +114,15 @@ def _changed(guard: Mapping[str, int] | None) -> str:
             "replaced on the host), so it runs no job")
 
 
+def _refused(guard: Mapping[str, int] | None, out: BinaryIO) -> bool:
+    """Refuse (journal line, 'unavailable' answer) if this unit's own mounts changed."""
+    if not (why := _changed(guard)):
+        return False
+    print(f"agentgw-job: {why}", file=sys.stderr, flush=True)
+    _send(out, render_failure("unavailable", why, "the broker runs it in a new unit"))
+    return True
+
+
 def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
          guard: Mapping[str, int] | None) -> int:
     line = conn.readline()
@@ -129,9 +138,7 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
         _send(out, render_failure("bad_request", "the job's memory, cpus or nproc differ from "
                                                  "the prepared sandbox's"))
         return 2
-    if why := _changed(guard):
-        print(f"agentgw-job: {why}", file=sys.stderr, flush=True)
-        _send(out, render_failure("unavailable", why, "the broker runs it in a new unit"))
+    if _refused(guard, out):
         return 1
     threading.Thread(target=_watch, args=(conn, prepared), daemon=True).start()
     try:
@@ -174,7 +181,8 @@ def own_oom_kills() -> int:
 
 def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = None) -> int:
     """Prepare, say ready, run one job, answer; the exit status says how it went. ``guard``:
-    the unit's own mounts as it started (:mod:`.unitns`), checked before the job."""
+    the unit's own mounts as it started (:mod:`.unitns`), checked before the sandbox is
+    prepared and again before the job."""
     line = conn.readline()
     if not line:
         return 0  # the broker closed a spare connection it did not need
@@ -184,6 +192,8 @@ def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = N
         _send(out, render_failure("bad_request", f"the job unit could not read the prepare "
                                                  f"line: {exc}"))
         return 2
+    if _refused(guard, out):  # a spare unit held across a change: no sandbox, no VM started
+        return 1
     started = time.monotonic()
     try:
         prepared = prepare(spec)

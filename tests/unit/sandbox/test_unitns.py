@@ -75,8 +75,15 @@ def test_the_job_unit_refuses_its_job_once_its_mounts_changed(
     assert jobunit.serve_one(io.BytesIO(lines), out, guard) == 1
     answer = out.getvalue().splitlines()[-1]
     assert b'"error":"unavailable"' in answer and b"/home" in answer
-    assert box.jobs == [] and box.closed == 1
+    assert box.jobs == [] and box.closed == 0  # refused before its sandbox was prepared
     assert "mounts changed since it started (/home" in capsys.readouterr().err
+    # changed after the sandbox was prepared (a prepared unit held a while): refused at the job
+    reads = iter([MOUNTINFO, MOUNTINFO.replace("/home", "/elsewhere")])
+    monkeypatch.setattr(unitns, "read", lambda: next(reads))
+    out = io.BytesIO()
+    assert jobunit.serve_one(io.BytesIO(lines), out, guard) == 1
+    assert b'"error":"unavailable"' in out.getvalue().splitlines()[-1]
+    assert box.jobs == [] and box.closed == 1
     monkeypatch.setattr(unitns, "read", lambda: MOUNTINFO)
     out = io.BytesIO()
     assert jobunit.serve_one(io.BytesIO(lines), out, guard) == 0
