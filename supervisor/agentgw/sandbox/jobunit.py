@@ -123,8 +123,34 @@ def _refused(guard: Mapping[str, int] | None, out: BinaryIO) -> bool:
     return True
 
 
+class _Idle:
+    """Whether this unit still waits (no job started): only then may the mount watch end it."""
+
+    def __init__(self) -> None:
+        self.lock, self.waiting = threading.Lock(), True
+
+    def end_waiting(self) -> None:
+        with self.lock:
+            self.waiting = False
+
+
+def _watch_mounts(guard: Mapping[str, int], idle: _Idle) -> None:
+    """End this unit (exit 0: the broker sees its connection close and drops it) as soon as
+    one of its own mounts is undone while it waits; a job already started is left be (it was
+    checked before it started)."""
+    lost = unitns.wait_undone(guard)
+    if not lost:
+        return
+    with idle.lock:
+        if not idle.waiting:
+            return
+        print(f"agentgw-job: this job unit's mounts changed while it waited ({', '.join(lost)}: "
+              "removed or replaced on the host); it ends", file=sys.stderr, flush=True)
+        os._exit(0)  # the unit's stop takes its sandbox or VM with it
+
+
 def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
-         guard: Mapping[str, int] | None) -> int:
+         guard: Mapping[str, int] | None, idle: _Idle | None = None) -> int:
     line = conn.readline()
     if not line:
         return 0  # the broker closed a prepared connection it did not need
@@ -140,6 +166,8 @@ def _run(spec: Prepare, prepared: Prepared, conn: BinaryIO, out: BinaryIO,
         return 2
     if _refused(guard, out):
         return 1
+    if idle is not None:
+        idle.end_waiting()
     threading.Thread(target=_watch, args=(conn, prepared), daemon=True).start()
     try:
         outcome = prepared.run(job)
@@ -179,10 +207,12 @@ def own_oom_kills() -> int:
     return 0
 
 
-def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = None) -> int:
+def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = None,
+              idle: _Idle | None = None) -> int:
     """Prepare, say ready, run one job, answer; the exit status says how it went. ``guard``:
     the unit's own mounts as it started (:mod:`.unitns`), checked before the sandbox is
-    prepared and again before the job."""
+    prepared and again before the job; ``idle``: what the mount watch (:func:`main`) may end
+    the unit during, marked done once the job starts."""
     line = conn.readline()
     if not line:
         return 0  # the broker closed a spare connection it did not need
@@ -203,7 +233,7 @@ def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = N
     try:
         if not _send(out, render_ready(spec.backend, time.monotonic() - started, own_unit())):
             return 0
-        return _run(spec, prepared, conn, out, guard)
+        return _run(spec, prepared, conn, out, guard, idle)
     finally:
         prepared.close()
 
@@ -211,7 +241,9 @@ def serve_one(conn: BinaryIO, out: BinaryIO, guard: Mapping[str, int] | None = N
 def main() -> int:
     os.umask(0o077)
     guard = unitns.snapshot(unitns.read())  # before any wait: the namespace systemd built
-    return serve_one(sys.stdin.buffer, sys.stdout.buffer, guard)
+    idle = _Idle()
+    threading.Thread(target=_watch_mounts, args=(guard, idle), daemon=True).start()
+    return serve_one(sys.stdin.buffer, sys.stdout.buffer, guard, idle)
 
 
 if __name__ == "__main__":

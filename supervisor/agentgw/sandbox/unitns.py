@@ -9,13 +9,17 @@ again: ``rm -rf /var/cache/agentgw`` and a rebuild; a file replaced by a rename:
 the unit sees the host's new directory or file where it saw nothing. A unit that waits a while
 for its job (the broker's prepared and spare units) may outlive such a change: before its job
 it checks (:func:`undone`) and, if so, refuses the job as ``unavailable`` -- the broker runs it
-in a new unit, whose namespace is built afresh.
+in a new unit, whose namespace is built afresh. While it waits, it also watches its mount table
+(:func:`wait_undone`: the kernel flags /proc/self/mountinfo on every change) and ends as soon as
+one of its mounts is undone, so the broker drops it before any job is sent.
 
 Standard library only: the job unit runs it (see :mod:`.jobunit`).
 """
 
 from __future__ import annotations
 
+import os
+import select
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -67,3 +71,33 @@ def read() -> str:
         return MOUNTINFO.read_text()
     except OSError:
         return ""
+
+
+def _reread(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def wait_undone(guard: Mapping[str, int], mountinfo: Path = MOUNTINFO) -> list[str]:
+    """Block until one of ``guard``'s mounts is undone; the lost paths. Each change to this
+    namespace's mount table wakes it (POLLPRI on mountinfo) to look. [] at once when nothing
+    is guarded or mountinfo cannot be watched."""
+    if not guard:
+        return []
+    try:
+        fd = os.open(mountinfo, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI | select.POLLERR)
+        text = _reread(fd)  # from now on, only a later change signals
+        while not (lost := undone(guard, text)):
+            poller.poll()
+            text = _reread(fd)
+        return lost
+    finally:
+        os.close(fd)

@@ -4,7 +4,10 @@ and a mount gone since the start is reported (and the unit refuses its job)."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,44 @@ def test_the_job_unit_refuses_its_job_once_its_mounts_changed(
     out = io.BytesIO()
     assert jobunit.serve_one(io.BytesIO(lines), out, guard) == 0
     assert len(box.jobs) == 1
+
+
+WATCH = r"""
+import subprocess, sys, threading, time
+from agentgw.sandbox import unitns
+point = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "guarded", point], check=True)
+subprocess.run(["mount", "-t", "tmpfs", "other", point + "-other"], check=True)
+guard = unitns.snapshot(unitns.read(), [point])
+found = []
+watch = threading.Thread(target=lambda: found.append(unitns.wait_undone(guard)), daemon=True)
+watch.start()
+time.sleep(0.3)
+subprocess.run(["umount", point + "-other"], check=True)  # a change, not the unit's own
+time.sleep(0.3)
+print("after other:", found, flush=True)
+t0 = time.monotonic()
+subprocess.run(["umount", point], check=True)
+watch.join(5)
+print("after own:", found, round(time.monotonic() - t0, 3))
+"""
+
+
+def test_the_wait_wakes_on_the_kernels_mount_change_and_only_the_units_own_ends_it(
+    tmp_path: Path,
+) -> None:
+    """In a mount namespace of its own (unshare: the host's mounts are untouched), the watch
+    sleeps through another mount going away and returns the guarded path once its mount is."""
+    point = tmp_path / "guarded"
+    point.mkdir()
+    (tmp_path / "guarded-other").mkdir()
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", WATCH,
+         str(point)], capture_output=True, text=True, timeout=30,
+        env={"PYTHONPATH": os.pathsep.join(sys.path), "PATH": os.environ["PATH"]})
+    assert proc.returncode == 0, proc.stderr
+    other, own = proc.stdout.splitlines()
+    assert other == "after other: []"
+    assert own.startswith(f"after own: [['{point}']]"), own
+    assert float(own.rsplit(" ", 1)[1]) < 2.0  # woken by the change, not by a poll interval
+    assert unitns.wait_undone({}) == []
