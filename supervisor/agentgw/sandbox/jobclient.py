@@ -79,24 +79,21 @@ def job_line(request: JobRequest) -> bytes:
 class Unit:
     """One connection to a job unit: prepared (``ready``), then one job, then closed."""
 
-    def __init__(
-        self, path: Path, spec: Prepare | None, *, job: bytes = b"", limit: Limit | None = None
-    ) -> None:
-        """Connect and send the prepare line (and ``job`` right after it, for a cold run
-        without a ``limit`` to set once the unit is ready); no ``spec``: only connect (a spare
-        unit, :meth:`prepare` later)."""
+    def __init__(self, path: Path, spec: Prepare | None, *, limit: Limit | None = None) -> None:
+        """Connect and send the prepare line; no ``spec``: only connect (:meth:`prepare`
+        later: a cold job's unit, spare or new)."""
         self.spec, self.prepare_s = spec, 0.0
-        self._limit = limit
+        self.limit = limit  # called by wait_ready once the unit is ready
         self.memory: MemoryLimit | None = None  # what ``limit`` set, once ready
         self._buf = b""
         self.heard = False  # whether the unit has said anything
-        self._sent = bool(job)  # a cold run's job went with the prepare line
+        self._sent = False  # a cold job's line may go with the prepare line
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.settimeout(READY_WAIT_S)
             self.sock.connect(os.fspath(path))
             if spec is not None:
-                self.sock.sendall(render_prepare(spec) + job)
+                self.sock.sendall(render_prepare(spec))
         except OSError as exc:
             self.sock.close()
             raise die(f"cannot reach the job socket {path}: {exc.strerror or exc}",
@@ -104,12 +101,13 @@ class Unit:
                       ) from None
 
     def prepare(self, spec: Prepare, job: bytes = b"") -> None:
-        """A spare unit's prepare line (and ``job``, as for :meth:`__init__`)."""
+        """The prepare line of a unit connected without one, and ``job`` right after it (a
+        cold job without a ``limit`` to set once the unit is ready)."""
         self.spec, self._sent = spec, bool(job)
         try:
             self.sock.sendall(render_prepare(spec) + job)
         except OSError as exc:
-            raise BrokerError("unavailable", "the spare job unit went away before its job: "
+            raise BrokerError("unavailable", "the job unit went away before its job: "
                               f"{exc.strerror or exc}") from None
 
     def _line(self, wait_s: float) -> bytes:
@@ -138,8 +136,8 @@ class Unit:
         except ValueError as exc:
             parse_response(line)  # a failure line: raises BrokerError with its kind and hint
             raise die(f"the job unit could not prepare: {exc}") from None
-        if self._limit is not None and self.spec is not None:
-            self.memory = self._limit(ready_unit(line), self.spec.memory_mb)
+        if self.limit is not None and self.spec is not None:
+            self.memory = self.limit(ready_unit(line), self.spec.memory_mb)
         return self
 
     def alive(self) -> bool:
@@ -180,23 +178,24 @@ def open_unit(path: Path, spec: Prepare, *, limit: Limit | None = None) -> Unit:
         raise
 
 
-def _prepared_run(unit: Unit, request: JobRequest) -> JobResult:
+def _cold(unit: Unit, request: JobRequest, backend: str) -> JobResult:
+    """``request`` on a unit connected without a prepare line: its prepare line (with the job
+    line right after it, unless the unit has a limit to set once ready, which the job line
+    then waits for), ready, the job, the answer; the connection is closed however it went."""
     try:
+        unit.prepare(shape_of(request, backend),
+                     job_line(request) if unit.limit is None else b"")
         unit.wait_ready(READY_WAIT_S + request.timeout_s)
-    except BaseException:
+        return unit.run(request)
+    finally:
         unit.close()
-        raise
-    return unit.run(request)
 
 
 def run_cold(
     path: Path, request: JobRequest, backend: str = "gvisor", *, limit: Limit | None = None
 ) -> JobResult:
-    """One job in a fresh unit: prepare and job on one new connection; with a ``limit``, the
-    job line waits for the unit's ready and its limit."""
-    early = job_line(request) if limit is None else b""
-    return _prepared_run(Unit(path, shape_of(request, backend), job=early, limit=limit),
-                         request)
+    """One job in a fresh unit (a new connection), as :func:`_cold`."""
+    return _cold(Unit(path, None, limit=limit), request, backend)
 
 
 class Spare:
@@ -206,7 +205,7 @@ class Spare:
     prepare_s = 0.0  # nothing prepared ahead
 
     def __init__(self, path: Path, backend: str = "gvisor", *, limit: Limit | None = None) -> None:
-        self.backend, self._limit = backend, limit
+        self.backend = backend
         self.unit = Unit(path, None, limit=limit)
 
     def alive(self) -> bool:
@@ -215,17 +214,13 @@ class Spare:
     def run(self, request: JobRequest) -> JobResult:
         """Prepare for ``request``, run it, answer. A unit that ended before it read its prepare
         line (nothing came back) is BrokerError 'unavailable': the caller runs the job cold."""
-        early = job_line(request) if self._limit is None else b""
         try:
-            self.unit.prepare(shape_of(request, self.backend), early)
-            return _prepared_run(self.unit, request)
+            return _cold(self.unit, request, self.backend)
         except AgentgwError as exc:
             if self.unit.heard or isinstance(exc, BrokerError):
                 raise
             raise BrokerError("unavailable", f"the spare job unit ended unprepared: "
                               f"{exc.message}") from None
-        finally:
-            self.unit.close()  # one job: done with, however it went
 
     def close(self) -> None:
         self.unit.close()
