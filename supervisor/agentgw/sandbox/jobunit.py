@@ -105,20 +105,19 @@ def _finish(out: BinaryIO) -> None:
             pass
 
 
-def _changed(guard: Mapping[str, int] | None) -> str:
-    """Why this unit must not run a job: its own mounts, undone since it started ('' if not)."""
-    lost = unitns.undone(guard, unitns.read()) if guard else []
-    if not lost:
-        return ""
-    return (f"this job unit's mounts changed since it started ({', '.join(lost)}: removed or "
-            "replaced on the host), so it runs no job")
+def _lost(paths: list[str], when: str, then: str) -> str:
+    """The journal's line for this unit's own mounts undone (said on stderr too)."""
+    why = (f"this job unit's mounts changed {when} ({', '.join(paths)}: removed or replaced on "
+           f"the host){then}")
+    print(f"agentgw-job: {why}", file=sys.stderr, flush=True)
+    return why
 
 
 def _refused(guard: Mapping[str, int] | None, out: BinaryIO) -> bool:
     """Refuse (journal line, 'unavailable' answer) if this unit's own mounts changed."""
-    if not (why := _changed(guard)):
+    if not (paths := unitns.undone(guard, unitns.read()) if guard else []):
         return False
-    print(f"agentgw-job: {why}", file=sys.stderr, flush=True)
+    why = _lost(paths, "since it started", ", so it runs no job")
     _send(out, render_failure("unavailable", why, "the broker runs it in a new unit"))
     return True
 
@@ -144,8 +143,7 @@ def _watch_mounts(guard: Mapping[str, int], idle: _Idle) -> None:
     with idle.lock:
         if not idle.waiting:
             return
-        print(f"agentgw-job: this job unit's mounts changed while it waited ({', '.join(lost)}: "
-              "removed or replaced on the host); it ends", file=sys.stderr, flush=True)
+        _lost(lost, "while it waited", "; it ends")
         os._exit(0)  # the unit's stop takes its sandbox or VM with it
 
 
